@@ -9,7 +9,7 @@ from absl import app
 from softlab import registry
 
 # Modules whose import fills the registries `softlab list` prints.
-REGISTRY_MODULES = ("softlab.normalizers",)
+REGISTRY_MODULES = ("softlab.normalizers", "softlab.losses")
 
 USAGE = "usage: softlab list"
 
@@ -19,10 +19,10 @@ def list_registered() -> str:
   for module in REGISTRY_MODULES:
     importlib.import_module(module)
   blocks = []
-  for kind, entries in registry.all_registries().items():
+  for entries in registry.all_registries().values():
     names = ", ".join(entries.names())
     blocks.append(
-        f"{kind}s ({len(entries.names())}):\n"
+        f"{entries.plural} ({len(entries.names())}):\n"
         + textwrap.fill(names, width=79, initial_indent="  ",
                         subsequent_indent="  ")
     )

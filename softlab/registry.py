@@ -14,10 +14,11 @@ _REGISTRIES: dict[str, "Registry"] = {}
 class Registry:
   """A name -> object map for one kind of component."""
 
-  def __init__(self, kind: str):
+  def __init__(self, kind: str, plural: str | None = None):
     if kind in _REGISTRIES:
       raise ValueError(f"a registry of {kind!r} already exists")
     self.kind = kind
+    self.plural = plural or f"{kind}s"
     self._entries: dict[str, Any] = {}
     _REGISTRIES[kind] = self
 

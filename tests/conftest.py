@@ -1,8 +1,16 @@
-"""Shared test setup: deterministic hypothesis, float64 on demand."""
+"""Shared test setup: 8 simulated CPU devices, deterministic hypothesis, float64 on demand."""
 
-import jax
-import pytest
-from hypothesis import HealthCheck, settings
+import os
+
+# Before JAX initializes its backend: 8 CPU devices for the multi-device tests
+# (single-device code keeps running on device 0).
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "softlab",
