@@ -1,0 +1,163 @@
+"""The dataset interface, the registry, and batching shared by every dataset."""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from softlab.registry import Registry
+
+REGISTRY = Registry("dataset")
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A training stream and fixed evaluation splits, all host-side NumPy.
+
+  Attributes:
+    train_batch: step -> the global training batch at that step; a pure
+      function of (seed, step). Every batch has a float "weight" entry (1 for
+      real examples), so padding with weight-0 examples leaves means unchanged.
+    eval_splits: split name -> list of batches covering the split once.
+    info: what models need to know (num_classes, input_shape, vocab_size, ...).
+    train_arrays: the full training set for datasets that have one (per-example
+      state such as ALDR-KL's lambda is indexed by its "ids").
+  """
+
+  train_batch: Callable[[int], Batch]
+  eval_splits: Mapping[str, list[Batch]]
+  info: Mapping[str, Any]
+  train_arrays: Batch | None = None
+
+
+def build(config, *, batch_size: int | None, eval_batch_size: int, seed: int) -> Dataset:
+  """The dataset named by `config.name`, built from the rest of `config`."""
+  options = dict(config)
+  name = options.pop("name")
+  return REGISTRY.get(name)(options, batch_size=batch_size,
+                            eval_batch_size=eval_batch_size, seed=seed)
+
+
+def rng_for(seed: int, *stream: int) -> np.random.Generator:
+  """A NumPy generator determined by (seed, *stream) alone."""
+  return np.random.default_rng([seed, *stream])
+
+
+def train_indices(num_examples: int, batch_size: int | None, seed: int, step: int) -> np.ndarray:
+  """Example indices of the training batch at `step`.
+
+  None (or a batch at least the size of the set) means full batch: every
+  example, in order, every step. Otherwise epochs are seeded permutations and
+  the batch is the step's slice (the last partial slice of an epoch is dropped).
+  """
+  if batch_size is None or batch_size >= num_examples:
+    return np.arange(num_examples)
+  per_epoch = num_examples // batch_size
+  epoch, position = divmod(step, per_epoch)
+  order = rng_for(seed, 1, epoch).permutation(num_examples)
+  return order[position * batch_size : (position + 1) * batch_size]
+
+
+def with_weight(batch: Batch) -> Batch:
+  """`batch` with a "weight" of ones (one per example)."""
+  size = len(next(iter(batch.values())))
+  return {**batch, "weight": np.ones(size, np.float32)}
+
+
+def array_dataset(
+    train: Batch,
+    splits: Mapping[str, Batch],
+    info: Mapping[str, Any],
+    *,
+    batch_size: int | None,
+    eval_batch_size: int,
+    seed: int,
+) -> Dataset:
+  """A Dataset over in-memory arrays; adds "ids" (row numbers) to the train set."""
+  num = len(train["labels"])
+  train = {**train, "ids": np.arange(num, dtype=np.int32)}
+
+  def train_batch(step: int) -> Batch:
+    index = train_indices(num, batch_size, seed, step)
+    return with_weight({k: v[index] for k, v in train.items()})
+
+  return Dataset(
+      train_batch=train_batch,
+      eval_splits={name: chunk(split, eval_batch_size) for name, split in splits.items()},
+      info=info,
+      train_arrays=train,
+  )
+
+
+def chunk(arrays: Batch, batch_size: int) -> list[Batch]:
+  """Consecutive batches covering `arrays` once, each with a "weight"."""
+  num = len(next(iter(arrays.values())))
+  return [
+      with_weight({k: v[start : start + batch_size] for k, v in arrays.items()})
+      for start in range(0, num, batch_size)
+  ]
+
+
+def split_indices(num: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded (train, test) partition of range(num)."""
+  if not 0 < test_fraction < 1:
+    raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+  order = rng_for(seed, 0).permutation(num)
+  num_test = int(round(num * test_fraction))
+  return np.sort(order[num_test:]), np.sort(order[:num_test])
+
+
+NOISE_KINDS = ("none", "uniform", "class_dependent")
+
+
+def apply_label_noise(
+    labels: np.ndarray, num_classes: int, *, kind: str, rate: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """(noisy labels, is_noisy) for the training split only.
+
+  uniform: with probability `rate` the label is redrawn uniformly over all
+  classes (it may land on the true class). class_dependent: with probability
+  `rate` the label y becomes (y + 1) mod K. Seeded, so runs repeat exactly.
+  """
+  if kind not in NOISE_KINDS:
+    raise ValueError(f"label noise kind {kind!r}; valid: {', '.join(NOISE_KINDS)}")
+  if not 0 <= rate <= 1:
+    raise ValueError(f"label noise rate must be in [0, 1], got {rate}")
+  if kind == "none" or rate == 0:
+    return labels.copy(), np.zeros(len(labels), bool)
+  rng = rng_for(seed, 2)
+  flip = rng.random(len(labels)) < rate
+  if kind == "uniform":
+    replacement = rng.integers(0, num_classes, len(labels))
+  else:
+    replacement = (labels + 1) % num_classes
+  noisy = np.where(flip, replacement, labels).astype(labels.dtype)
+  return noisy, noisy != labels
+
+
+def noisy_train_split(
+    inputs: np.ndarray, labels: np.ndarray, num_classes: int, options: dict, seed: int
+) -> Batch:
+  """The training arrays with the configured label noise (clean labels kept)."""
+  noisy, is_noisy = apply_label_noise(
+      labels, num_classes, kind=options.pop("label_noise", "none"),
+      rate=options.pop("noise_rate", 0.0), seed=seed,
+  )
+  return {"inputs": inputs, "labels": noisy, "clean_labels": labels, "is_noisy": is_noisy}
+
+
+def reject_unknown(options: dict, dataset: str) -> None:
+  """Raises if a dataset's options hold fields it does not know."""
+  if options:
+    raise ValueError(
+        f"unknown field(s) for dataset {dataset!r}: {', '.join(sorted(options))}"
+    )
+
+
+def require_batch_size(batch_size: int | None, dataset: str) -> None:
+  """Streaming datasets have no full batch: they need an explicit batch size."""
+  if batch_size is None:
+    raise ValueError(f"dataset {dataset!r} streams fresh examples; set train.batch_size")

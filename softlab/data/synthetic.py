@@ -1,0 +1,166 @@
+"""Synthetic tasks: modular arithmetic, sparse parity, max-retrieval, associative recall."""
+
+import numpy as np
+
+from softlab.data.base import (REGISTRY, Dataset, array_dataset, chunk, reject_unknown,
+                               require_batch_size, rng_for, split_indices, with_weight)
+
+MODULAR_OPS = {
+    "add": lambda a, b, p: (a + b) % p,
+    "sub": lambda a, b, p: (a - b) % p,
+    "mul": lambda a, b, p: (a * b) % p,
+}
+ENCODINGS = ("one_hot", "tokens")
+
+
+@REGISTRY.register("modular_arithmetic")
+def modular_arithmetic(options, *, batch_size, eval_batch_size, seed):
+  """All pairs (a, b) in [0, p)^2 labelled (a op b) mod p, split by `train_fraction`.
+
+  encoding "one_hot": the concatenated one-hots of a and b (2p inputs, as in
+  "Grokking at the Edge of Numerical Stability", arXiv:2501.04697);
+  "tokens": the pair of token ids, for a transformer predicting at the last token.
+  """
+  op = options.pop("op", "add")
+  p = options.pop("p", 113)
+  train_fraction = options.pop("train_fraction", 0.4)
+  encoding = options.pop("encoding", "one_hot")
+  reject_unknown(options, "modular_arithmetic")
+  if op not in MODULAR_OPS:
+    raise ValueError(f"op {op!r}; valid: {', '.join(MODULAR_OPS)}")
+  if encoding not in ENCODINGS:
+    raise ValueError(f"encoding {encoding!r}; valid: {', '.join(ENCODINGS)}")
+  a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+  labels = MODULAR_OPS[op](a, b, p).astype(np.int32)
+  if encoding == "one_hot":
+    eye = np.eye(p, dtype=np.float32)
+    inputs = np.concatenate([eye[a], eye[b]], axis=1)
+    info = {"num_classes": p, "input_shape": (2 * p,)}
+  else:
+    inputs = np.stack([a, b], axis=1).astype(np.int32)
+    info = {"num_classes": p, "input_shape": (2,), "vocab_size": p}
+  train, test = split_indices(p * p, 1 - train_fraction, seed)
+  return array_dataset(
+      {"inputs": inputs[train], "labels": labels[train]},
+      {"test": {"inputs": inputs[test], "labels": labels[test]}},
+      info, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+  )
+
+
+@REGISTRY.register("sparse_parity")
+def sparse_parity(options, *, batch_size, eval_batch_size, seed):
+  """Random bit strings labelled by the parity of their first `parity_bits` bits."""
+  num_bits = options.pop("num_bits", 43)
+  parity_bits = options.pop("parity_bits", 3)
+  num_samples = options.pop("num_samples", 2000)
+  test_fraction = options.pop("test_fraction", 0.5)
+  reject_unknown(options, "sparse_parity")
+  if not 0 < parity_bits <= num_bits:
+    raise ValueError(f"parity_bits must be in [1, num_bits={num_bits}], got {parity_bits}")
+  bits = rng_for(seed, 3).integers(0, 2, (num_samples, num_bits))
+  labels = (bits[:, :parity_bits].sum(1) % 2).astype(np.int32)
+  inputs = bits.astype(np.float32)
+  train, test = split_indices(num_samples, test_fraction, seed)
+  return array_dataset(
+      {"inputs": inputs[train], "labels": labels[train]},
+      {"test": {"inputs": inputs[test], "labels": labels[test]}},
+      {"num_classes": 2, "input_shape": (num_bits,)},
+      batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+  )
+
+
+def max_retrieval_sample(rng, num_examples, lengths, max_length, num_classes):
+  """Sets of items (class one-hot, priority in U[0, 1]); the label is the class
+  of the highest-priority item. Items beyond each set's length are padding."""
+  classes = rng.integers(0, num_classes, (num_examples, max_length))
+  priority = rng.random((num_examples, max_length)).astype(np.float32)
+  mask = np.arange(max_length)[None, :] < lengths[:, None]
+  target = np.argmax(np.where(mask, priority, -1.0), axis=1).astype(np.int32)
+  features = np.concatenate(
+      [np.eye(num_classes, dtype=np.float32)[classes], priority[..., None]], axis=-1
+  )
+  features = np.where(mask[..., None], features, 0.0).astype(np.float32)
+  labels = classes[np.arange(num_examples), target].astype(np.int32)
+  return {"inputs": features, "mask": mask, "labels": labels, "target": target}
+
+
+@REGISTRY.register("max_retrieval")
+def max_retrieval(options, *, batch_size, eval_batch_size, seed):
+  """Predict the class of the highest-priority item of a set.
+
+  Train on sets of `train_min_items`..`train_max_items` items (fresh samples
+  every step); evaluate out of distribution at each of `test_lengths`. From
+  "softmax is not enough (for sharp out-of-distribution)", arXiv:2410.01104.
+  """
+  num_classes = options.pop("num_classes", 10)
+  low = options.pop("train_min_items", 5)
+  high = options.pop("train_max_items", 16)
+  test_lengths = tuple(options.pop("test_lengths", (16, 64, 256, 1024)))
+  test_size = options.pop("test_size", 512)
+  reject_unknown(options, "max_retrieval")
+  require_batch_size(batch_size, "max_retrieval")
+  if not 1 <= low <= high:
+    raise ValueError(f"need 1 <= train_min_items <= train_max_items, got {low}, {high}")
+
+  def train_batch(step):
+    rng = rng_for(seed, 4, step)
+    lengths = rng.integers(low, high + 1, batch_size)
+    return with_weight(max_retrieval_sample(rng, batch_size, lengths, high, num_classes))
+
+  splits = {}
+  for length in test_lengths:
+    rng = rng_for(seed, 5, length)
+    lengths = np.full(test_size, length)
+    splits[f"test_{length}"] = chunk(
+        max_retrieval_sample(rng, test_size, lengths, length, num_classes), eval_batch_size
+    )
+  info = {"num_classes": num_classes, "input_shape": (high, num_classes + 1),
+          "feature_dim": num_classes + 1}
+  return Dataset(train_batch=train_batch, eval_splits=splits, info=info)
+
+
+def associative_recall_sample(rng, num_examples, num_pairs, num_keys, num_values):
+  """Sequences k1 v1 ... kn vn q; the label is the value stored under key q.
+
+  Keys are tokens [0, num_keys), values [num_keys, num_keys + num_values).
+  """
+  keys = np.argsort(rng.random((num_examples, num_keys)), axis=1)[:, :num_pairs]
+  values = rng.integers(0, num_values, (num_examples, num_pairs)) + num_keys
+  pick = rng.integers(0, num_pairs, num_examples)
+  rows = np.arange(num_examples)
+  tokens = np.empty((num_examples, 2 * num_pairs + 1), np.int32)
+  tokens[:, 0:-1:2], tokens[:, 1:-1:2] = keys, values
+  tokens[:, -1] = keys[rows, pick]
+  return {"tokens": tokens, "labels": (values[rows, pick] - num_keys).astype(np.int32)}
+
+
+@REGISTRY.register("associative_recall")
+def associative_recall(options, *, batch_size, eval_batch_size, seed):
+  """Key-value associative recall with a length knob (the needle task).
+
+  Trains on `train_pairs` pairs and evaluates at each of `test_pairs`; the
+  model reads the whole sequence and predicts (one of `num_values` classes)
+  at the last token.
+  """
+  num_keys = options.pop("num_keys", 64)
+  num_values = options.pop("num_values", 16)
+  train_pairs = options.pop("train_pairs", 8)
+  test_pairs = tuple(options.pop("test_pairs", (8, 16, 32)))
+  test_size = options.pop("test_size", 512)
+  reject_unknown(options, "associative_recall")
+  require_batch_size(batch_size, "associative_recall")
+  if max(train_pairs, *test_pairs) > num_keys:
+    raise ValueError(f"pairs per sequence cannot exceed num_keys={num_keys}")
+
+  def train_batch(step):
+    return with_weight(associative_recall_sample(
+        rng_for(seed, 6, step), batch_size, train_pairs, num_keys, num_values))
+
+  splits = {
+      f"test_{pairs}": chunk(associative_recall_sample(
+          rng_for(seed, 7, pairs), test_size, pairs, num_keys, num_values), eval_batch_size)
+      for pairs in test_pairs
+  }
+  info = {"num_classes": num_values, "vocab_size": num_keys + num_values,
+          "input_shape": (2 * train_pairs + 1,)}
+  return Dataset(train_batch=train_batch, eval_splits=splits, info=info)

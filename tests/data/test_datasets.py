@@ -1,0 +1,144 @@
+"""Datasets: contents, determinism in (seed, step), splits, label noise, errors."""
+
+
+import ml_collections
+import numpy as np
+import pytest
+
+from softlab import data
+from softlab.data import base, digits
+
+
+def build(batch_size=32, eval_batch_size=256, seed=0, **options):
+  return data.build(ml_collections.ConfigDict(options), batch_size=batch_size,
+                    eval_batch_size=eval_batch_size, seed=seed)
+
+
+def test_modular_arithmetic_labels_and_split():
+  dataset = build(name="modular_arithmetic", p=13, train_fraction=0.4, batch_size=None)
+  train = dataset.train_arrays
+  test = dataset.eval_splits["test"][0]
+  assert len(train["labels"]) + len(test["labels"]) == 169
+  assert len(train["labels"]) == round(169 * 0.4)
+  for split in (train, test):
+    a, b = split["inputs"][:, :13].argmax(1), split["inputs"][:, 13:].argmax(1)
+    np.testing.assert_array_equal(split["labels"], (a + b) % 13)
+  pairs = lambda s: {tuple(r) for r in s["inputs"].astype(int)}
+  assert not pairs(train) & pairs(test)
+  full = dataset.train_batch(7)
+  np.testing.assert_array_equal(full["labels"], train["labels"])  # full batch every step
+  tokens = build(name="modular_arithmetic", p=7, op="mul", encoding="tokens", batch_size=None)
+  t = tokens.train_arrays
+  np.testing.assert_array_equal(t["labels"], (t["inputs"][:, 0] * t["inputs"][:, 1]) % 7)
+
+
+def test_minibatches_depend_only_on_seed_and_step():
+  one = build(name="digits", batch_size=64)
+  two = build(name="digits", batch_size=64)
+  for step in (0, 5, 100):
+    a, b = one.train_batch(step), two.train_batch(step)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert not np.array_equal(one.train_batch(0)["ids"], one.train_batch(1)["ids"])
+  other = build(name="digits", batch_size=64, seed=1)
+  assert not np.array_equal(one.train_batch(0)["ids"], other.train_batch(0)["ids"])
+  # An epoch visits every example at most once.
+  per_epoch = len(one.train_arrays["labels"]) // 64
+  ids = np.concatenate([one.train_batch(s)["ids"] for s in range(per_epoch)])
+  assert len(np.unique(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("kind, rate", [("uniform", 0.3), ("uniform", 0.6), ("class_dependent", 0.3)])
+def test_label_noise_rates_and_train_only(kind, rate):
+  labels = np.random.default_rng(0).integers(0, 10, 20000)
+  noisy, is_noisy = base.apply_label_noise(labels, 10, kind=kind, rate=rate, seed=0)
+  flipped = rate * (0.9 if kind == "uniform" else 1.0)  # uniform may redraw the true class
+  assert abs(is_noisy.mean() - flipped) < 0.015
+  np.testing.assert_array_equal(is_noisy, noisy != labels)
+  if kind == "class_dependent":
+    np.testing.assert_array_equal(noisy[is_noisy], (labels[is_noisy] + 1) % 10)
+  dataset = build(name="digits", label_noise=kind, noise_rate=rate)
+  train = dataset.train_arrays
+  assert train["is_noisy"].any()
+  np.testing.assert_array_equal(train["labels"] != train["clean_labels"], train["is_noisy"])
+  clean = build(name="digits")
+  np.testing.assert_array_equal(dataset.eval_splits["test"][0]["labels"],
+                                clean.eval_splits["test"][0]["labels"])
+
+
+def test_digits_are_real_images():
+  dataset = build(name="digits", layout="image", batch_size=None)
+  x = dataset.train_arrays["inputs"]
+  assert x.shape[1:] == (8, 8, 1) and 0 <= x.min() and x.max() <= 1
+  total = len(dataset.train_arrays["labels"]) + sum(len(b["labels"]) for b in dataset.eval_splits["test"])
+  assert total == 1797
+
+
+def test_max_retrieval_label_is_class_of_highest_priority():
+  dataset = build(name="max_retrieval", test_lengths=(16, 64), test_size=100)
+  batch = dataset.train_batch(3)
+  lengths = batch["mask"].sum(1)
+  assert lengths.min() >= 5 and lengths.max() <= 16
+  priority = np.where(batch["mask"], batch["inputs"][..., -1], -1)
+  target = priority.argmax(1)
+  np.testing.assert_array_equal(target, batch["target"])
+  np.testing.assert_array_equal(batch["inputs"][np.arange(32), target, :10].argmax(1), batch["labels"])
+  assert dataset.eval_splits["test_64"][0]["inputs"].shape == (100, 64, 11)
+
+
+def test_associative_recall_answer_is_stored_value():
+  dataset = build(name="associative_recall", num_keys=20, num_values=5, train_pairs=4, test_pairs=(4, 8))
+  batch = dataset.train_batch(0)
+  tokens = batch["tokens"]
+  for row, label in zip(tokens, batch["labels"]):
+    keys, values = row[0:-1:2], row[1:-1:2]
+    assert len(set(keys)) == len(keys)
+    assert values[list(keys).index(row[-1])] - 20 == label
+
+
+def test_text_corpus_windows_and_eval_lengths():
+  dataset = build(name="text_corpus", seq_len=32, eval_lengths=(32, 128), eval_windows=4, batch_size=8)
+  batch = dataset.train_batch(0)["tokens"]
+  assert batch.shape == (8, 33) and batch.max() < dataset.info["vocab_size"]
+  vocabulary = dataset.info["vocabulary"]
+  text = "".join(vocabulary[t] for t in batch[0])
+  assert text in data.corpus.corpus_text()
+  assert dataset.eval_splits["val_128"][0]["tokens"].shape == (4, 129)
+
+
+def test_digit_captions_name_the_digit_and_prompts_exist():
+  dataset = build(name="digit_captions", batch_size=16)
+  batch = dataset.train_batch(0)
+  vocabulary = digits.caption_vocabulary()
+  for tokens, label in zip(batch["tokens"], batch["labels"]):
+    words = [vocabulary[t] for t in tokens if t]
+    assert digits.DIGIT_NAMES[label] in words
+  assert dataset.info["class_prompts"].shape == (10, 6)
+
+
+def test_npz_loader(tmp_path):
+  rng = np.random.default_rng(0)
+  path = tmp_path / "toy.npz"
+  np.savez(path, x_train=rng.normal(size=(50, 3)), y_train=rng.integers(0, 4, 50),
+           x_test=rng.normal(size=(20, 3)), y_test=rng.integers(0, 4, 20))
+  dataset = build(name="npz", path=str(path))
+  assert dataset.info["num_classes"] == 4 and dataset.train_batch(0)["inputs"].shape == (32, 3)
+  with pytest.raises(ValueError, match="no such .npz file"):
+    build(name="npz", path=str(tmp_path / "missing.npz"))
+  np.savez(tmp_path / "partial.npz", x_train=np.zeros((2, 2)))
+  with pytest.raises(ValueError, match="lacks array"):
+    build(name="npz", path=str(tmp_path / "partial.npz"))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"name": "nope"}, "unknown dataset 'nope'; valid: .*digits"),
+    ({"name": "digits", "colour": 1}, "unknown field.*colour"),
+    ({"name": "digits", "label_noise": "gaussian"}, "label noise kind 'gaussian'; valid"),
+    ({"name": "modular_arithmetic", "op": "pow"}, "op 'pow'; valid: add, sub, mul"),
+    ({"name": "max_retrieval", "batch_size": None}, "set train.batch_size"),
+])
+def test_bad_options_raise_one_line_errors(options, message):
+  options = dict(options)
+  batch_size = options.pop("batch_size", 32)
+  with pytest.raises(ValueError, match=message):
+    build(batch_size=batch_size, **options)
