@@ -57,20 +57,31 @@ def _prepare(x: ArrayLike, axis: int, where: ArrayLike | None):
   else:
     out_dtype = jnp.float32
     x = x.astype(jnp.float32)
-  mask = x != -jnp.inf
-  if where is not None:
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-      raise ValueError(f"where must be a boolean array, got dtype {where.dtype}")
-    try:
-      where = jnp.broadcast_to(where, x.shape)
-    except ValueError:
-      raise ValueError(
-          f"where of shape {where.shape} does not broadcast to x of shape"
-          f" {x.shape}"
-      ) from None
-    mask = mask & where
+  mask = keep_mask(x, where)
   return jnp.where(mask, x, 0), mask, axis, out_dtype
+
+
+def keep_mask(x: jax.Array, where: ArrayLike | None, *, name: str = "x", hint: str = ""):
+  """The entries of `x` that take part: x != -inf, and `where` if given.
+
+  Args:
+    x: the scores (its shape is the mask's).
+    where: None, or a boolean array broadcastable to x.
+    name: how error messages call x.
+    hint: appended to the shape error (e.g. how to pass a per-example mask).
+  """
+  mask = x != -jnp.inf
+  if where is None:
+    return mask
+  where = jnp.asarray(where)
+  if where.dtype != jnp.bool_:
+    raise ValueError(f"where must be a boolean array, got dtype {where.dtype}")
+  try:
+    return mask & jnp.broadcast_to(where, x.shape)
+  except ValueError:
+    raise ValueError(
+        f"where of shape {where.shape} does not broadcast to {name} of shape {x.shape}{hint}"
+    ) from None
 
 
 def _per_row(value: ArrayLike, x: jax.Array, axis: int, name: str):
@@ -119,7 +130,7 @@ def _l1_normalize(w: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
   return _safe_divide_rows(w, jnp.sum(w, axis=axis, keepdims=True))
 
 
-def _check_positive(value, name: str):
+def check_positive(value, name: str):
   """Validates a hyperparameter given as a Python number (traced values pass)."""
   if isinstance(value, (int, float)) and not value > 0:
     raise ValueError(f"{name} must be > 0, got {value}")
@@ -147,17 +158,19 @@ def _stablemax_branches(x):
   return positive, jnp.where(positive, x, 0), jnp.where(positive, 0, x)
 
 
-def _stablemax_s(x):
+def stablemax_s(x):
+  """StableMax's s(x): x + 1 for x >= 0, 1 / (1 - x) below; finite gradients everywhere."""
   positive, x_pos, x_neg = _stablemax_branches(x)
   return jnp.where(positive, x_pos + 1, 1 / (1 - x_neg))
 
 
 def _log_stablemax_s(x):
+  """log s(x) without forming s(x): log1p(x) for x >= 0, -log1p(-x) below."""
   positive, x_pos, x_neg = _stablemax_branches(x)
   return jnp.where(positive, jnp.log1p(x_pos), -jnp.log1p(-x_neg))
 
 
-def _log_softplus(x):
+def log_softplus(x):
   """log softplus(x), = x (to 1e-13 relative) below -30 where softplus underflows.
 
   Normalizing softplus(x) as softmax(log softplus(x)) keeps rows whose softplus
@@ -259,7 +272,7 @@ def stablemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
     arXiv:2501.04697.
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
-  return _l1_normalize(_stablemax_s(x), mask, axis).astype(out_dtype)
+  return _l1_normalize(stablemax_s(x), mask, axis).astype(out_dtype)
 
 
 @_REGISTRY.register("log_stablemax")
@@ -394,10 +407,10 @@ def softplus(
     Extrapolation in Large Language Models", arXiv:2501.13428.
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
-  weights = _softmax(_log_softplus(jnp.asarray(scale, x.dtype) * x), mask, axis)
+  weights = _softmax(log_softplus(jnp.asarray(scale, x.dtype) * x), mask, axis)
   if sharpen_power is None:
     return weights.astype(out_dtype)
-  _check_positive(sharpen_power, "sharpen_power")
+  check_positive(sharpen_power, "sharpen_power")
   n = _row_count(mask, axis, x.dtype) if n is None else _per_row(n, x, axis, "n")
   offset = jnp.where(n <= 3, 0.0, 1.0).astype(x.dtype)
   excess = jnp.where(mask, jax.nn.relu(weights * n - offset), 0)
@@ -597,7 +610,7 @@ def gumbel_softmax(
     Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax",
     arXiv:1611.01144.
   """
-  _check_positive(temperature, "temperature")
+  check_positive(temperature, "temperature")
   x, mask, axis, out_dtype = _prepare(x, axis, where)
   noise = jax.random.gumbel(key, x.shape, x.dtype)
   temperature = jnp.asarray(temperature, x.dtype)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from jax.test_util import check_grads
@@ -487,6 +487,7 @@ def test_property_permutation_equivariance(x, seed):
     )
 
 
+@settings(max_examples=20)  # every distinct mask size compiles anew
 @given(x=hnp.arrays(np.float32, 8, elements=st.floats(-50, 50, width=32)),
        where=hnp.arrays(np.bool_, 8).filter(lambda m: m.any()))
 def test_property_mask_equals_dropping_entries(x, where):

@@ -1,0 +1,293 @@
+"""Flax: an `attention_fn` for Flax's attention modules and a linen layer."""
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from softlab.attention import _common
+from softlab.attention.core import dot_product_attention
+from softlab.attention.dense import attention_weights
+
+# dot_product_attention keywords that make_attention_fn accepts.
+_ATTENTION_OPTIONS = (
+    "normalizer_kwargs",
+    "scale",
+    "is_causal",
+    "implementation",
+    "block_size",
+)
+# The default sigmoid bias of MultiHeadAttention: -log n_i per query row.
+LOG_N_BIAS = "-log n"
+
+
+def _flatten_batch(x, batch_dims: tuple[int, ...], tail: int):
+  """[batch..., *tail dims] -> [prod(batch_dims), *tail dims] (batch broadcast)."""
+  if x is None:
+    return None
+  x = jnp.asarray(x)
+  x = x.reshape((1,) * max(len(batch_dims) + tail - x.ndim, 0) + x.shape)
+  x = jnp.broadcast_to(x, batch_dims + x.shape[len(batch_dims) :])
+  return x.reshape((-1,) + x.shape[len(batch_dims) :])
+
+
+def make_attention_fn(
+    normalizer: str = "softmax", **kwargs
+) -> Callable[..., jax.Array]:
+  """An `attention_fn` for Flax's (linen and nnx) multi-head attention modules.
+
+  Usable as `attention_fn` of flax.linen.MultiHeadDotProductAttention and of
+  flax.nnx.MultiHeadAttention.
+
+  The returned function has the signature of flax's dot_product_attention
+  (query, key, value, bias=None, mask=None, broadcast_dropout, dropout_rng,
+  dropout_rate, deterministic, dtype, precision, module, is_causal) and
+  computes softlab's dot_product_attention with the given normalizer. Inputs
+  may have any number of leading batch dims ([batch..., T, N, H]); `dtype`
+  casts the inputs; `precision` is ignored (scores are computed in float32
+  or wider); attention dropout is not supported (dropout_rate > 0 with
+  deterministic=False raises). When the module asks to sow the weights
+  (`module` given), they are computed densely and sown as
+  ("intermediates", "attention_weights") (nnx: nnx.Intermediate).
+
+  Args:
+    normalizer: a normalizer name (see dot_product_attention).
+    **kwargs: normalizer_kwargs, scale, is_causal, implementation, block_size
+      of dot_product_attention; is_causal=True here or in the call applies the
+      causal mask.
+
+  Returns:
+    The attention function.
+  """
+  _common.check_normalizer(normalizer)
+  for name in kwargs:
+    if name not in _ATTENTION_OPTIONS:
+      raise ValueError(
+          f"make_attention_fn got unknown option {name!r};"
+          f" valid: {', '.join(_ATTENTION_OPTIONS)}"
+      )
+  causal_default = kwargs.pop("is_causal", False)
+  weight_kwargs = {k: kwargs[k] for k in ("normalizer_kwargs", "scale") if k in kwargs}
+
+  def attention_fn(
+      query,
+      key,
+      value,
+      bias=None,
+      mask=None,
+      broadcast_dropout: bool = True,
+      dropout_rng=None,
+      dropout_rate: float = 0.0,
+      deterministic: bool = False,
+      dtype=None,
+      precision=None,
+      module=None,
+      is_causal: bool = False,
+  ):
+    del broadcast_dropout, dropout_rng, precision
+    if dropout_rate > 0 and not deterministic:
+      raise ValueError(
+          f"dropout_rate={dropout_rate} with deterministic=False: softlab's"
+          " attention_fn has no attention dropout; use dropout_rate=0"
+      )
+    if dtype is not None:
+      query, key, value = (jnp.asarray(x, dtype) for x in (query, key, value))
+    batch_dims = query.shape[:-3]
+    q, k, v = (_flatten_batch(x, batch_dims, 3) for x in (query, key, value))
+    bias, mask = (_flatten_batch(x, batch_dims, 3) for x in (bias, mask))
+    causal = is_causal or causal_default
+    out = dot_product_attention(
+        q, k, v, bias, mask, normalizer=normalizer, is_causal=causal, **kwargs
+    )
+    if module is not None:
+      weights = attention_weights(
+          q, k, bias, mask, normalizer=normalizer, is_causal=causal, **weight_kwargs
+      )
+      weights = weights.reshape(batch_dims + weights.shape[1:])
+      if isinstance(module, nnx.Module):
+        module.sow(nnx.Intermediate, "attention_weights", weights)
+      else:
+        module.sow("intermediates", "attention_weights", weights)
+    return out.reshape(batch_dims + out.shape[1:])
+
+  return attention_fn
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention (linen) with the normalizer from config.
+
+  inputs [B, T, F] -> q [B, T, N, D], k and v [B, S, K, D] (no projection
+  biases) -> optional per-head QK-norm (LayerNorm over D without bias, scale
+  per head and dim) -> optional `rotary(q, k)` -> dot_product_attention ->
+  output projection to `out_features` -> optional LayerScale (a learnable
+  per-feature gain initialized to `layer_scale_init`).
+
+  Normalizer-specific parameters:
+  - ssmax: s is learned per head ("ssmax_s", shape [N]) from `ssmax_s_init`
+    (default 0.43, as softlab.normalizers.ssmax). s = 1 / log(n_train) makes
+    SSMax equal softmax at the training length n_train.
+  - sigmoid: `sigmoid_bias` is "-log n" (b = -log n_i per query row, fixed;
+    the paper's recommendation) or a float; with `sigmoid_bias_learnable` the
+    float is the initial value of a learned per-head bias ("sigmoid_bias").
+  QK-norm and LayerScale (init 1e-4) are the sigmoid attention paper's
+  stabilizers of early training.
+
+  Attributes:
+    num_heads: N, query heads.
+    num_kv_heads: K, key/value heads (N a multiple of K); default N.
+    head_dim: D; default qkv_features // num_heads.
+    qkv_features: used for D when head_dim is None; default the input features.
+    out_features: output features; default the input features.
+    normalizer: a normalizer name (see dot_product_attention).
+    normalizer_kwargs: its fixed hyperparameters (not s or bias, see above).
+    ssmax_s_init: initial s of ssmax.
+    sigmoid_bias: "-log n" or a float.
+    sigmoid_bias_learnable: learn the sigmoid bias per head from sigmoid_bias.
+    qk_norm: apply per-head LayerNorm to q and k.
+    layer_scale_init: None, or the initial LayerScale gain (e.g. 1e-4).
+    is_causal: causal self-attention.
+    implementation: "dense", "chunked" or None (see dot_product_attention).
+    block_size: chunked block size (see dot_product_attention).
+    rotary: None, or a function (q, k) -> (q, k) applied after QK-norm, e.g.
+      RoPE closed over the model's positions; q is [B, T, N, D], k [B, S, K, D].
+    sow_weights: sow the (dense) weights [B, N, T, S] as
+      ("intermediates", "attention_weights") for diagnostics.
+    dtype: computation dtype of the projections (attention computes in f32).
+    param_dtype: parameter dtype.
+
+  References:
+    Ramapuram et al., "Theory, Analysis, and Best Practices for Sigmoid
+    Self-Attention", arXiv:2409.04431.
+    Nakanishi, "Scalable-Softmax Is Superior for Attention", arXiv:2501.19399.
+  """
+
+  num_heads: int
+  num_kv_heads: int | None = None
+  head_dim: int | None = None
+  qkv_features: int | None = None
+  out_features: int | None = None
+  normalizer: str = "softmax"
+  normalizer_kwargs: Mapping[str, Any] | None = None
+  ssmax_s_init: float = 0.43
+  sigmoid_bias: float | str = LOG_N_BIAS
+  sigmoid_bias_learnable: bool = False
+  qk_norm: bool = False
+  layer_scale_init: float | None = None
+  is_causal: bool = False
+  implementation: str | None = None
+  block_size: int | None = None
+  rotary: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+  sow_weights: bool = False
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  def _head_dim(self, features: int) -> int:
+    if self.head_dim is not None:
+      return self.head_dim
+    qkv_features = self.qkv_features or features
+    if qkv_features % self.num_heads:
+      raise ValueError(
+          f"qkv_features ({qkv_features}) must be divisible by num_heads"
+          f" ({self.num_heads}); or set head_dim"
+      )
+    return qkv_features // self.num_heads
+
+  def _per_head_param(self, name: str, init: float) -> jax.Array:
+    return self.param(
+        name, nn.initializers.constant(init), (self.num_heads,), self.param_dtype
+    )
+
+  def _normalizer_kwargs(self) -> dict[str, Any]:
+    kwargs = dict(self.normalizer_kwargs or {})
+    owned = {"ssmax": ("s", "ssmax_s_init"), "sigmoid": ("bias", "sigmoid_bias")}
+    if self.normalizer in owned:
+      key, field = owned[self.normalizer]
+      if key in kwargs:
+        raise ValueError(
+            f"normalizer_kwargs[{key!r}] is set by the layer's {field} field"
+        )
+    if self.normalizer == "ssmax":
+      kwargs["s"] = self._per_head_param("ssmax_s", self.ssmax_s_init)
+    elif self.normalizer == "sigmoid":
+      bias = self.sigmoid_bias
+      if isinstance(bias, str) and bias != LOG_N_BIAS:
+        raise ValueError(
+            f"sigmoid_bias must be {LOG_N_BIAS!r} or a float, got {bias!r}"
+        )
+      if self.sigmoid_bias_learnable:
+        if isinstance(bias, str):
+          raise ValueError(
+              "sigmoid_bias_learnable=True needs a float sigmoid_bias (its"
+              f" initial value), got {bias!r}"
+          )
+        kwargs["bias"] = self._per_head_param("sigmoid_bias", bias)
+      elif not isinstance(bias, str):
+        kwargs["bias"] = bias
+    return kwargs
+
+  @nn.compact
+  def __call__(self, inputs_q, inputs_kv=None, mask=None) -> jax.Array:
+    """Attention of inputs_q [B, T, F] over inputs_kv [B, S, F'] (default inputs_q).
+
+    Args:
+      inputs_q: queries' inputs.
+      inputs_kv: keys' and values' inputs; None for self-attention.
+      mask: boolean, broadcastable to [B, N, T, S]; True = attend.
+
+    Returns:
+      [B, T, out_features].
+    """
+    inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+    kv_heads = self.num_kv_heads or self.num_heads
+    head_dim = self._head_dim(inputs_q.shape[-1])
+    kwargs = self._normalizer_kwargs()
+    dense = functools.partial(
+        nn.DenseGeneral,
+        use_bias=False,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+    )
+    query = dense((self.num_heads, head_dim), name="query")(inputs_q)
+    key = dense((kv_heads, head_dim), name="key")(inputs_kv)
+    value = dense((kv_heads, head_dim), name="value")(inputs_kv)
+    if self.qk_norm:
+      norm = functools.partial(
+          nn.LayerNorm,
+          use_bias=False,
+          feature_axes=(-2, -1),
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+      )
+      query, key = norm(name="query_norm")(query), norm(name="key_norm")(key)
+    if self.rotary is not None:
+      query, key = self.rotary(query, key)
+    options = dict(
+        normalizer=self.normalizer, normalizer_kwargs=kwargs, is_causal=self.is_causal
+    )
+    out = dot_product_attention(
+        query,
+        key,
+        value,
+        mask=mask,
+        implementation=self.implementation,
+        block_size=self.block_size,
+        **options,
+    )
+    if self.sow_weights:
+      weights = attention_weights(query, key, mask=mask, **options)
+      self.sow("intermediates", "attention_weights", weights)
+    features = self.out_features or inputs_q.shape[-1]
+    out = dense(features, axis=(-2, -1), name="out")(out)
+    if self.layer_scale_init is not None:
+      gain = self.param(
+          "layer_scale",
+          nn.initializers.constant(self.layer_scale_init),
+          (features,),
+          self.param_dtype,
+      )
+      out = out * gain
+    return out
