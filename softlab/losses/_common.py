@@ -1,6 +1,10 @@
 """Helpers shared by the loss modules."""
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+from softlab import normalizers
 
 
 def compute_dtype(*arrays, dtype=None):
@@ -12,3 +16,155 @@ def compute_dtype(*arrays, dtype=None):
     if jnp.issubdtype(jnp.asarray(array).dtype, jnp.floating):
       result = jnp.promote_types(result, jnp.asarray(array).dtype)
   return jnp.dtype(result)
+
+
+# --- Collective-aware log-sum-exp and L2 normalization (contrastive, margin, vocab).
+
+
+def merge_logsumexp(m, total, axis_name=None):
+  """log sum exp from per-device parts: each holds m (its max, -inf if empty) and total.
+
+  total = sum exp(x - m) over the device's part (m = 0 stands in for -inf
+  there); with `axis_name` the parts are merged across that axis (pmax of m,
+  psum of the rescaled totals). Rows with nothing to sum give -inf. m must not
+  carry gradients (it is a shift); total may.
+  """
+  top = m if axis_name is None else jax.lax.pmax(m, axis_name)
+  top = jnp.where(jnp.isfinite(top), top, 0)
+  if axis_name is not None:
+    total = jax.lax.psum(
+        total * jnp.exp(jnp.where(jnp.isfinite(m), m - top, -jnp.inf)), axis_name
+    )
+  return jnp.where(total > 0, top + jnp.log(jnp.where(total > 0, total, 1)), -jnp.inf)
+
+
+def logsumexp(x, where=None, axis_name=None):
+  """log sum_j exp(x_j) over the last axis, whose entries may be split over `axis_name`.
+
+  Entries with where = False are left out; a row with none gives -inf (its
+  gradient is 0). Differentiable in x.
+  """
+  keep = jnp.ones(x.shape, bool) if where is None else where
+  m = jax.lax.stop_gradient(jnp.max(jnp.where(keep, x, -jnp.inf), axis=-1))
+  shift = jnp.where(jnp.isfinite(m), m, 0)[..., None]
+  total = jnp.sum(jnp.exp(jnp.where(keep, x - shift, -jnp.inf)), axis=-1)
+  return merge_logsumexp(m, total, axis_name)
+
+
+def l2_normalize(x, axis=-1, eps=1e-12):
+  """x / max(||x||, eps) along `axis`: unit rows, finite gradients at x = 0."""
+  norm2 = jnp.sum(x * x, axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(norm2, eps * eps))
+
+
+# ---------------------------------------------------------------------------
+# Classification plumbing: logits, class masks and integer labels.
+# ---------------------------------------------------------------------------
+
+
+def prepare_logits(logits, where=None, dtype=None):
+  """(logits in the compute dtype with masked entries set to 0, class mask).
+
+  The mask is `where` (boolean, broadcast to the logits; True = keep) and
+  logits != -inf, as in softlab.normalizers.
+  """
+  logits = jnp.asarray(logits)
+  if logits.ndim == 0:
+    raise ValueError("logits must have a class axis (the last one), got a scalar")
+  dtype = compute_dtype(logits, dtype=dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+  x = logits.astype(dtype)
+  mask = normalizers.keep_mask(
+      x, where, name="logits", hint="; a per-example mask needs a trailing axis (where[..., None])")
+  return jnp.where(mask, x, 0), mask
+
+
+def check_labels(labels, logits):
+  """Integer labels of shape logits.shape[:-1]; range-checked when concrete."""
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(
+        f"labels must be integer class indices, got dtype {labels.dtype}"
+        " (probabilities go to the soft-label losses as label_probs)"
+    )
+  if labels.shape != logits.shape[:-1]:
+    raise ValueError(
+        f"labels of shape {labels.shape} must have the shape of logits without"
+        f" the class axis, {logits.shape[:-1]}"
+    )
+  if not isinstance(labels, jax.core.Tracer) and labels.size:
+    low, high = int(np.min(labels)), int(np.max(labels))
+    if low < 0 or high >= logits.shape[-1]:
+      raise ValueError(
+          f"labels must lie in [0, {logits.shape[-1]}) for"
+          f" {logits.shape[-1]} classes, got values in [{low}, {high}]"
+      )
+  return labels
+
+
+def broadcast_to_logits(value, logits, name):
+  """A per-class array (targets, margins) broadcast to the logits, their dtype."""
+  value = jnp.asarray(value)
+  try:
+    return jnp.broadcast_to(value, logits.shape).astype(logits.dtype)
+  except ValueError:
+    raise ValueError(
+        f"{name} of shape {value.shape} does not broadcast to logits of shape"
+        f" {logits.shape}"
+    ) from None
+
+
+def prepare_classification(logits, labels, where=None, dtype=None):
+  """(x, mask, one_hot, valid) for a loss with integer labels.
+
+  x and mask as from `prepare_logits`; one_hot marks the label's class; valid
+  marks the examples whose label class is kept (so not fully masked). Losses
+  return 0 for the other examples.
+  """
+  x, mask = prepare_logits(logits, where, dtype)
+  labels = check_labels(labels, x)
+  one_hot = labels[..., None] == jnp.arange(x.shape[-1])
+  return x, mask, one_hot, jnp.any(one_hot & mask, axis=-1)
+
+
+def label_value(values, one_hot):
+  """values at the label's class (0 where the label indicator is all False)."""
+  return jnp.sum(jnp.where(one_hot, values, 0), axis=-1)
+
+
+def masked_log_softmax(x, mask):
+  """Log-softmax over the kept classes; masked entries 0 (finite), not -inf."""
+  return jnp.where(mask, normalizers.log_softmax(x, where=mask), 0)
+
+
+def class_count(mask, dtype):
+  """Number of kept classes per example."""
+  return jnp.sum(mask, axis=-1, dtype=dtype)
+
+
+def safe_pow(base, exponent):
+  """base ** exponent for base >= 0 with 0 ** 0 = 1 and finite gradients at 0."""
+  positive = base > 0
+  powered = jnp.where(positive, base, 1) ** exponent
+  at_zero = jnp.where(exponent == 0, 1, 0).astype(base.dtype)
+  return jnp.where(positive, powered, at_zero)
+
+
+def normalized_cross_entropy(log_probs, one_hot, mask):
+  """NCE = log p_y / sum_k log p_k over the kept classes (0 with one class).
+
+  References:
+    Ma et al., "Normalized Loss Functions for Deep Learning with Noisy
+    Labels", arXiv:2006.13554.
+  """
+  total = jnp.sum(jnp.where(mask, log_probs, 0), axis=-1)
+  nonzero = total < 0
+  ratio = label_value(log_probs, one_hot) / jnp.where(nonzero, total, -1)
+  return jnp.where(nonzero, ratio, 0)
+
+
+def check_hyperparameter(value, name, valid, description):
+  """ValueError if a hyperparameter given as a Python number fails `valid`."""
+  if isinstance(value, (int, float)) and not valid(value):
+    raise ValueError(f"{name} must be {description}, got {value}")

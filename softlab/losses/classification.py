@@ -1,3 +1,947 @@
-"""Placeholder until this module lands."""
+"""Classification losses: the CE family, StableMax CE, robust and sparse losses.
 
-__all__ = []
+Every loss has the signature `loss(logits, labels, *, where=None, dtype=None,
+<hyperparameters>)` and returns one value per example, of shape
+`logits.shape[:-1]` (the last axis holds the classes); the caller reduces.
+
+Conventions shared by all of them:
+- `labels` are integer class indices of shape `logits.shape[:-1]`, except
+  where the name or argument says otherwise (`label_probs`, the multi-label
+  losses, the metric losses that take either).
+- `where` is a boolean mask over the class entries, broadcastable to `logits`
+  (True = keep); logits equal to -inf count as masked. A per-example mask is
+  `where[..., None]`. An example whose label class is masked (in particular a
+  fully masked row) gets loss 0 and zero gradient.
+- `dtype` is the computation dtype, by default float32 or the logits' dtype if
+  wider; the losses are returned in it (so bf16 logits give float32 losses).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike, DTypeLike
+
+from softlab import normalizers
+from softlab.losses._common import (
+    broadcast_to_logits,
+    check_hyperparameter,
+    check_labels,
+    class_count,
+    label_value,
+    logsumexp,
+    masked_log_softmax,
+    normalized_cross_entropy,
+    prepare_classification,
+    prepare_logits,
+    safe_pow,
+)
+from softlab.losses._registry import REGISTRY
+
+__all__ = [
+    "asl",
+    "dice_metric_loss",
+    "drw_class_weights",
+    "entmax15_loss",
+    "focal_loss",
+    "gce",
+    "jaccard_metric_loss",
+    "ldam",
+    "ldam_margins",
+    "mae",
+    "maxsup_cross_entropy",
+    "maxsup_regularizer",
+    "mse",
+    "nce_rce",
+    "poly1_cross_entropy",
+    "sce",
+    "sigmoid_binary_cross_entropy",
+    "soft_cross_entropy",
+    "softmax_cross_entropy",
+    "sparsemax_loss",
+    "squentropy",
+    "stablemax_cross_entropy",
+    "truncated_gce",
+    "z_loss",
+]
+
+# ---------------------------------------------------------------------------
+# Pieces on prepared arrays (compute dtype, masked entries 0).
+# ---------------------------------------------------------------------------
+
+
+def _one_minus_exp(log_p):
+  """1 - exp(log_p), exact for p close to 1."""
+  return -jnp.expm1(log_p)
+
+
+def _maxsup(x, mask):
+  """mean_k (max_j x_j - x_k) over the kept classes (0 for a fully masked row).
+
+  Averaging the gaps instead of subtracting the mean from the max keeps the
+  value exact when the logits are large and close (no cancellation).
+  """
+  top = jnp.max(jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
+  gaps = jnp.where(mask, jnp.where(mask, top, 0) - x, 0)
+  return jnp.sum(gaps, axis=-1) / jnp.maximum(class_count(mask, x.dtype), 1)
+
+
+def _reverse_cross_entropy(log_p_y, log_zero):
+  """RCE with log 0 := log_zero and a one-hot label: -log_zero (1 - p_y)."""
+  return -log_zero * _one_minus_exp(log_p_y)
+
+
+def _fenchel_young(x, mask, one_hot, probs, omega):
+  """Fenchel-Young loss <x - x_y, p> - omega(p), p = argmax <x, p> - omega(p).
+
+  omega must vanish at one-hot vectors.
+  """
+  gaps = jnp.where(mask, x - label_value(x, one_hot)[..., None], 0)
+  return jnp.sum(probs * gaps, axis=-1) - omega(probs)
+
+
+def _targets(labels, x, mask):
+  """(per-class targets, valid examples) from integer labels or probabilities."""
+  labels = jnp.asarray(labels)
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    labels = check_labels(labels, x)
+    one_hot = labels[..., None] == jnp.arange(x.shape[-1])
+    return one_hot.astype(x.dtype), jnp.any(one_hot & mask, axis=-1)
+  return broadcast_to_logits(labels, x, "labels"), jnp.any(mask, axis=-1)
+
+
+# ---------------------------------------------------------------------------
+# Cross-entropy family.
+# ---------------------------------------------------------------------------
+
+
+@REGISTRY.register("softmax_cross_entropy")
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    label_smoothing: float = 0.0,
+) -> jax.Array:
+  """Softmax cross-entropy with optional label smoothing.
+
+  loss = -sum_k q_k log softmax(z)_k with q = (1 - a) e_y + a / K, K the number
+  of kept classes; a = 0 is plain CE, -log softmax(z)_y. Equivalently
+  CE + a (z_y - mean_k z_k).
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    label_smoothing: a in [0, 1].
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Szegedy et al., "Rethinking the Inception Architecture for Computer
+    Vision" (label smoothing), arXiv:1512.00567.
+  """
+  check_hyperparameter(
+      label_smoothing, "label_smoothing", lambda a: 0 <= a <= 1, "in [0, 1]"
+  )
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_probs = masked_log_softmax(x, mask)
+  nll = -label_value(log_probs, one_hot)
+  count = jnp.maximum(class_count(mask, x.dtype), 1)
+  uniform = -jnp.sum(log_probs, axis=-1) / count
+  loss = (1 - label_smoothing) * nll + label_smoothing * uniform
+  return jnp.where(valid, loss, 0)
+
+
+@REGISTRY.register("soft_cross_entropy")
+def soft_cross_entropy(
+    logits: ArrayLike,
+    label_probs: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Cross-entropy against probability targets: -sum_k q_k log softmax(z)_k.
+
+  Target mass on masked classes is ignored (those entries get weight 0); the
+  targets are not renormalized.
+
+  Args:
+    logits: [..., K] scores.
+    label_probs: [..., K] target probabilities (broadcastable to logits).
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses.
+  """
+  x, mask = prepare_logits(logits, where, dtype)
+  targets = broadcast_to_logits(label_probs, x, "label_probs")
+  log_probs = masked_log_softmax(x, mask)
+  return -jnp.sum(jnp.where(mask, targets * log_probs, 0), axis=-1)
+
+
+@REGISTRY.register("stablemax_cross_entropy")
+def stablemax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """StableMax cross-entropy: -log StableMax(z)_y = log sum_k s(z_k) - log s(z_y).
+
+  s(x) = x + 1 for x >= 0 and 1 / (1 - x) for x < 0; this equals the softmax
+  cross-entropy of log s(z). The paper computes it in float64, so the default
+  `dtype` is float64 when jax_enable_x64 is on and float32 otherwise.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype (default float64 with x64 enabled, else float32).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Prieto et al., "Grokking at the Edge of Numerical Stability",
+    arXiv:2501.04697.
+  """
+  if dtype is None:
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_probs = jnp.where(mask, normalizers.log_stablemax(x, where=mask), 0)
+  return jnp.where(valid, -label_value(log_probs, one_hot), 0)
+
+
+@REGISTRY.register("sigmoid_binary_cross_entropy")
+def sigmoid_binary_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Sigmoid (multi-label) cross-entropy, summed over the classes of an example.
+
+  loss = -sum_k [y_k log sigmoid(z_k) + (1 - y_k) log sigmoid(-z_k)]. For one
+  binary output give logits and labels a trailing axis of size 1.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [..., K] targets in [0, 1] (broadcastable to logits).
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses.
+  """
+  x, mask = prepare_logits(logits, where, dtype)
+  y = broadcast_to_logits(labels, x, "labels")
+  per_class = -(y * jax.nn.log_sigmoid(x) + (1 - y) * jax.nn.log_sigmoid(-x))
+  return jnp.sum(jnp.where(mask, per_class, 0), axis=-1)
+
+
+@REGISTRY.register("focal_loss")
+def focal_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    gamma: float = 2.0,
+) -> jax.Array:
+  """Softmax focal loss: -(1 - p_y)^gamma log p_y, p = softmax(z).
+
+  The multi-class (softmax) form without the alpha class weight; gamma = 0 is
+  cross-entropy. For the sigmoid form see `optax.sigmoid_focal_loss`.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    gamma: focusing parameter >= 0.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Lin et al., "Focal Loss for Dense Object Detection", arXiv:1708.02002.
+  """
+  check_hyperparameter(gamma, "gamma", lambda g: g >= 0, ">= 0")
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
+  loss = -safe_pow(_one_minus_exp(log_p_y), gamma) * log_p_y
+  return jnp.where(valid, loss, 0)
+
+
+@REGISTRY.register("poly1_cross_entropy")
+def poly1_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    epsilon: float = 1.0,
+) -> jax.Array:
+  """Poly-1 loss: -log p_y + epsilon (1 - p_y), p = softmax(z).
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    epsilon: weight of the first polynomial term (0 gives cross-entropy).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Leng et al., "PolyLoss: A Polynomial Expansion Perspective of
+    Classification Loss Functions", arXiv:2204.12511.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
+  return jnp.where(valid, -log_p_y + epsilon * _one_minus_exp(log_p_y), 0)
+
+
+@REGISTRY.register("squentropy")
+def squentropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Squentropy: -log p_y + (1 / (K - 1)) sum_{k != y} z_k^2.
+
+  Cross-entropy plus the average square loss of the raw logits of the
+  incorrect classes against target 0; K counts the kept classes (the square
+  term is 0 when only the label's class is kept).
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Hui, Belkin & Wright, "Cut your Losses with Squentropy",
+    arXiv:2302.03952.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  nll = -label_value(masked_log_softmax(x, mask), one_hot)
+  others = mask & ~one_hot
+  squares = jnp.sum(jnp.where(others, x * x, 0), axis=-1)
+  square_loss = squares / jnp.maximum(class_count(others, x.dtype), 1)
+  return jnp.where(valid, nll + square_loss, 0)
+
+
+@REGISTRY.register("maxsup_regularizer")
+def maxsup_regularizer(
+    logits: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """MaxSup penalty: max_k z_k - (1/K) sum_k z_k over the kept classes.
+
+  Label smoothing with weight a equals CE + a (z_y - mean_k z_k); MaxSup
+  replaces the true-class logit z_y by the top-1 logit, so it never rewards a
+  confident wrong prediction. The coefficient is applied by the caller (see
+  `maxsup_cross_entropy`). It needs no labels, so it takes none.
+
+  Args:
+    logits: [..., K] scores.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example penalties (>= 0; 0 for a fully masked row).
+
+  References:
+    Zhou et al., "MaxSup: Overcoming Representation Collapse in Label
+    Smoothing", arXiv:2502.20433.
+  """
+  x, mask = prepare_logits(logits, where, dtype)
+  return _maxsup(x, mask)
+
+
+@REGISTRY.register("maxsup_cross_entropy")
+def maxsup_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    alpha: float = 0.1,
+) -> jax.Array:
+  """MaxSup loss: -log p_y + alpha (max_k z_k - mean_k z_k).
+
+  Equal to label-smoothed CE with smoothing alpha whenever the label is the
+  top-1 class. alpha = 0.1 matches the usual label-smoothing weight the paper
+  compares against.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    alpha: weight of the MaxSup penalty.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Zhou et al., "MaxSup: Overcoming Representation Collapse in Label
+    Smoothing", arXiv:2502.20433.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  nll = -label_value(masked_log_softmax(x, mask), one_hot)
+  return jnp.where(valid, nll + alpha * _maxsup(x, mask), 0)
+
+
+@REGISTRY.register("z_loss")
+def z_loss(
+    logits: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Z-loss auxiliary term: (log sum_k exp z_k)^2.
+
+  Pushes the softmax normalizer towards 1. The coefficient (PaLM: 1e-4) is
+  applied by the caller.
+
+  Args:
+    logits: [..., K] scores.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example values (0 for a fully masked row).
+
+  References:
+    Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways",
+    arXiv:2204.02311.
+  """
+  x, mask = prepare_logits(logits, where, dtype)
+  valid = jnp.any(mask, axis=-1)
+  return jnp.where(valid, logsumexp(x, where=mask), 0) ** 2
+
+
+# ---------------------------------------------------------------------------
+# Noise-robust losses.
+# ---------------------------------------------------------------------------
+
+
+@REGISTRY.register("gce")
+def gce(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    q: float = 0.7,
+) -> jax.Array:
+  """Generalized cross-entropy: (1 - p_y^q) / q, p = softmax(z).
+
+  q -> 0 gives cross-entropy, q = 1 gives MAE / 2.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    q: in (0, 1].
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Zhang & Sabuncu, "Generalized Cross Entropy Loss for Training Deep
+    Neural Networks with Noisy Labels", arXiv:1805.07836.
+  """
+  check_hyperparameter(q, "q", lambda v: 0 < v <= 1, "in (0, 1]")
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
+  return jnp.where(valid, _one_minus_exp(q * log_p_y) / q, 0)
+
+
+@REGISTRY.register("truncated_gce")
+def truncated_gce(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    q: float = 0.7,
+    k: float = 0.5,
+) -> jax.Array:
+  """Truncated GCE: (1 - max(p_y, k)^q) / q.
+
+  Examples with p_y <= k contribute the constant (1 - k^q) / q and no
+  gradient. This is the per-example truncated loss; the paper's periodic
+  pruning (re-deciding which examples are truncated every few epochs) is the
+  trainer's business.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    q: in (0, 1].
+    k: truncation threshold in (0, 1).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Zhang & Sabuncu, "Generalized Cross Entropy Loss for Training Deep
+    Neural Networks with Noisy Labels", arXiv:1805.07836.
+  """
+  check_hyperparameter(q, "q", lambda v: 0 < v <= 1, "in (0, 1]")
+  check_hyperparameter(k, "k", lambda v: 0 < v < 1, "in (0, 1)")
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
+  truncated = jnp.maximum(log_p_y, jnp.log(jnp.asarray(k, x.dtype)))
+  return jnp.where(valid, _one_minus_exp(q * truncated) / q, 0)
+
+
+@REGISTRY.register("sce")
+def sce(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    alpha: float = 0.1,
+    beta: float = 1.0,
+    log_zero: float = -4.0,
+) -> jax.Array:
+  """Symmetric cross-entropy: alpha CE + beta RCE, RCE = -log_zero (1 - p_y).
+
+  RCE = -sum_k p_k log q_k with the one-hot label q and log 0 := log_zero (the
+  paper's A = -4). alpha = 0.1, beta = 1 are the paper's CIFAR-10 values.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    alpha: weight of cross-entropy.
+    beta: weight of reverse cross-entropy.
+    log_zero: the value A that stands in for log 0 (< 0).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy
+    Labels", arXiv:1908.06112.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
+  loss = -alpha * log_p_y + beta * _reverse_cross_entropy(log_p_y, log_zero)
+  return jnp.where(valid, loss, 0)
+
+
+@REGISTRY.register("nce_rce")
+def nce_rce(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+) -> jax.Array:
+  """Active-passive loss NCE+RCE: alpha NCE + beta RCE.
+
+  NCE = log p_y / sum_k log p_k (normalized CE, in [0, 1]); RCE = 4 (1 - p_y)
+  (reverse CE with log 0 := -4). alpha = beta = 1 are the paper's CIFAR-10
+  values.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    alpha: weight of NCE.
+    beta: weight of RCE.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Ma et al., "Normalized Loss Functions for Deep Learning with Noisy
+    Labels", arXiv:2006.13554.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_probs = masked_log_softmax(x, mask)
+  nce = normalized_cross_entropy(log_probs, one_hot, mask)
+  rce = _reverse_cross_entropy(label_value(log_probs, one_hot), -4.0)
+  return jnp.where(valid, alpha * nce + beta * rce, 0)
+
+
+@REGISTRY.register("mae")
+def mae(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Mean absolute error on probabilities: sum_k |p_k - e_y,k| = 2 (1 - p_y).
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses in [0, 2].
+
+  References:
+    Ghosh, Kumar & Sastry, "Robust Loss Functions under Label Noise for Deep
+    Neural Networks", arXiv:1712.09482.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
+  return jnp.where(valid, 2 * _one_minus_exp(log_p_y), 0)
+
+
+@REGISTRY.register("mse")
+def mse(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Squared error on probabilities: sum_k (p_k - e_y,k)^2, p = softmax(z).
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses in [0, 2].
+
+  References:
+    Ghosh, Kumar & Sastry, "Robust Loss Functions under Label Noise for Deep
+    Neural Networks", arXiv:1712.09482.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_probs = masked_log_softmax(x, mask)
+  probs = normalizers.softmax(x, where=mask)
+  others = jnp.sum(jnp.where(one_hot, 0, probs * probs), axis=-1)
+  label_term = _one_minus_exp(label_value(log_probs, one_hot)) ** 2
+  return jnp.where(valid, label_term + others, 0)
+
+
+# ---------------------------------------------------------------------------
+# Class imbalance and multi-label.
+# ---------------------------------------------------------------------------
+
+
+def _check_class_counts(class_counts) -> np.ndarray:
+  counts = np.asarray(class_counts, np.float64)
+  if counts.ndim != 1 or counts.size == 0 or not np.all(counts > 0):
+    raise ValueError(
+        "class_counts must be a non-empty 1-D array of positive counts, got"
+        f" shape {counts.shape}"
+    )
+  return counts
+
+
+def ldam_margins(
+    class_counts: ArrayLike, *, max_margin: float = 0.5
+) -> jax.Array:
+  """LDAM per-class margins: Delta_j = C / n_j^(1/4), largest = max_margin.
+
+  Args:
+    class_counts: [K] training examples per class (> 0).
+    max_margin: the largest margin (the rarest class's).
+
+  Returns:
+    [K] float32 margins for `ldam`.
+
+  References:
+    Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware
+    Margin Loss", arXiv:1906.07413.
+  """
+  margins = _check_class_counts(class_counts) ** -0.25
+  return jnp.asarray(margins * (max_margin / margins.max()), jnp.float32)
+
+
+def drw_class_weights(
+    class_counts: ArrayLike, *, beta: float = 0.9999
+) -> jax.Array:
+  """Deferred re-weighting weights: w_j ~ (1 - beta) / (1 - beta^n_j), summing to K.
+
+  The inverse effective number of samples per class. LDAM-DRW multiplies each
+  example's loss by w_{y} after the first learning-rate decay (the caller does
+  the multiplication and the deferral).
+
+  Args:
+    class_counts: [K] training examples per class (> 0).
+    beta: in [0, 1); 0 gives equal weights, beta -> 1 inverse frequency.
+
+  Returns:
+    [K] float32 weights summing to K.
+
+  References:
+    Cui et al., "Class-Balanced Loss Based on Effective Number of Samples",
+    arXiv:1901.05555; Cao et al., arXiv:1906.07413.
+  """
+  check_hyperparameter(beta, "beta", lambda b: 0 <= b < 1, "in [0, 1)")
+  counts = _check_class_counts(class_counts)
+  weights = (1 - beta) / (1 - beta**counts)
+  return jnp.asarray(weights * (counts.size / weights.sum()), jnp.float32)
+
+
+@REGISTRY.register("ldam")
+def ldam(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    margins: ArrayLike,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    scale: float = 30.0,
+) -> jax.Array:
+  """LDAM loss: softmax CE of s (z - Delta_y e_y).
+
+  The label's logit is lowered by its class margin before scaling. The paper
+  feeds cosine logits (normalized features and weights), hence s = 30. For
+  LDAM-DRW multiply by `drw_class_weights(...)[labels]`.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    margins: per-class margins broadcastable to logits, usually [K] from
+      `ldam_margins`.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    scale: s.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware
+    Margin Loss", arXiv:1906.07413.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  margins = broadcast_to_logits(margins, x, "margins")
+  shifted = scale * (x - jnp.where(one_hot, margins, 0))
+  log_p_y = label_value(masked_log_softmax(shifted, mask), one_hot)
+  return jnp.where(valid, -log_p_y, 0)
+
+
+@REGISTRY.register("asl")
+def asl(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0,
+    clip: float = 0.05,
+) -> jax.Array:
+  """Asymmetric loss (multi-label), summed over the classes of an example.
+
+  With p = sigmoid(z) and the shifted probability p_m = max(p - clip, 0):
+  loss = -sum_k [y_k (1 - p_k)^gamma_pos log p_k
+                 + (1 - y_k) p_m,k^gamma_neg log(1 - p_m,k)].
+  The focusing weights carry gradients (the paper's formula; its code can
+  detach them). log(1 - p_m) = min(log(sigmoid(-z) + clip), 0) stays finite
+  for every finite z, also with clip = 0.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [..., K] targets in [0, 1] (broadcastable to logits).
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    gamma_pos: focusing parameter of the positives (>= 0).
+    gamma_neg: focusing parameter of the negatives (>= 0).
+    clip: probability margin of the negatives, in [0, 1).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Ridnik et al., "Asymmetric Loss For Multi-Label Classification",
+    arXiv:2009.14119.
+  """
+  check_hyperparameter(clip, "clip", lambda c: 0 <= c < 1, "in [0, 1)")
+  x, mask = prepare_logits(logits, where, dtype)
+  y = broadcast_to_logits(labels, x, "labels")
+  clip = jnp.asarray(clip, x.dtype)
+  log_p = jax.nn.log_sigmoid(x)
+  log_not_shifted = jnp.minimum(
+      jnp.logaddexp(jax.nn.log_sigmoid(-x), jnp.log(clip)), 0
+  )
+  shifted = jnp.maximum(jax.nn.sigmoid(x) - clip, 0)
+  positive = safe_pow(jax.nn.sigmoid(-x), gamma_pos) * log_p
+  negative = safe_pow(shifted, gamma_neg) * log_not_shifted
+  per_class = -(y * positive + (1 - y) * negative)
+  return jnp.sum(jnp.where(mask, per_class, 0), axis=-1)
+
+
+# ---------------------------------------------------------------------------
+# Sparse (Fenchel-Young) and set-overlap losses.
+# ---------------------------------------------------------------------------
+
+
+@REGISTRY.register("sparsemax_loss")
+def sparsemax_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Sparsemax loss, the Fenchel-Young loss of sparsemax.
+
+  loss = sum_k p_k (z_k - z_y) - (||p||^2 - 1) / 2 with p = sparsemax(z);
+  its gradient is p - e_y and it is 0 exactly when p = e_y.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses (>= 0).
+
+  References:
+    Martins & Astudillo, "From Softmax to Sparsemax", arXiv:1602.02068.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  probs = normalizers.sparsemax(x, where=mask)
+  omega = lambda p: (jnp.sum(p * p, axis=-1) - 1) / 2
+  return jnp.where(valid, _fenchel_young(x, mask, one_hot, probs, omega), 0)
+
+
+@REGISTRY.register("entmax15_loss")
+def entmax15_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """1.5-entmax loss, the Fenchel-Young loss of the Tsallis 1.5-entropy.
+
+  loss = sum_k p_k (z_k - z_y) - (4/3)(sum_k p_k^1.5 - 1) with p = entmax15(z)
+  (= relu(z/2 - tau)^2); its gradient is p - e_y.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses (>= 0).
+
+  References:
+    Peters, Niculae & Martins, "Sparse Sequence-to-Sequence Models",
+    arXiv:1905.05702.
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  probs = normalizers.entmax15(x, where=mask)
+  omega = lambda p: (jnp.sum(safe_pow(p, 1.5), axis=-1) - 1) * (4 / 3)
+  return jnp.where(valid, _fenchel_young(x, mask, one_hot, probs, omega), 0)
+
+
+def _metric_loss_parts(logits, labels, where, dtype):
+  """(||x||_1, ||y||_1, ||x - y||_1, valid) with x = softmax(z), y the targets."""
+  x, mask = prepare_logits(logits, where, dtype)
+  targets, valid = _targets(labels, x, mask)
+  targets = jnp.where(mask, targets, 0)
+  probs = normalizers.softmax(x, where=mask)
+  norm = lambda v: jnp.sum(jnp.abs(v), axis=-1)
+  return norm(probs), norm(targets), norm(probs - targets), valid
+
+
+@REGISTRY.register("jaccard_metric_loss")
+def jaccard_metric_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Jaccard metric loss (JML): 1 - (|x| + |y| - |x - y|) / (|x| + |y| + |x - y|).
+
+  |.| is the l1 norm over the classes, x = softmax(z) and y the (soft) target.
+  A metric on [0, 1]^K, so it is compatible with soft labels (label
+  smoothing, distillation). The set is the class axis of one example; the
+  paper's segmentation form, which takes the pixels of a class as the set, is
+  not this function.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices, or [..., K] target probabilities
+      (a floating array).
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses in [0, 1].
+
+  References:
+    Wang et al., "Jaccard Metric Losses: Optimizing the Jaccard Index with
+    Soft Labels", arXiv:2302.05666.
+  """
+  x_norm, y_norm, diff, valid = _metric_loss_parts(logits, labels, where, dtype)
+  total = x_norm + y_norm + diff
+  return jnp.where(valid, 2 * diff / jnp.where(valid, total, 1), 0)
+
+
+@REGISTRY.register("dice_metric_loss")
+def dice_metric_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+  """Dice metric loss (DML): |x - y| / (|x| + |y|), l1 norms over the classes.
+
+  x = softmax(z), y the (soft) target. For hard x and y it is 1 - Dice
+  coefficient; unlike the usual soft Dice loss it stays 0 only at x = y, so it
+  is compatible with soft labels. Same set convention as
+  `jaccard_metric_loss`.
+
+  Args:
+    logits: [..., K] scores.
+    labels: [...] integer class indices, or [..., K] target probabilities
+      (a floating array).
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+
+  Returns:
+    [...] per-example losses in [0, 1].
+
+  References:
+    Wang et al., "Jaccard Metric Losses: Optimizing the Jaccard Index with
+    Soft Labels", arXiv:2302.05666.
+  """
+  x_norm, y_norm, diff, valid = _metric_loss_parts(logits, labels, where, dtype)
+  return jnp.where(valid, diff / jnp.where(valid, x_norm + y_norm, 1), 0)

@@ -1,3 +1,458 @@
-"""Placeholder until this module lands."""
+"""Label-distributionally robust (LDR) losses and the LDR paper's baselines.
 
-__all__ = []
+Same conventions as softlab.losses.classification: `loss(logits, labels, *,
+where=None, dtype=None, <hyperparameters>)` -> per-example values of shape
+`logits.shape[:-1]`, integer labels, `where` a boolean mask over the class
+entries (an example whose label class is masked gets 0), computation and
+result in `dtype` (float32 or wider by default). CE, GCE, truncated GCE, SCE,
+MAE, MSE and NCE+RCE live in classification.
+
+LDR-KL is the worst case over label distributions p of sum_k p_k (margin gap
+u_k) minus lam KL(p || uniform), where u_k = f_k - f_y + c 1[k != y] and K is
+the number of kept classes:
+  psi(f, y) = lam log((1/K) sum_k exp(u_k / lam)).
+The released code normalizes the logits before the loss; here that is the
+explicit `normalize_logits` option:
+- None: raw logits.
+- "mean_abs": f / mean_k |f_k| over the kept classes (rows with mean 0 are
+  left as they are).
+- "softplus": softplus(f) / mean_k softplus(f_k). The paper uses softplus for
+  CIFAR-100 only; we read "softplus, then the same division" (softplus values
+  are positive, so the mean is the mean absolute value).
+The scale is part of the loss: gradients flow through it.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike, DTypeLike
+
+from softlab import normalizers
+from softlab.losses._common import (
+    check_hyperparameter,
+    class_count,
+    label_value,
+    masked_log_softmax,
+    normalized_cross_entropy,
+    prepare_classification,
+)
+from softlab.losses._registry import REGISTRY
+
+__all__ = [
+    "aldr_kl",
+    "crammer_singer",
+    "js",
+    "ldr_kl",
+    "nce_agce",
+    "nce_aul",
+    "rll",
+    "weston_watkins",
+]
+
+LOGIT_NORMALIZATIONS = (None, "mean_abs", "softplus")
+
+# ---------------------------------------------------------------------------
+# Pieces on prepared arrays (compute dtype, masked entries 0).
+# ---------------------------------------------------------------------------
+
+
+def _normalize_logits(x, mask, mode):
+  """The `normalize_logits` option applied to kept entries (masked stay 0)."""
+  if mode not in LOGIT_NORMALIZATIONS:
+    raise ValueError(
+        f"normalize_logits={mode!r} is not valid; valid: None, 'mean_abs',"
+        " 'softplus'"
+    )
+  if mode is None:
+    return x
+  if mode == "softplus":
+    x = jnp.where(mask, jax.nn.softplus(x), 0)
+  scale = jnp.sum(jnp.abs(x), axis=-1, keepdims=True) / jnp.maximum(
+      class_count(mask, x.dtype)[..., None], 1
+  )
+  usable = scale > jnp.finfo(x.dtype).tiny
+  return x / jnp.where(usable, scale, 1)
+
+
+def _margin_gaps(x, one_hot, margin):
+  """u_k = f_k - f_y + c 1[k != y]; u_y = 0."""
+  return x - label_value(x, one_hot)[..., None] + jnp.where(one_hot, 0, margin)
+
+
+def _ldr_kl(x, mask, one_hot, lam, margin):
+  """lam log((1/K) sum_k exp(u_k / lam)) = -lam log softmax(u / lam)_y - lam log K.
+
+  u_y = 0, so lam log sum_k exp(u_k / lam) = -lam log softmax(u / lam)_y; the
+  gaps are formed before dividing by lam, so small lam loses no precision and
+  the value tends to max_k u_k (the Crammer-Singer hinge) as lam -> 0.
+  """
+  lam = jnp.asarray(lam, x.dtype)[..., None]
+  scores = _margin_gaps(x, one_hot, margin) / lam
+  log_sum = -label_value(masked_log_softmax(scores, mask), one_hot)
+  count = jnp.maximum(class_count(mask, x.dtype), 1)
+  return lam[..., 0] * (log_sum - jnp.log(count))
+
+
+def _power_gap(base, delta, exponent):
+  """(base + delta)^e - base^e = base^e expm1(e log1p(delta / base)).
+
+  Exact for small delta, where the plain difference cancels.
+  """
+  return base**exponent * jnp.expm1(exponent * jnp.log1p(delta / base))
+
+
+def _prepare(logits, labels, where, dtype, normalize_logits):
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  return _normalize_logits(x, mask, normalize_logits), mask, one_hot, valid
+
+
+# ---------------------------------------------------------------------------
+# LDR losses.
+# ---------------------------------------------------------------------------
+
+
+@REGISTRY.register("ldr_kl")
+def ldr_kl(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    lam: ArrayLike = 1.0,
+    margin: float = 0.1,
+    normalize_logits: str | None = None,
+) -> jax.Array:
+  """LDR-KL loss: lam log((1/K) sum_k exp((f_k - f_y + c 1[k != y]) / lam)).
+
+  margin c = 0, lam = 1 gives cross-entropy - log K; lam -> 0 gives the
+  Crammer-Singer hinge max_k (f_k - f_y + c 1[k != y]); lam -> infinity gives
+  the mean gap. The released experiments use c = 0.1 (the default here) and
+  lam = 10 for the fixed-lambda variant; the default lam = 1 keeps the CE
+  special case at hand.
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    lam: > 0, a scalar or an array broadcastable to the examples.
+    margin: c.
+    normalize_logits: None, "mean_abs" or "softplus" (see the module doc).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Zhu, Ying & Yang, "Label Distributionally Robust Losses for Multi-class
+    Classification: Consistency, Robustness and Adaptivity", arXiv:2112.14869.
+  """
+  check_hyperparameter(lam, "lam", lambda v: v > 0, "> 0")
+  x, mask, one_hot, valid = _prepare(logits, labels, where, dtype, normalize_logits)
+  return jnp.where(valid, _ldr_kl(x, mask, one_hot, lam, margin), 0)
+
+
+@REGISTRY.register("aldr_kl")
+def aldr_kl(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    lam: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    lam0: float = 10.0,
+    alpha: float = 2.0,
+    margin: float = 0.1,
+    normalize_logits: str | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """Adaptive LDR-KL: a per-example lambda updated at every visit.
+
+  With lam_old the example's stored lambda and K the kept classes:
+    p = softmax(f / lam_old);  KL = sum_k p_k log(K p_k)  (clipped to [0, log K])
+    lam_new = lam0 (1 - KL / (alpha log K))               (no gradient)
+    loss = LDR-KL(f, y; lam_new, c) - (alpha log K / (2 lam0)) (lam_new - lam0)^2
+  so lam_new lies in [lam0 (1 - 1/alpha), lam0]. The softmax uses the
+  (normalized) logits without the margin, as the paper's update states. The
+  trainer keeps lambda per training example (initialized to lam0, indexed
+  by example id) and writes lam_new back; examples whose label class is masked
+  keep their lambda and get loss 0.
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    lam: [...] (or broadcastable) the examples' stored lambdas, > 0.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    lam0: initial and largest lambda (> 0).
+    alpha: > 1; sets the smallest lambda lam0 (1 - 1/alpha).
+    margin: c.
+    normalize_logits: None, "mean_abs" or "softplus" (see the module doc).
+
+  Returns:
+    (per-example losses, updated lambdas), both of shape [...]; the lambdas in
+    lam's dtype if it is floating.
+
+  References:
+    Zhu, Ying & Yang, "Label Distributionally Robust Losses for Multi-class
+    Classification: Consistency, Robustness and Adaptivity", arXiv:2112.14869.
+  """
+  check_hyperparameter(lam0, "lam0", lambda v: v > 0, "> 0")
+  check_hyperparameter(alpha, "alpha", lambda v: v > 1, "> 1")
+  x, mask, one_hot, valid = _prepare(logits, labels, where, dtype, normalize_logits)
+  lam = jnp.asarray(lam)
+  try:
+    lam_old = jnp.broadcast_to(lam, valid.shape).astype(x.dtype)
+  except ValueError:
+    raise ValueError(
+        f"lam of shape {lam.shape} does not broadcast to the examples {valid.shape}"
+    ) from None
+  log_k = jnp.log(jnp.maximum(class_count(mask, x.dtype), 1))
+  log_probs = masked_log_softmax(x / lam_old[..., None], mask)
+  probs = normalizers.softmax(x / lam_old[..., None], where=mask)
+  kl = jnp.clip(jnp.sum(probs * log_probs, axis=-1) + log_k, 0, log_k)
+  ratio = kl / jnp.where(log_k > 0, alpha * log_k, 1)
+  lam_new = jax.lax.stop_gradient(lam0 * (1 - ratio))
+  penalty = alpha * log_k / (2 * lam0) * (lam_new - lam0) ** 2
+  loss = jnp.where(valid, _ldr_kl(x, mask, one_hot, lam_new, margin) - penalty, 0)
+  lam_dtype = lam.dtype if jnp.issubdtype(lam.dtype, jnp.floating) else x.dtype
+  return loss, jnp.where(valid, lam_new, lam_old).astype(lam_dtype)
+
+
+# ---------------------------------------------------------------------------
+# Baselines of the LDR paper.
+# ---------------------------------------------------------------------------
+
+
+@REGISTRY.register("crammer_singer")
+def crammer_singer(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    margin: float = 1.0,
+) -> jax.Array:
+  """Crammer-Singer multi-class hinge: max(0, max_{k != y} (c + f_k - f_y)).
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    margin: c.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Crammer & Singer, "On the Algorithmic Implementation of Multiclass
+    Kernel-based Vector Machines", JMLR 2001 (no arXiv id).
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  gaps = jnp.where(mask, _margin_gaps(x, one_hot, margin), 0)
+  return jnp.where(valid, jnp.max(gaps, axis=-1), 0)
+
+
+@REGISTRY.register("weston_watkins")
+def weston_watkins(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    margin: float = 1.0,
+) -> jax.Array:
+  """Weston-Watkins multi-class hinge: sum_{k != y} max(0, c + f_k - f_y).
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    margin: c.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Weston & Watkins, "Support Vector Machines for Multi-Class Pattern
+    Recognition", ESANN 1999 (no arXiv id).
+  """
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  hinges = jax.nn.relu(_margin_gaps(x, one_hot, margin))
+  total = jnp.sum(jnp.where(mask & ~one_hot, hinges, 0), axis=-1)
+  return jnp.where(valid, total, 0)
+
+
+@REGISTRY.register("rll")
+def rll(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    alpha: float = 0.1,
+) -> jax.Array:
+  """Robust log loss: log((a + 1) / a) - log(a + p_y) + mean_{k != y} log(a + p_k).
+
+  p = softmax(f). The loss is 0 at p = e_y and its sum over all labels y is
+  a constant (a symmetric loss, hence robust to uniform label noise). The
+  formula and the default a = 0.1 are our reading of Kumar & Sastry; the
+  LDR paper gives no value.
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    alpha: a > 0.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Kumar & Sastry, "Robust Loss Functions for Learning Multi-class
+    Classifiers", IEEE SMC 2018 (no arXiv id).
+  """
+  check_hyperparameter(alpha, "alpha", lambda v: v > 0, "> 0")
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  probs = normalizers.softmax(x, where=mask)
+  log_terms = jnp.log(alpha + probs)
+  others = mask & ~one_hot
+  spread = jnp.sum(jnp.where(others, log_terms, 0), axis=-1) / jnp.maximum(
+      class_count(others, x.dtype), 1
+  )
+  loss = jnp.log1p(1 / alpha) - label_value(log_terms, one_hot) + spread
+  return jnp.where(valid, loss, 0)
+
+
+@REGISTRY.register("js")
+def js(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    pi1: float = 0.5,
+) -> jax.Array:
+  """Jensen-Shannon loss: [pi1 KL(e_y || m) + (1 - pi1) KL(p || m)] / Z.
+
+  m = pi1 e_y + (1 - pi1) p, p = softmax(f), Z = -(1 - pi1) log(1 - pi1). The
+  scaling makes pi1 -> 0 tend to cross-entropy and pi1 -> 1 to MAE / 2. In
+  closed form with m_y = pi1 + (1 - pi1) p_y:
+    KL(e_y || m) = -log m_y,
+    KL(p || m) = p_y log(p_y / m_y) - (1 - p_y) log(1 - pi1).
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    pi1: weight of the label distribution, in (0, 1).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Englesson & Azizpour, "Generalized Jensen-Shannon Divergence Loss for
+    Learning with Noisy Labels", arXiv:2105.04522.
+  """
+  check_hyperparameter(pi1, "pi1", lambda v: 0 < v < 1, "in (0, 1)")
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
+  pi1 = jnp.asarray(pi1, x.dtype)
+  log_rest = jnp.log1p(-pi1)
+  log_m_y = jnp.logaddexp(jnp.log(pi1), log_rest + log_p_y)
+  p_y = jnp.exp(log_p_y)
+  kl_label = -log_m_y
+  kl_prediction = p_y * (log_p_y - log_m_y) + jnp.expm1(log_p_y) * log_rest
+  divergence = pi1 * kl_label + (1 - pi1) * kl_prediction
+  return jnp.where(valid, divergence / (-(1 - pi1) * log_rest), 0)
+
+
+@REGISTRY.register("nce_agce")
+def nce_agce(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    alpha: float = 1.0,
+    beta: float = 4.0,
+    a: float = 6.0,
+    q: float = 1.5,
+) -> jax.Array:
+  """NCE + asymmetric GCE: alpha NCE + beta ((a + 1)^q - (a + p_y)^q) / q.
+
+  NCE = log p_y / sum_k log p_k. Defaults (alpha, beta, a, q) = (1, 4, 6, 1.5)
+  are the CIFAR-10 values of the authors' released configuration as we recall
+  it (not verified against the paper here); CIFAR-100 uses other values.
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    alpha: weight of NCE.
+    beta: weight of AGCE.
+    a: > 0.
+    q: > 0.
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Zhou et al., "Asymmetric Loss Functions for Learning with Noisy Labels",
+    arXiv:2106.03110.
+  """
+  check_hyperparameter(a, "a", lambda v: v > 0, "> 0")
+  check_hyperparameter(q, "q", lambda v: v > 0, "> 0")
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_probs = masked_log_softmax(x, mask)
+  p_y_minus_1 = jnp.expm1(label_value(log_probs, one_hot))
+  agce = -_power_gap(jnp.asarray(a + 1, x.dtype), p_y_minus_1, q) / q
+  loss = alpha * normalized_cross_entropy(log_probs, one_hot, mask) + beta * agce
+  return jnp.where(valid, loss, 0)
+
+
+@REGISTRY.register("nce_aul")
+def nce_aul(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    dtype: DTypeLike | None = None,
+    alpha: float = 1.0,
+    beta: float = 4.0,
+    a: float = 6.3,
+    p: float = 1.5,
+) -> jax.Array:
+  """NCE + asymmetric unhinged loss: alpha NCE + beta ((a - p_y)^p - (a - 1)^p) / p.
+
+  NCE = log p_y / sum_k log p_k. Defaults (alpha, beta, a, p) =
+  (1, 4, 6.3, 1.5) are the CIFAR-10 values of the authors' released
+  configuration as we recall it (not verified against the paper here).
+
+  Args:
+    logits: [..., K] scores f.
+    labels: [...] integer class indices.
+    where: boolean mask over the class entries, True = keep.
+    dtype: computation dtype.
+    alpha: weight of NCE.
+    beta: weight of AUL.
+    a: > 1.
+    p: > 0 (the exponent, not a probability).
+
+  Returns:
+    [...] per-example losses.
+
+  References:
+    Zhou et al., "Asymmetric Loss Functions for Learning with Noisy Labels",
+    arXiv:2106.03110.
+  """
+  check_hyperparameter(a, "a", lambda v: v > 1, "> 1")
+  check_hyperparameter(p, "p", lambda v: v > 0, "> 0")
+  x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
+  log_probs = masked_log_softmax(x, mask)
+  one_minus_p_y = -jnp.expm1(label_value(log_probs, one_hot))
+  aul = _power_gap(jnp.asarray(a - 1, x.dtype), one_minus_p_y, p) / p
+  loss = alpha * normalized_cross_entropy(log_probs, one_hot, mask) + beta * aul
+  return jnp.where(valid, loss, 0)

@@ -1,0 +1,663 @@
+"""Classification losses against independent float64 NumPy references, plus properties.
+
+The generic harness here (`Case`, `CASES`, `rowwise`, the parametrized tests)
+also runs the LDR losses: tests/losses/test_ldr.py adds its cases to
+`LDR_CASES` through `register_cases`.
+"""
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from jax.test_util import check_grads
+
+import softlab.losses as L
+from softlab import normalizers
+from softlab.losses import classification
+
+# ---------------------------------------------------------------------------
+# Independent float64 references on one example: z = the kept logits (1-D),
+# t = the label's index among them, or the kept per-class targets.
+# ---------------------------------------------------------------------------
+
+
+def lse(v):
+  m = v.max()
+  return m + np.log(np.exp(v - m).sum())
+
+
+def log_softmax(v):
+  return v - lse(v)
+
+
+def softmax(v):
+  return np.exp(log_softmax(v))
+
+
+def one_minus_p(z, y):
+  return -np.expm1(log_softmax(z)[y])
+
+
+def ref_softmax_ce(z, y, label_smoothing=0.0):
+  lp = log_softmax(z)
+  return -(1 - label_smoothing) * lp[y] - label_smoothing * lp.mean()
+
+
+def ref_soft_ce(z, t):
+  return -(t * log_softmax(z)).sum()
+
+
+def ref_stablemax_ce(z, y):
+  s = np.array([v + 1 if v >= 0 else 1 / (1 - v) for v in z])
+  return -np.log(s[y] / s.sum())
+
+
+def log_sigmoid(v):
+  return -np.logaddexp(0.0, -v)
+
+
+def ref_sigmoid_bce(z, t):
+  return -(t * log_sigmoid(z) + (1 - t) * log_sigmoid(-z)).sum()
+
+
+def ref_focal(z, y, gamma=2.0):
+  return -one_minus_p(z, y) ** gamma * log_softmax(z)[y]
+
+
+def ref_poly1(z, y, epsilon=1.0):
+  return -log_softmax(z)[y] + epsilon * one_minus_p(z, y)
+
+
+def ref_squentropy(z, y):
+  others = np.delete(z, y)
+  return -log_softmax(z)[y] + (others**2).sum() / max(len(others), 1)
+
+
+def ref_maxsup_regularizer(z):
+  return z.max() - z.mean()
+
+
+def ref_maxsup_ce(z, y, alpha=0.1):
+  return -log_softmax(z)[y] + alpha * ref_maxsup_regularizer(z)
+
+
+def ref_z_loss(z):
+  return lse(z) ** 2
+
+
+def ref_gce(z, y, q=0.7):
+  return -np.expm1(q * log_softmax(z)[y]) / q
+
+
+def ref_truncated_gce(z, y, q=0.7, k=0.5):
+  p = np.exp(log_softmax(z)[y])
+  return (1 - max(p, k) ** q) / q if p <= k else ref_gce(z, y, q)
+
+
+def ref_sce(z, y, alpha=0.1, beta=1.0, log_zero=-4.0):
+  # RCE = -sum_k p_k log q_k, log q_k = log_zero off the label, 0 on it.
+  p = softmax(z)
+  log_q = np.full(len(z), log_zero)
+  log_q[y] = 0.0
+  return alpha * -log_softmax(z)[y] + beta * -(p * log_q).sum()
+
+
+def ref_nce(z, y):
+  lp = log_softmax(z)
+  return lp[y] / lp.sum() if len(z) > 1 else 0.0
+
+
+def ref_nce_rce(z, y, alpha=1.0, beta=1.0):
+  return alpha * ref_nce(z, y) + beta * 4 * one_minus_p(z, y)
+
+
+def one_hot(y, k):
+  e = np.zeros(k)
+  e[y] = 1.0
+  return e
+
+
+def ref_mae(z, y):
+  return np.abs(softmax(z) - one_hot(y, len(z))).sum()
+
+
+def ref_mse(z, y):
+  d = softmax(z) - one_hot(y, len(z))
+  d[y] = -one_minus_p(z, y)
+  return (d**2).sum()
+
+
+def ref_ldam(z, y, margin=0.3, scale=30.0):
+  shifted = z.copy()
+  shifted[y] -= margin
+  return -log_softmax(scale * shifted)[y]
+
+
+def ref_asl(z, t, gamma_pos=0.0, gamma_neg=4.0, clip=0.05):
+  p = np.exp(log_sigmoid(z))
+  not_p = np.exp(log_sigmoid(-z))
+  p_m = np.maximum(p - clip, 0)
+  positive = not_p**gamma_pos * log_sigmoid(z)
+  log_not_shifted = log_sigmoid(-z) if clip == 0 else np.log(np.minimum(not_p + clip, 1.0))
+  negative = p_m**gamma_neg * log_not_shifted
+  return -(t * positive + (1 - t) * negative).sum()
+
+
+def _bisect(mass, lo, hi):
+  for _ in range(200):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if mass(mid) > 1 else (lo, mid)
+  return (lo + hi) / 2
+
+
+def ref_sparsemax_loss(z, y):
+  z = z - z.max()  # shift invariant; keeps the bisection error away from |z| ~ 1e4
+  tau = _bisect(lambda t: np.maximum(z - t, 0).sum(), z.max() - 1, z.max())
+  p = np.maximum(z - tau, 0)
+  # max_p <z, p> - ||p||^2 / 2 (+ 1/2 for the one-hot label) - z_y
+  return p @ z - (p @ p) / 2 + 0.5 - z[y]
+
+
+def ref_entmax15_loss(z, y):
+  z = z - z.max()  # shift invariant; keeps the bisection error away from |z| ~ 1e4
+  tau = _bisect(lambda t: (np.maximum(z / 2 - t, 0) ** 2).sum(), z.max() / 2 - 1, z.max() / 2)
+  p = np.maximum(z / 2 - tau, 0) ** 2
+  tsallis = (p - p**1.5).sum() / 0.75  # H_1.5(p); H of a one-hot is 0
+  return p @ z + tsallis - z[y]
+
+
+def targets_of(t, k):
+  return one_hot(t, k) if np.ndim(t) == 0 else t
+
+
+def ref_jaccard(z, t):
+  x, y = softmax(z), targets_of(t, len(z))
+  a, b, d = np.abs(x).sum(), np.abs(y).sum(), np.abs(x - y).sum()
+  return 1 - (a + b - d) / (a + b + d)
+
+
+def ref_dice(z, t):
+  x, y = softmax(z), targets_of(t, len(z))
+  return np.abs(x - y).sum() / (np.abs(x).sum() + np.abs(y).sum())
+
+
+# ---------------------------------------------------------------------------
+# The cases every generic test runs.
+# ---------------------------------------------------------------------------
+
+
+class Case(NamedTuple):
+  fn: Callable  # loss(logits, target, *, where, dtype)
+  ref: Callable  # ref(z, t) on one example's kept entries
+  target: str  # "int" | "probs" (soft targets) | "multi" (multi-label) | "none"
+
+
+def case(fn, ref, target="int", **kwargs):
+  return Case(functools.partial(fn, **kwargs), functools.partial(ref, **kwargs), target)
+
+
+CASES = {
+    "softmax_cross_entropy": case(L.softmax_cross_entropy, ref_softmax_ce),
+    "softmax_cross_entropy_ls": case(L.softmax_cross_entropy, ref_softmax_ce, label_smoothing=0.2),
+    "soft_cross_entropy": case(L.soft_cross_entropy, ref_soft_ce, "probs"),
+    "stablemax_cross_entropy": case(L.stablemax_cross_entropy, ref_stablemax_ce),
+    "sigmoid_binary_cross_entropy": case(L.sigmoid_binary_cross_entropy, ref_sigmoid_bce, "multi"),
+    "focal_loss": case(L.focal_loss, ref_focal),
+    "focal_loss_half": case(L.focal_loss, ref_focal, gamma=0.5),
+    "poly1_cross_entropy": case(L.poly1_cross_entropy, ref_poly1),
+    "squentropy": case(L.squentropy, ref_squentropy),
+    "maxsup_regularizer": case(L.maxsup_regularizer, ref_maxsup_regularizer, "none"),
+    "maxsup_cross_entropy": case(L.maxsup_cross_entropy, ref_maxsup_ce),
+    "z_loss": case(L.z_loss, ref_z_loss, "none"),
+    "gce": case(L.gce, ref_gce),
+    "truncated_gce": case(L.truncated_gce, ref_truncated_gce),
+    "sce": case(L.sce, ref_sce),
+    "nce_rce": case(L.nce_rce, ref_nce_rce),
+    "mae": case(L.mae, ref_mae),
+    "mse": case(L.mse, ref_mse),
+    "ldam": Case(
+        functools.partial(L.ldam, margins=np.full(7, 0.3)), ref_ldam, "int"),
+    "asl": case(L.asl, ref_asl, "multi"),
+    "asl_no_clip": case(L.asl, ref_asl, "multi", gamma_pos=1.0, clip=0.0),
+    "sparsemax_loss": case(L.sparsemax_loss, ref_sparsemax_loss),
+    "entmax15_loss": case(L.entmax15_loss, ref_entmax15_loss),
+    "jaccard_metric_loss": case(L.jaccard_metric_loss, ref_jaccard),
+    "jaccard_metric_loss_soft": case(L.jaccard_metric_loss, ref_jaccard, "probs"),
+    "dice_metric_loss": case(L.dice_metric_loss, ref_dice),
+    "dice_metric_loss_soft": case(L.dice_metric_loss, ref_dice, "probs"),
+}
+# Cases of other loss modules that share this harness (filled by their tests).
+LDR_CASES: dict[str, Case] = {}
+
+
+def register_cases(cases):
+  LDR_CASES.update(cases)
+
+
+# ---------------------------------------------------------------------------
+# Inputs and the row-by-row reference.
+# ---------------------------------------------------------------------------
+
+B, K = 6, 7
+RNG = np.random.default_rng(0)
+RANDOM = (3 * RNG.standard_normal((B, K))).astype(np.float32)
+LABELS = np.array([0, 3, 6, 2, 5, 1])
+PROBS = softmax(RNG.standard_normal(K))[None] * np.ones((B, 1))
+PROBS = (0.5 * PROBS + 0.5 * RNG.dirichlet(np.ones(K), B)).astype(np.float32)
+MULTI = (RNG.random((B, K)) > 0.5).astype(np.float32)
+MASK = RNG.random((B, K)) > 0.25
+MASK[np.arange(B), LABELS] = True
+MASK[2] = False  # a fully masked row
+MASK[4, LABELS[4]] = False  # a row whose label class is masked
+EXTREME = np.array(
+    [
+        [1e4, -1e4, 0.0, 1e4, -1e4, 5.0, 1.0],
+        [0.0] * 7,
+        [-1e4] * 6 + [-9999.5],
+        [1e4] + [-1e4] * 6,
+        [-1e4] + [1e4] * 6,
+        [1.0, 1.0 + 1e-6, 1.0, 0.5, -0.5, 3.0, -1e4],
+    ],
+    np.float32,
+)
+
+
+# Random rows (with a random mask, a fully masked row and a row whose label
+# class is masked) followed by the extreme rows (unmasked): one call checks both.
+X = np.concatenate([RANDOM, EXTREME])
+X_LABELS = np.concatenate([LABELS, LABELS])
+X_MASK = np.concatenate([MASK, np.ones_like(MASK)])
+X_TARGETS = {
+    "int": X_LABELS,
+    "probs": np.concatenate([PROBS, PROBS]),
+    "multi": np.concatenate([MULTI, MULTI]),
+    "none": None,
+}
+
+
+def call(c, x, where=None, target=None):
+  """The case's loss on x; the target defaults to the first len(x) rows of X's."""
+  if c.target == "none":
+    return c.fn(x, where=where)
+  target = X_TARGETS[c.target][: len(x)] if target is None else target
+  return c.fn(x, target, where=where)
+
+
+def rowwise(c, x, where=None, target=None):
+  """The reference on every example's kept entries; 0 where the loss must be 0."""
+  x = np.asarray(x, np.float64)
+  if target is None and c.target != "none":
+    target = X_TARGETS[c.target][: len(x)]
+  keep = np.ones(x.shape, bool) if where is None else np.broadcast_to(where, x.shape)
+  out = np.zeros(x.shape[:-1])
+  for i in np.ndindex(x.shape[:-1]):
+    kept = keep[i]
+    if not kept.any() or (c.target == "int" and not kept[target[i]]):
+      continue
+    z = x[i][kept]
+    if c.target == "none":
+      out[i] = c.ref(z)
+    elif c.target == "int":
+      out[i] = c.ref(z, int(kept[: target[i]].sum()))
+    else:
+      out[i] = c.ref(z, np.asarray(target[i], np.float64)[kept])
+  return out
+
+
+def all_cases():
+  return {**CASES, **LDR_CASES}
+
+
+def names():
+  return sorted(CASES)
+
+
+# ---------------------------------------------------------------------------
+# Generic tests (also run by test_ldr.py through `generic_tests`).
+# ---------------------------------------------------------------------------
+
+
+# Every generic check runs on arrays of X's shape, so the eagerly compiled
+# primitives are shared by all cases (a new shape recompiles each of them).
+
+
+def check_values(c):
+  got = call(c, X, where=X_MASK)
+  assert got.shape == (2 * B,) and got.dtype == jnp.float32
+  assert np.all(np.isfinite(got))
+  np.testing.assert_allclose(got, rowwise(c, X, X_MASK), rtol=2e-5, atol=2e-5)
+  assert got[2] == 0
+  if c.target == "int":
+    assert got[4] == 0
+
+
+def check_float64(c):
+  got = call(c, jnp.asarray(X, jnp.float64), where=X_MASK)
+  assert got.dtype == jnp.float64
+  np.testing.assert_allclose(got, rowwise(c, X, X_MASK), rtol=1e-10, atol=1e-10)
+
+
+def check_gradients(c):
+  # The random rows only (the extreme ones sit on kinks and ties): masking a
+  # whole row makes its loss and gradient 0, finite differences included.
+  where = X_MASK & (np.arange(2 * B) < B)[:, None]
+  f = lambda x: call(c, x, where=where)
+  check_grads(f, (jnp.asarray(X, jnp.float64),), order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+def check_masked_rows(c):
+  weights = jnp.asarray(RNG.standard_normal(2 * B), jnp.float32)
+  grad = jax.grad(lambda x: jnp.sum(call(c, x, where=X_MASK) * weights))(X)
+  assert np.all(np.isfinite(grad))
+  assert np.all(grad[2] == 0) and np.all(grad[~X_MASK] == 0)
+  if c.target == "int":
+    assert np.all(grad[4] == 0)
+  # -inf logits count as masked.
+  inf = jnp.where(X_MASK, X, -jnp.inf)
+  np.testing.assert_allclose(call(c, inf), call(c, X, where=X_MASK), rtol=1e-6, atol=1e-6)
+
+
+def check_jit_vmap_and_batch_shapes(c):
+  target = X_TARGETS[c.target]
+  args = (X,) if target is None else (X, target)
+  f = lambda *a: c.fn(*a, where=X_MASK[0])
+
+  @jax.jit  # one program: cheaper than running vmap and new shapes eagerly
+  def transformed(*args):
+    grid = f(*(a.reshape((2, B) + a.shape[1:]) for a in args))  # two example axes
+    return f(*args), jax.vmap(f)(*args), grid
+
+  want = f(*args)
+  jitted, vmapped, grid = transformed(*args)
+  np.testing.assert_allclose(jitted, want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(vmapped, want, rtol=1e-6, atol=1e-6)
+  assert grid.shape == (2, B)
+  np.testing.assert_allclose(grid.reshape(-1), want, rtol=1e-6, atol=1e-6)
+
+
+def check_low_precision(c):
+  for dtype in (jnp.bfloat16, jnp.float16):
+    x = jnp.asarray(X, dtype)
+    got = call(c, x, where=X_MASK)
+    assert got.dtype == jnp.float32
+    want = rowwise(c, np.asarray(x.astype(jnp.float32)), X_MASK)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+GENERIC_CHECKS = {
+    "values": check_values,
+    "float64": check_float64,
+    "gradients": check_gradients,
+    "masked_rows": check_masked_rows,
+    "jit_vmap_and_batch_shapes": check_jit_vmap_and_batch_shapes,
+    "low_precision": check_low_precision,
+}
+X64_CHECKS = {"float64", "gradients"}
+
+
+def run_check(check, c, request):
+  if check in X64_CHECKS:
+    request.getfixturevalue("x64")
+  GENERIC_CHECKS[check](c)
+
+
+@pytest.mark.parametrize("check", sorted(GENERIC_CHECKS))
+@pytest.mark.parametrize("name", names())
+def test_generic(name, check, request):
+  run_check(check, CASES[name], request)
+
+
+# ---------------------------------------------------------------------------
+# Properties: no NaN/inf for finite logits in [-1e4, 1e4], any mask.
+# ---------------------------------------------------------------------------
+
+FINITE = hnp.arrays(np.float32, (3, K), elements=st.floats(-1e4, 1e4, width=32))
+CLUSTERED = hnp.arrays(np.float32, (3, K), elements=st.sampled_from([-1e4, -3.0, 0.0, 1.0, 1e4]))
+MASKS = hnp.arrays(np.bool_, (3, K))
+LABEL_ARRAYS = hnp.arrays(np.int32, 3, elements=st.integers(0, K - 1))
+
+
+@functools.cache
+def values_and_grads(names_):
+  """One jit for all the named cases: name -> (summed loss, its gradient).
+
+  A NaN/inf anywhere shows in both. One program compiles about twice as fast
+  as one per case.
+  """
+  cases = all_cases()
+
+  def evaluate(x, targets, where):
+    out = {}
+    for name in names_:
+      c = cases[name]
+      total = lambda x: jnp.sum(call(c, x, where=where, target=targets[c.target]))
+      out[name] = jax.value_and_grad(total)(x)
+    return out
+
+  return jax.jit(evaluate)
+
+
+def property_targets(labels, seed):
+  rng = np.random.default_rng(seed)
+  return {
+      "int": labels,
+      "probs": rng.dirichlet(np.ones(K), 3).astype(np.float32),
+      "multi": (rng.random((3, K)) > 0.5).astype(np.float32),
+      "none": np.zeros(3, np.float32),
+  }
+
+
+def check_finite_everywhere(names_, x, where, labels, seed):
+  results = values_and_grads(tuple(names_))(x, property_targets(labels, seed), where)
+  for name, (value, grad) in results.items():
+    assert np.isfinite(value) and np.all(np.isfinite(grad)), name
+
+
+@given(x=st.one_of(FINITE, CLUSTERED), where=MASKS, labels=LABEL_ARRAYS, seed=st.integers(0, 99))
+def test_property_finite_values_and_gradients(x, where, labels, seed):
+  check_finite_everywhere(names(), x, where, labels, seed)
+
+
+# ---------------------------------------------------------------------------
+# The papers' special cases and identities.
+# ---------------------------------------------------------------------------
+
+
+def ce(x=RANDOM, labels=LABELS, **kw):
+  return L.softmax_cross_entropy(x, labels, **kw)
+
+
+@pytest.mark.parametrize("x", [RANDOM, EXTREME], ids=["random", "extreme"])
+def test_reductions_to_cross_entropy(x):
+  want = ce(x, where=MASK)
+  for got in [
+      L.poly1_cross_entropy(x, LABELS, where=MASK, epsilon=0.0),
+      L.focal_loss(x, LABELS, where=MASK, gamma=0.0),
+      L.softmax_cross_entropy(x, LABELS, where=MASK, label_smoothing=0.0),
+      L.sce(x, LABELS, where=MASK, alpha=1.0, beta=0.0),
+      L.maxsup_cross_entropy(x, LABELS, where=MASK, alpha=0.0),
+      L.ldam(x / 2, LABELS, where=MASK, margins=jnp.zeros(K), scale=2.0),
+      L.soft_cross_entropy(x, jax.nn.one_hot(LABELS, K), where=MASK),
+  ]:
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_gce_approaches_cross_entropy_as_q_vanishes():
+  np.testing.assert_allclose(L.gce(RANDOM, LABELS, q=1e-4), ce(), rtol=1e-3)
+
+
+def test_stablemax_ce_is_softmax_ce_of_log_s():
+  log_s = np.where(RANDOM >= 0, np.log1p(np.maximum(RANDOM, 0)), -np.log1p(-np.minimum(RANDOM, 0)))
+  np.testing.assert_allclose(
+      L.stablemax_cross_entropy(RANDOM, LABELS, where=MASK), ce(log_s, where=MASK), rtol=1e-6
+  )
+
+
+def test_stablemax_ce_default_dtype_follows_x64():
+  assert L.stablemax_cross_entropy(X, X_LABELS).dtype == jnp.float32
+  with jax.enable_x64(True):
+    assert L.stablemax_cross_entropy(X, X_LABELS).dtype == jnp.float64
+    assert L.stablemax_cross_entropy(X, X_LABELS, dtype=jnp.float32).dtype == jnp.float32
+    assert L.softmax_cross_entropy(X, X_LABELS).dtype == jnp.float32
+
+
+def test_label_smoothing_and_maxsup_regularizer_forms():
+  a = 0.3
+  x = np.asarray(RANDOM, np.float64)
+  z_y = x[np.arange(B), LABELS]
+  ls = ce(RANDOM, label_smoothing=a)
+  np.testing.assert_allclose(ls, ce() + a * (z_y - x.mean(-1)), rtol=1e-5)
+  maxsup = L.maxsup_cross_entropy(RANDOM, LABELS, alpha=a)
+  np.testing.assert_allclose(maxsup, ce() + a * (x.max(-1) - x.mean(-1)), rtol=1e-5)
+  top1 = x.argmax(-1) == LABELS
+  assert top1.any() and not top1.all()
+  np.testing.assert_allclose(maxsup[top1], ls[top1], rtol=1e-6)
+  assert np.all(maxsup[~top1] > ls[~top1])  # MaxSup also penalizes confident mistakes
+
+
+def test_gce_limits():
+  np.testing.assert_allclose(L.gce(RANDOM, LABELS, q=1.0), L.mae(RANDOM, LABELS) / 2, rtol=1e-6)
+  k, x = 0.4, 3 * X
+  truncated = L.truncated_gce(x, X_LABELS, k=k)
+  p_y = np.exp(-np.asarray(ce(x, X_LABELS)))
+  assert (p_y <= k).any() and (p_y > k).any()
+  np.testing.assert_allclose(truncated[p_y <= k], (1 - k**0.7) / 0.7, rtol=1e-6)
+  np.testing.assert_allclose(truncated[p_y > k], L.gce(x, X_LABELS)[p_y > k], rtol=1e-6)
+  grad = jax.grad(lambda x: jnp.sum(L.truncated_gce(x, X_LABELS, k=k)))(x)
+  assert np.all(grad[p_y <= k] == 0) and np.all(np.any(grad[p_y > k] != 0, axis=-1))
+
+
+def test_sigmoid_bce_matches_optax_and_asl_special_case():
+  want = optax.sigmoid_binary_cross_entropy(RANDOM, MULTI).sum(-1)
+  np.testing.assert_allclose(L.sigmoid_binary_cross_entropy(RANDOM, MULTI), want, rtol=1e-6)
+  asl = L.asl(RANDOM, MULTI, gamma_pos=0.0, gamma_neg=0.0, clip=0.0)
+  np.testing.assert_allclose(asl, want, rtol=1e-5)
+
+
+def test_asl_down_weights_easy_negatives():
+  x = jnp.array([[-6.0, -1.0, 2.0]])
+  y = jnp.zeros((1, 3))
+  per_class = lambda i: L.asl(x[:, i : i + 1], y[:, i : i + 1])
+  assert float(per_class(0)[0]) == 0.0  # p = sigmoid(-6) < clip: discarded
+  assert 0 < float(per_class(1)[0]) < float(L.sigmoid_binary_cross_entropy(x[:, 1:2], y[:, 1:2])[0])
+
+
+@pytest.mark.parametrize("loss, normalizer", [
+    (L.sparsemax_loss, "sparsemax"), (L.entmax15_loss, "entmax15")])
+def test_fenchel_young_gradient_and_zero_loss(loss, normalizer):
+  grad = jax.grad(lambda x: jnp.sum(loss(x, X_LABELS, where=X_MASK)))(X)
+  want = normalizers.get(normalizer)(X, where=X_MASK) - jax.nn.one_hot(X_LABELS, K)
+  valid = X_MASK[np.arange(2 * B), X_LABELS]
+  np.testing.assert_allclose(grad[valid], np.where(X_MASK, want, 0)[valid], atol=1e-6)
+  separated = 10.0 * jax.nn.one_hot(X_LABELS, K)
+  np.testing.assert_array_equal(loss(separated, X_LABELS), 0.0)
+  assert np.all(np.asarray(loss(X, X_LABELS)) >= 0)
+
+
+def test_metric_losses_with_soft_labels():
+  # Zero exactly when the prediction equals the soft target, positive elsewhere.
+  logits = np.log(PROBS)
+  for loss in (L.jaccard_metric_loss, L.dice_metric_loss):
+    np.testing.assert_allclose(loss(logits, PROBS), 0.0, atol=1e-6)
+    assert np.all(np.asarray(loss(RANDOM, PROBS)) > 0.01)
+  # Hard labels: JML = 2 (1 - p_y) / (2 - p_y), DML = 1 - p_y.
+  p_y = np.exp(-np.asarray(ce(), np.float64))
+  np.testing.assert_allclose(L.jaccard_metric_loss(RANDOM, LABELS), 2 * (1 - p_y) / (2 - p_y), rtol=1e-5)
+  np.testing.assert_allclose(L.dice_metric_loss(RANDOM, LABELS), 1 - p_y, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+      L.jaccard_metric_loss(RANDOM, LABELS), L.jaccard_metric_loss(RANDOM, jax.nn.one_hot(LABELS, K)), rtol=1e-6
+  )
+
+
+def test_ldam_margins_and_drw_weights():
+  counts = np.array([5000, 500, 50, 5])
+  margins = L.ldam_margins(counts, max_margin=0.5)
+  np.testing.assert_allclose(margins, 0.5 * (counts / 5.0) ** -0.25, rtol=1e-6)
+  x = RANDOM[:4, :4]
+  labels = np.array([0, 1, 2, 3])
+  got = L.ldam(x, labels, margins=margins)
+  want = [ref_ldam(np.asarray(x[i], np.float64), labels[i], margin=float(margins[i])) for i in range(4)]
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  weights = L.drw_class_weights(counts, beta=0.999)
+  effective = (1 - 0.999**counts) / (1 - 0.999)
+  np.testing.assert_allclose(weights, (1 / effective) / (1 / effective).sum() * 4, rtol=1e-6)
+  assert np.all(np.diff(weights) > 0)
+  np.testing.assert_allclose(L.drw_class_weights(counts, beta=0.0), 1.0)
+
+
+def test_z_loss_and_maxsup_regularizer_do_not_need_labels():
+  np.testing.assert_allclose(L.z_loss(RANDOM), jax.nn.logsumexp(RANDOM, -1) ** 2, rtol=1e-6)
+  assert np.all(np.asarray(L.maxsup_regularizer(RANDOM)) > 0)
+  np.testing.assert_array_equal(L.maxsup_regularizer(np.zeros((2, 5))), 0.0)
+
+
+def test_label_smoothing_counts_only_kept_classes():
+  where = np.array([True] * 4 + [False] * 3)
+  got = L.softmax_cross_entropy(RANDOM, LABELS % 4, where=where, label_smoothing=0.1)
+  want = L.softmax_cross_entropy(RANDOM[:, :4], LABELS % 4, label_smoothing=0.1)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_training_a_linear_classifier_end_to_end():
+  # What a user does: jit(grad(mean loss)) steps on a linear model.
+  rng = np.random.default_rng(1)
+  centers = 3 * rng.standard_normal((4, 5))
+  labels = rng.integers(0, 4, 64)
+  inputs = (centers[labels] + rng.standard_normal((64, 5))).astype(np.float32)
+
+  @jax.jit
+  def train():  # one program for all the losses: one compilation
+    results = {}
+    for name in ("stablemax_cross_entropy", "sparsemax_loss", "jaccard_metric_loss"):
+      objective = lambda w, loss=L.get(name): jnp.mean(loss(inputs @ w, labels))
+      w0 = jnp.zeros((5, 4))
+      w = jax.lax.fori_loop(0, 50, lambda _, w: w - 0.1 * jax.grad(objective)(w), w0)
+      accuracy = jnp.mean(jnp.argmax(inputs @ w, -1) == labels)
+      results[name] = (objective(w0), objective(w), accuracy)
+    return results
+
+  for name, (first, last, accuracy) in train().items():
+    assert last < 0.5 * first and accuracy > 0.9, name
+
+
+def test_registry():
+  registered = set(L.names())
+  assert set(classification.__all__) - {"ldam_margins", "drw_class_weights"} <= registered
+  for name in classification.__all__:
+    if name in registered:
+      assert L.get(name) is getattr(L, name) is getattr(classification, name)
+  with pytest.raises(ValueError, match="unknown loss 'softmax_crossentropy'; valid: "):
+    L.get("softmax_crossentropy")
+
+
+@pytest.mark.parametrize(
+    "call_, message",
+    [
+        (lambda: ce(RANDOM, LABELS[:3]), r"labels of shape \(3,\) must have the shape of logits without the class axis, \(6,\)"),
+        (lambda: ce(RANDOM, LABELS.astype(np.float32)), "labels must be integer class indices"),
+        (lambda: ce(RANDOM, LABELS + 4), r"labels must lie in \[0, 7\)"),
+        (lambda: ce(RANDOM, LABELS, where=MASK.astype(int)), "where must be a boolean"),
+        (lambda: ce(RANDOM, LABELS, where=MASK[:, 0]), r"where of shape \(6,\) does not broadcast .*where\[\.\.\., None\]"),
+        (lambda: ce(np.float32(1.0), LABELS), "logits must have a class axis"),
+        (lambda: ce(RANDOM, LABELS, dtype=jnp.int32), "dtype must be a floating dtype"),
+        (lambda: ce(RANDOM, LABELS, label_smoothing=1.5), r"label_smoothing must be in \[0, 1\]"),
+        (lambda: L.gce(RANDOM, LABELS, q=0.0), r"q must be in \(0, 1\]"),
+        (lambda: L.truncated_gce(RANDOM, LABELS, k=1.0), r"k must be in \(0, 1\)"),
+        (lambda: L.focal_loss(RANDOM, LABELS, gamma=-1.0), "gamma must be >= 0"),
+        (lambda: L.asl(RANDOM, MULTI, clip=1.0), r"clip must be in \[0, 1\)"),
+        (lambda: L.soft_cross_entropy(RANDOM, PROBS[:, :3]), r"label_probs of shape \(6, 3\) does not broadcast"),
+        (lambda: L.ldam(RANDOM, LABELS, margins=np.zeros(3)), r"margins of shape \(3,\) does not broadcast"),
+        (lambda: L.ldam_margins([10, 0]), "class_counts must be a non-empty 1-D array of positive counts"),
+        (lambda: L.drw_class_weights([10, 5], beta=1.0), r"beta must be in \[0, 1\)"),
+    ],
+)
+def test_bad_arguments_raise_one_line_errors(call_, message):
+  with pytest.raises(ValueError, match=message):
+    call_()

@@ -1,0 +1,321 @@
+"""LDR losses and their baselines against float64 NumPy references, plus the paper's special cases.
+
+The generic checks (values incl. extreme logits, float64, gradients, masks,
+jit/vmap, low precision, no NaN/inf) come from test_classification's harness.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_classification import (
+    CLUSTERED,
+    FINITE,
+    GENERIC_CHECKS,
+    LABEL_ARRAYS,
+    MASKS,
+    X,
+    X_LABELS,
+    X_MASK,
+    Case,
+    case,
+    check_finite_everywhere,
+    log_softmax,
+    lse,
+    ref_nce,
+    register_cases,
+    run_check,
+    softmax,
+)
+
+import softlab.losses as L
+from softlab.losses import ldr
+
+# ---------------------------------------------------------------------------
+# Independent float64 references on one example's kept logits z, label index y.
+# ---------------------------------------------------------------------------
+
+
+def normalize(z, mode):
+  if mode is None:
+    return z
+  if mode == "softplus":
+    z = np.logaddexp(0.0, z)
+  scale = np.abs(z).mean()
+  return z / scale if scale > 0 else z
+
+
+def ref_ldr_kl(z, y, lam=1.0, margin=0.1, normalize_logits=None):
+  z = normalize(z, normalize_logits)
+  u = z - z[y] + margin * (np.arange(len(z)) != y)
+  return lam * (lse(u / lam) - np.log(len(z)))
+
+
+def ref_aldr_kl(z, y, lam=7.0, lam0=10.0, alpha=2.0, margin=0.1, normalize_logits=None):
+  """(loss, new lambda) of one visit."""
+  z = normalize(z, normalize_logits)
+  log_k = np.log(len(z))
+  p = softmax(z / lam)
+  kl = np.clip(sum(pk * np.log(pk) for pk in p if pk > 0) + log_k, 0, log_k)
+  new = lam0 * (1 - kl / (alpha * log_k)) if len(z) > 1 else lam0
+  loss = ref_ldr_kl(z, y, lam=new, margin=margin) - alpha * log_k / (2 * lam0) * (new - lam0) ** 2
+  return loss, new
+
+
+def ref_crammer_singer(z, y, margin=1.0):
+  others = np.delete(z, y)
+  return max(0.0, (margin + others - z[y]).max()) if len(others) else 0.0
+
+
+def ref_weston_watkins(z, y, margin=1.0):
+  return np.maximum(0.0, margin + np.delete(z, y) - z[y]).sum()
+
+
+def ref_rll(z, y, alpha=0.1):
+  p = softmax(z)
+  others = np.delete(p, y)
+  spread = np.log(alpha + others).mean() if len(others) else 0.0
+  return np.log((alpha + 1) / alpha) - np.log(alpha + p[y]) + spread
+
+
+def ref_js(z, y, pi1=0.5):
+  p = softmax(z)
+  e = np.zeros(len(z))
+  e[y] = 1.0
+  m = pi1 * e + (1 - pi1) * p
+  kl = lambda a, b: sum(ai * np.log(ai / bi) for ai, bi in zip(a, b) if ai > 0)
+  return (pi1 * kl(e, m) + (1 - pi1) * kl(p, m)) / (-(1 - pi1) * np.log(1 - pi1))
+
+
+def ref_nce_agce(z, y, alpha=1.0, beta=4.0, a=6.0, q=1.5):
+  p_y = np.exp(log_softmax(z)[y])
+  return alpha * ref_nce(z, y) + beta * ((a + 1) ** q - (a + p_y) ** q) / q
+
+
+def ref_nce_aul(z, y, alpha=1.0, beta=4.0, a=6.3, p=1.5):
+  p_y = np.exp(log_softmax(z)[y])
+  return alpha * ref_nce(z, y) + beta * ((a - p_y) ** p - (a - 1) ** p) / p
+
+
+def aldr_loss(logits, labels, *, where=None, lam=7.0, **kwargs):
+  return L.aldr_kl(logits, labels, lam, where=where, **kwargs)[0]
+
+
+def ref_aldr_loss(z, y, **kwargs):
+  return ref_aldr_kl(z, y, **kwargs)[0]
+
+
+CASES = {
+    "ldr_kl": case(L.ldr_kl, ref_ldr_kl),
+    "ldr_kl_mean_abs": case(L.ldr_kl, ref_ldr_kl, lam=10.0, normalize_logits="mean_abs"),
+    "ldr_kl_softplus": case(L.ldr_kl, ref_ldr_kl, normalize_logits="softplus"),
+    "aldr_kl": Case(aldr_loss, ref_aldr_loss, "int"),
+    "crammer_singer": case(L.crammer_singer, ref_crammer_singer),
+    "weston_watkins": case(L.weston_watkins, ref_weston_watkins),
+    "rll": case(L.rll, ref_rll),
+    "js": case(L.js, ref_js),
+    "js_pi_0.9": case(L.js, ref_js, pi1=0.9),
+    "nce_agce": case(L.nce_agce, ref_nce_agce),
+    "nce_aul": case(L.nce_aul, ref_nce_aul),
+}
+register_cases(CASES)
+# ALDR-KL's lambda moves with the logits but carries no gradient (the paper's
+# stop-gradient), so finite differences of its value are not its gradient;
+# test_aldr_kl_gradient_is_ldr_kl_at_the_new_lambda checks it instead.
+GENERIC = [
+    (name, check)
+    for name in sorted(CASES)
+    for check in sorted(GENERIC_CHECKS)
+    if not (name.startswith("aldr") and check == "gradients")
+]
+
+
+@pytest.mark.parametrize("name, check", GENERIC)
+def test_generic(name, check, request):
+  run_check(check, CASES[name], request)
+
+
+@given(x=st.one_of(FINITE, CLUSTERED), where=MASKS, labels=LABEL_ARRAYS, seed=st.integers(0, 99))
+def test_property_finite_values_and_gradients(x, where, labels, seed):
+  check_finite_everywhere(sorted(CASES), x, where, labels, seed)
+
+
+# ---------------------------------------------------------------------------
+# The paper's special cases.
+# ---------------------------------------------------------------------------
+
+RANDOM = X[:6]
+LABELS = X_LABELS[:6]
+MASK = X_MASK[:6]
+VALID = MASK[np.arange(6), LABELS]
+
+
+def test_ldr_kl_with_margin_0_and_lam_1_is_cross_entropy_minus_log_k():
+  got = L.ldr_kl(X, X_LABELS, where=X_MASK, lam=1.0, margin=0.0)
+  log_k = np.log(np.maximum(X_MASK.sum(-1), 1))
+  ce = L.softmax_cross_entropy(X, X_LABELS, where=X_MASK)
+  valid = X_MASK[np.arange(12), X_LABELS]
+  np.testing.assert_allclose(got, np.where(valid, ce - log_k, 0), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("x", [RANDOM, X[6:]], ids=["random", "extreme"])
+def test_ldr_kl_tends_to_crammer_singer_as_lam_vanishes(x):
+  cs = np.asarray(L.crammer_singer(x, LABELS, margin=0.1), np.float64)
+  log_k = np.log(x.shape[-1])
+  previous = np.inf
+  for lam in (1.0, 1e-1, 1e-2, 1e-3, 1e-5):
+    ldr_value = np.asarray(L.ldr_kl(x, LABELS, lam=lam, margin=0.1), np.float64)
+    # lam (log sum exp(u / lam) - log K) lies in [max u - lam log K, max u].
+    assert np.all(ldr_value <= cs + 1e-3 * np.abs(cs) + 1e-6)
+    assert np.all(ldr_value >= cs - lam * log_k - 1e-3 * np.abs(cs) - 1e-6)
+    gap = np.max(np.abs(ldr_value - cs))
+    assert gap <= previous + 1e-6
+    previous = gap
+  assert previous < 1e-4 * max(1.0, np.abs(cs).max())
+
+
+def test_ldr_kl_tends_to_the_mean_gap_as_lam_grows(x64):
+  x = np.asarray(RANDOM, np.float64)
+  u = x - x[np.arange(6), LABELS][:, None] + 0.1 * (np.arange(7) != LABELS[:, None])
+  np.testing.assert_allclose(L.ldr_kl(x, LABELS, lam=1e8), u.mean(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_logit_normalizations():
+  # Values against the reference are in the generic checks; here: what they are for.
+  base = L.ldr_kl(RANDOM, LABELS, where=MASK, normalize_logits="mean_abs")
+  scaled = L.ldr_kl(7.5 * RANDOM, LABELS, where=MASK, normalize_logits="mean_abs")
+  np.testing.assert_allclose(scaled, base, rtol=1e-5)  # scale invariant
+  softplus = L.ldr_kl(RANDOM, LABELS, where=MASK, normalize_logits="softplus")
+  shifted = L.ldr_kl(RANDOM - 30.0, LABELS, where=MASK, normalize_logits="softplus")
+  assert np.all(np.isfinite(shifted)) and not np.allclose(softplus, shifted)
+  # A row with mean absolute value 0 is left as it is.
+  zeros = np.zeros((2, 7), np.float32)
+  np.testing.assert_allclose(
+      L.ldr_kl(zeros, LABELS[:2], normalize_logits="mean_abs"), L.ldr_kl(zeros, LABELS[:2]), rtol=1e-6
+  )
+
+
+def aldr_numpy(x, labels, mask, lam, **kwargs):
+  """The NumPy reference of one ALDR-KL visit for every example."""
+  losses, lams = np.zeros(len(x)), np.array(lam, np.float64)
+  for i in range(len(x)):
+    kept = mask[i]
+    if kept.any() and kept[labels[i]]:
+      y = int(kept[: labels[i]].sum())
+      losses[i], lams[i] = ref_aldr_kl(np.asarray(x[i], np.float64)[kept], y, lam=lam[i], **kwargs)
+  return losses, lams
+
+
+@pytest.mark.parametrize("alpha", [2.0, 1.25])
+def test_aldr_kl_lambda_update_matches_numpy_and_stays_in_bounds(alpha):
+  lam0 = 10.0
+  lam = np.full(12, lam0, np.float32)
+  want_lam = lam.astype(np.float64)
+  for visit in range(3):
+    x = X * (1 + visit)  # the logits change between visits
+    loss, lam = L.aldr_kl(x, X_LABELS, lam, where=X_MASK, lam0=lam0, alpha=alpha)
+    want_loss, want_lam = aldr_numpy(x, X_LABELS, X_MASK, want_lam, lam0=lam0, alpha=alpha)
+    assert lam.dtype == jnp.float32 and lam.shape == (12,)
+    np.testing.assert_allclose(lam, want_lam, rtol=1e-5)
+    np.testing.assert_allclose(loss, want_loss, rtol=2e-5, atol=2e-5)
+    assert np.all(lam >= lam0 * (1 - 1 / alpha)) and np.all(lam <= lam0)
+  # Examples whose label class is masked keep their stored lambda.
+  np.testing.assert_array_equal(np.asarray(lam)[[2, 4]], lam0)
+
+
+def test_aldr_kl_gradient_is_ldr_kl_at_the_new_lambda():
+  lam = np.full(6, 4.0, np.float32)
+  _, new = L.aldr_kl(RANDOM, LABELS, lam, where=MASK)
+  grad = jax.grad(lambda x: jnp.sum(L.aldr_kl(x, LABELS, lam, where=MASK)[0]))(RANDOM)
+  fixed = jax.grad(lambda x: jnp.sum(L.ldr_kl(x, LABELS, where=MASK, lam=new)))(RANDOM)
+  np.testing.assert_allclose(grad, fixed, rtol=1e-5, atol=1e-7)
+  assert np.all(np.isfinite(grad))
+
+
+def test_aldr_kl_state_kept_by_a_jitted_trainer():
+  # What a trainer does: lambda per training example, gathered and scattered by id.
+  rng = np.random.default_rng(3)
+  n, lam0 = 32, 10.0
+  inputs = jnp.asarray(rng.standard_normal((n, 5)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 4, n))
+
+  @jax.jit
+  def step(w, state, ids):
+    def objective(w):
+      loss, new = L.aldr_kl(inputs[ids] @ w, labels[ids], state[ids], lam0=lam0)
+      return jnp.mean(loss), new
+
+    (loss, new), grad = jax.value_and_grad(objective, has_aux=True)(w)
+    return w - 0.5 * grad, state.at[ids].set(new), loss
+
+  w, state = jnp.zeros((5, 4)), jnp.full(n, lam0)
+  for t in range(8):
+    ids = jnp.arange(8 * (t % 4), 8 * (t % 4) + 8)
+    w, state, loss = step(w, state, ids)
+    assert np.isfinite(loss)
+  assert np.all(state >= lam0 / 2) and np.all(state <= lam0)
+  assert np.all(state < lam0)  # second visits see non-uniform predictions
+
+
+def test_js_limits(x64):
+  x = np.asarray(RANDOM, np.float64)
+  ce = L.softmax_cross_entropy(x, LABELS)
+  np.testing.assert_allclose(L.js(x, LABELS, pi1=1e-6), ce, rtol=1e-4)
+  np.testing.assert_allclose(L.js(x, LABELS, pi1=1 - 1e-12), L.mae(x, LABELS) / 2, rtol=0.05)
+
+
+def test_rll_is_zero_at_the_label_and_symmetric():
+  np.testing.assert_allclose(L.rll(30.0 * np.eye(7)[LABELS], LABELS), 0.0, atol=1e-5)
+  # Sum over all labels is the same constant for every prediction.
+  totals = sum(L.rll(RANDOM, np.full(6, y)) for y in range(7))
+  np.testing.assert_allclose(totals, np.full(6, totals[0]), rtol=1e-5)
+
+
+def test_hinge_baselines():
+  cs = L.crammer_singer(RANDOM, LABELS)
+  ww = L.weston_watkins(RANDOM, LABELS)
+  assert np.all(ww >= cs - 1e-6) and np.all(cs >= 0)
+  separated = 5.0 * np.eye(7)[LABELS]  # margin 5 > 1
+  np.testing.assert_array_equal(L.crammer_singer(separated, LABELS), 0.0)
+  np.testing.assert_array_equal(L.weston_watkins(separated, LABELS), 0.0)
+
+
+def test_nce_is_in_unit_interval_and_apl_terms_vanish_at_the_label():
+  for loss in (L.nce_agce, L.nce_aul):
+    nce = loss(X, X_LABELS, where=X_MASK, beta=0.0)
+    assert np.all((nce >= 0) & (nce <= 1))
+    np.testing.assert_allclose(loss(100.0 * np.eye(7)[LABELS], LABELS), 0.0, atol=1e-6)
+
+
+def test_registry():
+  assert set(ldr.__all__) <= set(L.names())
+  for name in ldr.__all__:
+    assert L.get(name) is getattr(L, name) is getattr(ldr, name)
+
+
+@pytest.mark.parametrize(
+    "call_, message",
+    [
+        (lambda: L.ldr_kl(RANDOM, LABELS, normalize_logits="l2"),
+         "normalize_logits='l2' is not valid; valid: None, 'mean_abs', 'softplus'"),
+        (lambda: L.ldr_kl(RANDOM, LABELS, lam=0.0), "lam must be > 0"),
+        (lambda: L.aldr_kl(RANDOM, LABELS, 1.0, alpha=1.0), "alpha must be > 1"),
+        (lambda: L.aldr_kl(RANDOM, LABELS, np.ones(4)), r"lam of shape \(4,\) does not broadcast to the examples \(6,\)"),
+        (lambda: L.js(RANDOM, LABELS, pi1=1.0), r"pi1 must be in \(0, 1\)"),
+        (lambda: L.nce_aul(RANDOM, LABELS, a=1.0), "a must be > 1"),
+        (lambda: L.rll(RANDOM, LABELS, alpha=0.0), "alpha must be > 0"),
+        (lambda: L.crammer_singer(RANDOM, LABELS[:2]), r"labels of shape \(2,\)"),
+    ],
+)
+def test_bad_arguments_raise_one_line_errors(call_, message):
+  with pytest.raises(ValueError, match=message):
+    call_()
+
+
+def test_small_lambda_keeps_precision_in_float32():
+  # Gaps are formed before dividing by lam, so lam = 1e-6 stays exact.
+  x = jnp.array([[1.0, 1.5, -2.0]])
+  got = L.ldr_kl(x, jnp.array([0]), lam=1e-6, margin=0.1)
+  np.testing.assert_allclose(got, 0.6, rtol=1e-5)
