@@ -1,3 +1,669 @@
-"""Placeholder until this module lands."""
+"""Margin losses on cosine logits (face recognition) and Partial FC.
 
-__all__ = []
+Every loss takes `cos`, the cosines between L2-normalized embeddings and
+L2-normalized class centers (`cosine_logits`), and integer labels, and returns
+one value per example. The softmax losses change the target logit
+(cos theta_y -> a margin version of it), scale by s and apply cross-entropy;
+SphereFace2 uses one binary loss per class instead.
+
+Class-sharded form: with `axis_name`, the class axis of `cos` is split over
+that mesh or pmap axis (each device holds the cosines to its own centers and
+`labels` index its own classes, with a label outside [0, C_local) meaning the
+class lives on another device); every sum over classes is combined across the
+devices (the softmax as pmax of the maxes and psum of the rescaled exp-sums).
+This is what `partial_fc` uses.
+"""
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from softlab.losses._common import (
+    check_hyperparameter,
+    check_labels,
+    compute_dtype,
+    l2_normalize,
+    label_value,
+    logsumexp,
+)
+from softlab.losses._registry import REGISTRY
+
+__all__ = [
+    "ADAFACE_INITIAL_NORM_STATS",
+    "adaface",
+    "adaface_norm_stats",
+    "arcface",
+    "circle_loss",
+    "cosface",
+    "cosine_logits",
+    "elasticface",
+    "normalized_softmax",
+    "partial_fc",
+    "sphereface2",
+    "sphereface2_bias_init",
+    "subcenter_arcface",
+]
+
+# AdaFace's running (mean, std) of the feature norms before the first batch.
+ADAFACE_INITIAL_NORM_STATS = (20.0, 100.0)
+
+
+def cosine_logits(embeddings: ArrayLike, centers: ArrayLike) -> jax.Array:
+  """cos[n, ...] = <e_n / |e_n|, w / |w|> for every center w of `centers`.
+
+  Args:
+    embeddings: [N, d] features.
+    centers: [C, d] class centers, or [C, K, d] with K sub-centers per class.
+
+  Returns:
+    [N, C] (or [N, C, K]) cosines in float32 (or the inputs' wider dtype).
+  """
+  embeddings, centers = jnp.asarray(embeddings), jnp.asarray(centers)
+  if embeddings.ndim != 2 or centers.ndim not in (2, 3):
+    raise ValueError(
+        f"embeddings must be [N, d] and centers [C, d] or [C, K, d], got"
+        f" {embeddings.shape} and {centers.shape}"
+    )
+  if centers.shape[-1] != embeddings.shape[-1]:
+    raise ValueError(
+        f"centers of shape {centers.shape} must end in d ="
+        f" {embeddings.shape[-1]}"
+    )
+  cdtype = compute_dtype(embeddings, centers)
+  e = l2_normalize(embeddings.astype(cdtype))
+  w = l2_normalize(centers.astype(cdtype))
+  return jnp.tensordot(e, w, axes=((1,), (w.ndim - 1,)))
+
+
+# ---------------------------------------------------------------------------
+# Shared plumbing.
+# ---------------------------------------------------------------------------
+
+
+def _check_cos(cos, ndim=2):
+  cos = jnp.asarray(cos)
+  if cos.ndim != ndim:
+    shape = "[N, C]" if ndim == 2 else "[N, C, K]"
+    raise ValueError(f"cos must be {shape}, got shape {cos.shape}")
+  return cos.astype(compute_dtype(cos))
+
+
+def _prepare(cos, labels):
+  """(cos in the compute dtype, target mask [N, C]).
+
+  Concrete labels must lie in [0, C); traced ones may also point to classes on
+  other devices (class-sharded form), which marks no target here.
+  """
+  cos = _check_cos(cos)
+  labels = check_labels(labels, cos)
+  return cos, labels[:, None] == jnp.arange(cos.shape[1])
+
+
+def _target(values, is_target, axis_name):
+  """values[i, y_i] (0 on devices without class y_i), summed over devices."""
+  target = label_value(values, is_target)
+  return target if axis_name is None else jax.lax.psum(target, axis_name)
+
+
+def _softmax_loss(target_logit, other_logits, is_target, axis_name):
+  """Cross-entropy of logits other_logits[i, j], but target_logit[i] at y_i."""
+  logits = jnp.where(is_target, target_logit[:, None], other_logits)
+  return logsumexp(logits, axis_name=axis_name) - _target(
+      logits, is_target, axis_name
+  )
+
+
+def _angle(cos):
+  """theta = arccos(cos) in [0, pi], exact, finite gradients at cos = +-1.
+
+  Computed as atan2(sin theta, cos) with sin theta = sqrt((1 - cos)(1 + cos)),
+  taken as 0 (with zero gradient) where (1 - cos)(1 + cos) <= 0; arccos of a
+  clipped cosine would be off by sqrt(2 eps) at +-1 instead.
+  """
+  u = (1 - cos) * (1 + cos)
+  positive = u > 0
+  sin = jnp.where(positive, jnp.sqrt(jnp.where(positive, u, 1)), 0)
+  return jnp.arctan2(sin, cos)
+
+
+def _combined_margin(cos, m1, m2, m3):
+  """cos(m1 theta + m2) - m3 while m1 theta + m2 < pi, else linear in cos.
+
+  Past pi the margin angle would wrap around and the logit grow again with
+  theta; there the target is cos theta - m2 sin(m2) - m3 (insightface's rule).
+  """
+  theta = _angle(cos)
+  angle = m1 * theta + m2
+  monotone = angle < math.pi
+  return jnp.where(monotone, jnp.cos(angle), cos - m2 * jnp.sin(m2)) - m3
+
+
+def _check_positive(value, name):
+  check_hyperparameter(value, name, lambda v: v > 0, "> 0")
+
+
+# ---------------------------------------------------------------------------
+# Softmax margin losses.
+# ---------------------------------------------------------------------------
+
+
+@REGISTRY.register("normalized_softmax")
+def normalized_softmax(
+    cos: ArrayLike, labels: ArrayLike, *, s: float = 64.0, axis_name=None
+) -> jax.Array:
+  """Normalized softmax (NormFace) loss: -log softmax(s cos)_y.
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    s: scale (insightface: 64).
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Wang et al., "NormFace: L2 Hypersphere Embedding for Face Verification",
+    arXiv:1704.06369.
+  """
+  _check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  return _softmax_loss(
+      s * label_value(cos, is_target), s * cos, is_target, axis_name
+  )
+
+
+@REGISTRY.register("arcface")
+def arcface(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    s: float = 64.0,
+    m1: float = 1.0,
+    m2: float = 0.5,
+    m3: float = 0.0,
+    axis_name=None,
+) -> jax.Array:
+  """ArcFace / combined margin loss: target logit s (cos(m1 theta_y + m2) - m3).
+
+  The other logits are s cos theta_j. theta_y = arccos(cos_y) (computed as
+  atan2(sin, cos), so the value is exact and the gradient finite at
+  cos = +-1). Decision for m1 theta + m2 >= pi, where cos(m1 theta + m2) stops
+  decreasing in theta (insightface's non-easy-margin rule, generalized to m1):
+  the target logit there is s (cos theta - m2 sin(m2) - m3). m1 = 1, m3 = 0:
+  ArcFace; m1 = 1, m2 = 0: CosFace; m1 > 1: SphereFace's multiplicative
+  margin with this linear fallback instead of SphereFace's piecewise psi.
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    s: scale (insightface: 64).
+    m1: multiplicative angular margin.
+    m2: additive angular margin (ArcFace: 0.5).
+    m3: additive cosine margin (CosFace: 0.35).
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
+    Recognition", arXiv:1801.07698.
+  """
+  _check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  target = _combined_margin(label_value(cos, is_target), m1, m2, m3)
+  return _softmax_loss(s * target, s * cos, is_target, axis_name)
+
+
+@REGISTRY.register("cosface")
+def cosface(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    s: float = 64.0,
+    m: float = 0.35,
+    axis_name=None,
+) -> jax.Array:
+  """CosFace (large margin cosine) loss: target logit s (cos theta_y - m).
+
+  The combined margin with m1 = 1, m2 = 0, m3 = m.
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    s: scale (insightface: 64).
+    m: cosine margin (paper: 0.35).
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face
+    Recognition", arXiv:1801.09414.
+  """
+  return arcface(cos, labels, s=s, m1=1.0, m2=0.0, m3=m, axis_name=axis_name)
+
+
+@REGISTRY.register("subcenter_arcface")
+def subcenter_arcface(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    s: float = 64.0,
+    m1: float = 1.0,
+    m2: float = 0.5,
+    m3: float = 0.0,
+    axis_name=None,
+) -> jax.Array:
+  """Sub-center ArcFace: ArcFace on the closest of each class's K sub-centers.
+
+  The cosine of class c is max_k cos[n, c, k].
+
+  Args:
+    cos: [N, C, K] cosines to K sub-centers per class (`cosine_logits` with
+      centers [C, K, d]; the paper uses K = 3).
+    labels: [N] integer classes.
+    s, m1, m2, m3: as in `arcface`.
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Deng et al., "Sub-center ArcFace: Boosting Face Recognition by
+    Large-scale Noisy Web Faces", ECCV 2020 (no arXiv id).
+  """
+  return arcface(
+      jnp.max(_check_cos(cos, ndim=3), axis=2),
+      labels,
+      s=s,
+      m1=m1,
+      m2=m2,
+      m3=m3,
+      axis_name=axis_name,
+  )
+
+
+@REGISTRY.register("elasticface")
+def elasticface(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    key: jax.Array,
+    s: float = 64.0,
+    m: float = 0.5,
+    sigma: float = 0.05,
+    axis_name=None,
+) -> jax.Array:
+  """ElasticFace-Arc: ArcFace with a margin m_i ~ N(m, sigma) drawn per example.
+
+  Target logit s cos(theta_y + m_i), with `arcface`'s rule where
+  theta_y + m_i >= pi. Defaults are the paper's ElasticFace-Arc (s = 64,
+  m = 0.5, sigma = 0.05). Draw a new key every step; with `axis_name` every
+  device must get the same key.
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    key: PRNG key for the N margins.
+    s: scale.
+    m: mean margin.
+    sigma: standard deviation of the margin.
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Boutros et al., "ElasticFace: Elastic Margin Loss for Deep Face
+    Recognition", arXiv:2109.09416.
+  """
+  _check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  margins = m + sigma * jax.random.normal(key, cos.shape[:1], cos.dtype)
+  target = _combined_margin(label_value(cos, is_target), 1.0, margins, 0.0)
+  return _softmax_loss(s * target, s * cos, is_target, axis_name)
+
+
+def adaface_norm_stats(
+    norms: ArrayLike,
+    batch_mean: ArrayLike,
+    batch_std: ArrayLike,
+    *,
+    momentum: float = 0.01,
+) -> tuple[jax.Array, jax.Array]:
+  """AdaFace's running feature-norm statistics, updated with this batch.
+
+  mean <- momentum * mean(n) + (1 - momentum) * mean, the same for std(n)
+  (sample std, ddof = 1), with n = clip(norms, 0.001, 100), no gradient. The
+  caller keeps (mean, std) as state, starts from ADAFACE_INITIAL_NORM_STATS
+  = (20, 100), and passes the updated values to `adaface` (AdaFace updates
+  before computing the margins). With a batch split over devices, pass the
+  all-gathered norms.
+
+  Args:
+    norms: [N] feature norms |e_n| (before normalization).
+    batch_mean: running mean.
+    batch_std: running standard deviation.
+    momentum: weight of the new batch (AdaFace: 0.01).
+
+  Returns:
+    (new mean, new std).
+  """
+  n = jax.lax.stop_gradient(_clipped_norms(norms))
+  mean = momentum * jnp.mean(n) + (1 - momentum) * jnp.asarray(
+      batch_mean, n.dtype
+  )
+  std = momentum * jnp.std(n, ddof=1) + (1 - momentum) * jnp.asarray(
+      batch_std, n.dtype
+  )
+  return mean, std
+
+
+def _clipped_norms(norms):
+  norms = jnp.asarray(norms)
+  return jnp.clip(norms.astype(compute_dtype(norms)), 0.001, 100)
+
+
+@REGISTRY.register("adaface")
+def adaface(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    norms: ArrayLike,
+    *,
+    batch_mean: ArrayLike,
+    batch_std: ArrayLike,
+    s: float = 64.0,
+    m: float = 0.4,
+    h: float = 0.333,
+    axis_name=None,
+) -> jax.Array:
+  """AdaFace: a margin that adapts to image quality through the feature norm.
+
+  z_i = clip(h (n_i - mean) / (std + 0.001), -1, 1) with n_i the clipped
+  feature norm (no gradient); target logit
+  s (cos(clip(theta_y - m z_i, 0.001, pi - 0.001)) - (m + m z_i)).
+  Low-norm (low-quality) examples, z = -1, get ArcFace's angular margin m;
+  z = 0 gives CosFace's additive margin m; high-norm ones, z = 1, get
+  cos(theta - m) - 2m, which emphasizes their hard examples. The other logits
+  are s cos theta_j (AdaFace's code also clips their angles to
+  [0.001, pi - 0.001], which changes only cosines within 5e-7 of +-1). Pure
+  function: the running (mean, std) come in as arguments (see
+  `adaface_norm_stats`).
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    norms: [N] feature norms |e_n| of the embeddings.
+    batch_mean: running mean of the clipped norms (this step's value).
+    batch_std: running std of the clipped norms (this step's value).
+    s: scale (paper: 64).
+    m: margin (paper: 0.4).
+    h: scale of the normalized norm (paper: 0.333, so that norms within 3
+      standard deviations of the mean map into [-1, 1]).
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Kim, Jain & Liu, "AdaFace: Quality Adaptive Margin for Face Recognition",
+    arXiv:2204.00964.
+  """
+  _check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  norms = jax.lax.stop_gradient(_clipped_norms(norms))
+  if norms.shape != cos.shape[:1]:
+    raise ValueError(
+        f"norms must have shape {cos.shape[:1]}, got {norms.shape}"
+    )
+  eps = 1e-3
+  z = jnp.clip(h * (norms - batch_mean) / (batch_std + eps), -1, 1)
+  theta = _angle(label_value(cos, is_target))
+  target = jnp.cos(jnp.clip(theta - m * z, eps, math.pi - eps)) - (m + m * z)
+  return _softmax_loss(s * target, s * cos, is_target, axis_name)
+
+
+@REGISTRY.register("circle_loss")
+def circle_loss(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    m: float = 0.25,
+    gamma: float = 256.0,
+    axis_name=None,
+) -> jax.Array:
+  """Circle loss, class-level (proxy) form on cosine logits.
+
+  L = log(1 + sum_{j != y} exp(gamma a_j (s_j - m) - gamma a_p (s_p - 1 + m)))
+  with s_p = cos_y, s_j = cos_j, a_p = relu(1 + m - s_p), a_j = relu(s_j + m).
+  Decision: the weights a_p, a_j are constants in backpropagation
+  (stop_gradient), as in the widely used implementations. Defaults m = 0.25,
+  gamma = 256 are the paper's face recognition setting. This is a softmax
+  cross-entropy whose target logit is gamma a_p (s_p - 1 + m) and other logits
+  gamma a_j (s_j - m).
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    m: relaxation margin.
+    gamma: scale.
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+    Optimization", arXiv:2002.10857.
+  """
+  _check_positive(gamma, "gamma")
+  cos, is_target = _prepare(cos, labels)
+  s_p = label_value(cos, is_target)
+  a_p = jax.lax.stop_gradient(jax.nn.relu(1 + m - s_p))
+  a_n = jax.lax.stop_gradient(jax.nn.relu(cos + m))
+  return _softmax_loss(
+      gamma * a_p * (s_p - (1 - m)),
+      gamma * a_n * (cos - m),
+      is_target,
+      axis_name,
+  )
+
+
+# ---------------------------------------------------------------------------
+# SphereFace2: one binary loss per class.
+# ---------------------------------------------------------------------------
+
+
+def _sphereface2_g(cos, t):
+  """Similarity adjustment g(c) = 2 ((c + 1) / 2)^t - 1, c clipped to +-1."""
+  return 2 * ((jnp.clip(cos, -1, 1) + 1) / 2) ** t - 1
+
+
+@REGISTRY.register("sphereface2")
+def sphereface2(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    b: ArrayLike,
+    r: float = 30.0,
+    m: float = 0.4,
+    lam: float = 0.7,
+    t: float = 3.0,
+    axis_name=None,
+) -> jax.Array:
+  """SphereFace2 (SphereFace2-C, additive margin): one binary loss per class.
+
+  L = (lam / r) log(1 + exp(-(r (g(cos_y) - m) + b)))
+      + ((1 - lam) / r) sum_{j != y} log(1 + exp(r (g(cos_j) + m) + b)),
+  g(c) = 2 ((c + 1) / 2)^t - 1. Each class is a one-vs-all binary problem
+  with a learnable bias b (start from `sphereface2_bias_init`) and
+  lam balancing the one positive against the C - 1 negatives. The gradient
+  is that of this formula (g included). Defaults are the paper's choices as
+  we read them: lam = 0.7, r = 30, m = 0.4, t = 3.
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    b: the learnable bias (scalar).
+    r: scale.
+    m: additive margin.
+    lam: weight of the positive term, in (0, 1).
+    t: exponent of the similarity adjustment, >= 1 (1 = none).
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Wen et al., "SphereFace2: Binary Classification is All You Need for Deep
+    Face Recognition", arXiv:2108.01513.
+  """
+  _check_positive(r, "r")
+  check_hyperparameter(lam, "lam", lambda v: 0 < v < 1, "in (0, 1)")
+  check_hyperparameter(t, "t", lambda v: v >= 1, ">= 1")
+  cos, is_target = _prepare(cos, labels)
+  g = _sphereface2_g(cos, t)
+  b = jnp.asarray(b, cos.dtype)
+  positive = lam / r * jax.nn.softplus(-(r * (g - m) + b))
+  negative = (1 - lam) / r * jax.nn.softplus(r * (g + m) + b)
+  per_class = jnp.where(is_target, positive, negative)
+  loss = jnp.sum(per_class, axis=1)
+  return loss if axis_name is None else jax.lax.psum(loss, axis_name)
+
+
+def sphereface2_bias_init(
+    num_classes: int,
+    *,
+    r: float = 30.0,
+    m: float = 0.4,
+    lam: float = 0.7,
+    t: float = 3.0,
+) -> float:
+  """The SphereFace2 bias at which dL/db = 0 when all cosines are 0 (its init).
+
+  With z = lam / ((1 - lam)(C - 1)), a_y = r (g(0) - m), a_j = r (g(0) + m):
+  b = log(2 z) - a_j - log(1 - z + sqrt((1 - z)^2 + 4 z exp(a_y - a_j))), the
+  root of lam sigmoid(-(a_y + b)) = (1 - lam)(C - 1) sigmoid(a_j + b).
+
+  Args:
+    num_classes: C, the number of classes (>= 2).
+    r, m, lam, t: as in `sphereface2`.
+
+  Returns:
+    The initial bias.
+  """
+  if num_classes < 2:
+    raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+  g0 = 2 * 0.5**t - 1
+  z = lam / ((1 - lam) * (num_classes - 1))
+  a_y, a_j = r * (g0 - m), r * (g0 + m)
+  root = math.sqrt((1 - z) ** 2 + 4 * z * math.exp(a_y - a_j))
+  return math.log(2 * z) - a_j - math.log(1 - z + root)
+
+
+# ---------------------------------------------------------------------------
+# Partial FC.
+# ---------------------------------------------------------------------------
+
+
+def _resolve_margin_loss(margin_loss):
+  if isinstance(margin_loss, str):
+    return REGISTRY.get(margin_loss)
+  if not callable(margin_loss):
+    raise ValueError(
+        f"margin_loss must be a loss name or a callable, got {margin_loss!r}"
+    )
+  return margin_loss
+
+
+@REGISTRY.register("partial_fc")
+def partial_fc(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    centers: ArrayLike,
+    *,
+    key: jax.Array,
+    sample_rate: float = 0.1,
+    margin_loss: str | Callable[..., jax.Array] = "arcface",
+    axis_name=None,
+) -> jax.Array:
+  """Partial FC: a margin loss over the positive centers plus sampled negatives.
+
+  Each step keeps S = min(C, max(ceil(sample_rate C), N)) centers: every class
+  that occurs in the batch, then random others (uniform, without
+  replacement) up to S, in increasing class order; labels are remapped into
+  the kept set and `margin_loss(cosine_logits(embeddings, kept), labels,
+  axis_name=axis_name)` gives the losses. Decision: JAX needs a static S, so
+  S is at least the batch size N, which guarantees room for every positive
+  (insightface instead keeps only the positives when they outnumber S).
+  sample_rate = 1 keeps every center in order: the full loss.
+
+  With `axis_name` (data and model parallel, as in the paper), each device
+  holds [C / D, d] centers (device k the classes k C / D ...) and its [b, d]
+  embeddings and [b] labels; embeddings and labels are all-gathered, each
+  device samples from its own shard (C_local in place of C, the key folded
+  with the device index, N the global batch), and the margin loss combines
+  its sums over classes across devices. Each device returns the values of
+  its own b examples.
+
+  Args:
+    embeddings: [N, d] features (this device's [b, d] when sharded).
+    labels: [N] integer classes in [0, C) (global ids).
+    centers: [C, d] class centers, or [C, K, d] for sub-center losses (this
+      device's [C / D, ...] shard when sharded).
+    key: PRNG key for the sampling (the same on every device).
+    sample_rate: fraction of the centers to keep, in (0, 1] (paper: 0.1).
+    margin_loss: a registered loss name or a callable
+      f(cos, labels, axis_name=...) -> [N]; use functools.partial to set its
+      hyperparameters (e.g. the key of elasticface, the norms of adaface).
+    axis_name: axis the centers are sharded over, or None.
+
+  Returns:
+    [N] (or this device's [b]) per-example losses.
+
+  References:
+    An et al., "Killing Two Birds with One Stone: Efficient and Robust
+    Training of Face Recognition CNNs by Partial FC", arXiv:2203.15565.
+  """
+  if not (isinstance(sample_rate, (int, float)) and 0 < sample_rate <= 1):
+    raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+  loss_fn = _resolve_margin_loss(margin_loss)
+  embeddings, centers = jnp.asarray(embeddings), jnp.asarray(centers)
+  local_batch, classes = embeddings.shape[0], centers.shape[0]
+  devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+  all_logits = jax.ShapeDtypeStruct(
+      (local_batch, classes * devices), jnp.float32
+  )
+  labels = check_labels(labels, all_logits)
+  if axis_name is not None:
+    embeddings = jax.lax.all_gather(embeddings, axis_name, tiled=True)
+    labels = jax.lax.all_gather(labels, axis_name, tiled=True)
+    labels = labels - jax.lax.axis_index(axis_name) * classes
+    key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+  labels = labels.astype(jnp.int32)
+  here = (labels >= 0) & (labels < classes)
+  num_kept = min(
+      classes, max(math.ceil(sample_rate * classes), labels.shape[0])
+  )
+  # Positives score 2, the others U[0, 1): the top S are the positives + random.
+  positive = (
+      jnp.zeros(classes, bool)
+      .at[jnp.where(here, labels, classes)]
+      .set(True, mode="drop")
+  )
+  score = jnp.where(positive, 2.0, jax.random.uniform(key, (classes,)))
+  kept = jnp.sort(jax.lax.top_k(score, num_kept)[1])
+  position = jnp.full(classes, -1, jnp.int32).at[kept].set(jnp.arange(num_kept))
+  labels = jnp.where(here, position[jnp.where(here, labels, 0)], -1)
+  cos = cosine_logits(embeddings, centers[kept])
+  loss = loss_fn(cos, labels, axis_name=axis_name)
+  if axis_name is None:
+    return loss
+  start = jax.lax.axis_index(axis_name) * local_batch
+  return jax.lax.dynamic_slice_in_dim(loss, start, local_batch)
