@@ -1,0 +1,24 @@
+"""Max-retrieval: one attention layer finds the highest-priority item of a set.
+
+"softmax is not enough (for sharp out-of-distribution)" (arXiv:2410.01104):
+train on sets of 5-16 items, test at 16 ... 1,024 items; softmax attention
+fades as the set grows. `--config.model.normalizer=ssmax` (or sigmoid,
+softplus, softpick) swaps the normalizer; `--config.eval_model.normalizer=
+adaptive_softmax` applies adaptive temperature at test time only.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.trainer = "classification"
+  config.seed = 0
+  config.data = dict(name="max_retrieval", num_classes=10, train_min_items=5, train_max_items=16,
+                     test_lengths=(16, 64, 256, 1024), test_size=256)
+  config.model = dict(name="set_attention", d_model=64, num_heads=1, normalizer="softmax")
+  config.loss = dict(name="softmax_cross_entropy", dtype="float32")
+  config.optimizer = dict(name="adam", lr=1e-3, schedule="constant")
+  config.train = dict(steps=2000, batch_size=128, log_every=50, eval_every=500,
+                      checkpoint_every=1000, eval_batch_size=256, dtype="float32")
+  return config

@@ -1,0 +1,199 @@
+"""Pre-norm transformers whose attention comes from softlab.attention: a decoder
+LM (RoPE or no positions), a ViT-tiny for small images, and a set-attention
+classifier (one learned query over a set of items)."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from softlab import attention
+from softlab.models.base import REGISTRY, reject_unknown
+
+POSITIONS = ("rope", "none")
+# Model config fields passed to softlab.attention.MultiHeadAttention as they are.
+ATTENTION_FIELDS = ("normalizer", "normalizer_kwargs", "ssmax_s_init", "sigmoid_bias",
+                    "sigmoid_bias_learnable", "qk_norm", "layer_scale_init", "implementation",
+                    "block_size")
+
+
+def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
+  """Rotary position embedding of x [B, T, N, D] at integer positions [T].
+
+  Pairs (x_i, x_{i + D/2}) are rotated by positions * base^(-2i/D).
+
+  References:
+    Su et al., "RoFormer: Enhanced Transformer with Rotary Position
+    Embedding", arXiv:2104.09864.
+  """
+  half = x.shape[-1] // 2
+  frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[:, None] * frequencies[None, :]
+  cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]
+  first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  rotated = jnp.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+def rope_both(query, key):
+  """RoPE on q and k, each at positions 0..length-1 (self-attention)."""
+  return (rope(query, jnp.arange(query.shape[1])), rope(key, jnp.arange(key.shape[1])))
+
+
+class Block(nn.Module):
+  """x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x))."""
+
+  num_heads: int
+  mlp_ratio: int
+  attention_options: Mapping[str, Any]
+  is_causal: bool
+  positions: str
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
+    x = x + attention.MultiHeadAttention(
+        num_heads=self.num_heads, is_causal=self.is_causal,
+        rotary=rope_both if self.positions == "rope" else None,
+        dtype=self.dtype, param_dtype=self.dtype, name="attention",
+        **self.attention_options)(h, mask=mask)
+    h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
+    h = nn.Dense(self.mlp_ratio * x.shape[-1], dtype=self.dtype, param_dtype=self.dtype)(h)
+    h = nn.Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.dtype)(nn.gelu(h))
+    return x + h
+
+
+class DecoderLM(nn.Module):
+  """Causal language model: tokens [B, T] -> logits [B, T, V].
+
+  With `head=False` it returns (hidden [B, T, d], head weight [d, V]) so the
+  loss can be computed without materializing the logits (linear_cross_entropy).
+  """
+
+  vocab_size: int
+  d_model: int
+  num_layers: int
+  num_heads: int
+  mlp_ratio: int
+  positions: str
+  tie_embeddings: bool
+  attention_options: Mapping[str, Any]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, tokens, *, head: bool = True):
+    embed = nn.Embed(self.vocab_size, self.d_model, dtype=self.dtype, param_dtype=self.dtype)
+    x = embed(tokens)
+    for i in range(self.num_layers):
+      x = Block(self.num_heads, self.mlp_ratio, self.attention_options, True, self.positions,
+                self.dtype, name=f"block{i}")(x)
+    x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
+    if self.tie_embeddings:
+      weight = embed.embedding.T
+    else:
+      weight = self.param("head", nn.initializers.lecun_normal(), (self.d_model, self.vocab_size),
+                          self.dtype)
+    if not head:
+      return x, weight
+    return x @ weight.astype(x.dtype)
+
+
+class ViT(nn.Module):
+  """Vision transformer: non-overlapping patches, learned positions, mean pooling."""
+
+  num_classes: int
+  patch: int
+  d_model: int
+  num_layers: int
+  num_heads: int
+  mlp_ratio: int
+  attention_options: Mapping[str, Any]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, images):
+    x = nn.Conv(self.d_model, (self.patch, self.patch), strides=(self.patch, self.patch),
+                dtype=self.dtype, param_dtype=self.dtype, name="patches")(images.astype(self.dtype))
+    x = x.reshape(x.shape[0], -1, self.d_model)
+    x = x + self.param("positions", nn.initializers.normal(0.02), x.shape[1:], self.dtype)
+    for i in range(self.num_layers):
+      x = Block(self.num_heads, self.mlp_ratio, self.attention_options, False, "none", self.dtype,
+                name=f"block{i}")(x)
+    x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x).mean(axis=1)
+    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.dtype)(x)
+
+
+class SetAttention(nn.Module):
+  """One attention layer: a learned query reads a set of items [B, L, F] -> logits.
+
+  Items are embedded by a 2-layer MLP; the query attends over the unmasked
+  items (the attention weights are sown for diagnostics); an MLP maps the read
+  vector to class logits. The max-retrieval setup of "softmax is not enough"
+  (arXiv:2410.01104).
+  """
+
+  num_classes: int
+  d_model: int
+  num_heads: int
+  attention_options: Mapping[str, Any]
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, items, mask=None):
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
+    x = dense(self.d_model, "embed_out")(nn.gelu(dense(self.d_model, "embed_in")(items)))
+    query = self.param("query", nn.initializers.normal(1.0), (1, 1, self.d_model), self.dtype)
+    query = jnp.broadcast_to(query, (x.shape[0], 1, self.d_model))
+    attend = None if mask is None else mask[:, None, None, :]
+    read = attention.MultiHeadAttention(
+        num_heads=self.num_heads, sow_weights=True, dtype=self.dtype, param_dtype=self.dtype,
+        name="attention", **self.attention_options)(query, x, mask=attend)[:, 0]
+    return dense(self.num_classes, "head")(nn.gelu(dense(self.d_model, "hidden")(read)))
+
+
+def attention_options(options: dict) -> dict:
+  """Pops the attention fields of a model config (defaults: the layer's own)."""
+  return {k: options.pop(k) for k in ATTENTION_FIELDS if k in options}
+
+
+@REGISTRY.register("transformer")
+def transformer(options, info, *, dtype):
+  """A decoder LM sized by d_model, num_layers, num_heads, mlp_ratio."""
+  model = DecoderLM(
+      vocab_size=options.pop("vocab_size", info.get("vocab_size")),
+      d_model=options.pop("d_model", 128), num_layers=options.pop("num_layers", 2),
+      num_heads=options.pop("num_heads", 4), mlp_ratio=options.pop("mlp_ratio", 4),
+      positions=options.pop("positions", "rope"),
+      tie_embeddings=options.pop("tie_embeddings", True),
+      attention_options=attention_options(options), dtype=dtype)
+  reject_unknown(options, "transformer")
+  if model.positions not in POSITIONS:
+    raise ValueError(f"positions {model.positions!r}; valid: {', '.join(POSITIONS)}")
+  return model
+
+
+@REGISTRY.register("vit_tiny")
+def vit_tiny(options, info, *, dtype):
+  """A small ViT for 8x8-to-32x32 images (patch 2 by default)."""
+  model = ViT(
+      num_classes=options.pop("num_classes", info.get("num_classes")),
+      patch=options.pop("patch", 2), d_model=options.pop("d_model", 64),
+      num_layers=options.pop("num_layers", 2), num_heads=options.pop("num_heads", 4),
+      mlp_ratio=options.pop("mlp_ratio", 2), attention_options=attention_options(options),
+      dtype=dtype)
+  reject_unknown(options, "vit_tiny")
+  return model
+
+
+@REGISTRY.register("set_attention")
+def set_attention(options, info, *, dtype):
+  """The one-layer set classifier of the max-retrieval task."""
+  model = SetAttention(
+      num_classes=options.pop("num_classes", info.get("num_classes")),
+      d_model=options.pop("d_model", 64), num_heads=options.pop("num_heads", 1),
+      attention_options=attention_options(options), dtype=dtype)
+  reject_unknown(options, "set_attention")
+  return model

@@ -1,0 +1,304 @@
+"""The ablation runner: a study's variants x seeds -> runs -> table, plots, verdict.
+
+A study file (experiments/<study>.py) declares:
+  TITLE, ARXIV        the paper
+  CLAIM               the claim being tested, one sentence
+  BASE_CONFIG         a config file, relative to the study file
+  VARIANTS            name -> {dotted config path: value} overrides
+  SEEDS               seeds every variant runs with
+  METRICS             {key: description} reported in the table (summary keys or
+                      keys computed by `analyze`)
+  verdict(results)    -> (status, explanation); status is "supported",
+                      "not supported" or "inconclusive", computed from the numbers
+and optionally:
+  PAPER               variant -> {metric key: the paper's number}
+  PLOTS               metric keys to plot against step, one line per variant
+  scale(config, factor) -> config for `--scale` (default: train.steps * factor)
+  analyze(history)    -> extra per-run numbers from the metrics.jsonl records
+  extra_results(out_dir, scale) -> dict of results that need no training run
+                      (analytic parts), stored under results["extra"]
+
+`run_study` runs every missing (variant, seed) in parallel processes, then
+writes experiments/<study>/results.json, RESULTS.md and <metric>.png.
+"""
+
+import concurrent.futures
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from softlab.config import load_config, override
+
+STATUSES = ("supported", "not supported", "inconclusive")
+REQUIRED = ("TITLE", "ARXIV", "CLAIM", "BASE_CONFIG", "VARIANTS", "SEEDS", "METRICS", "verdict")
+
+
+def load_study(path: str):
+  """The study module at `path`, checked for the required declarations."""
+  if not os.path.isfile(path):
+    raise ValueError(f"study file not found: {path}")
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"softlab_study_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  missing = [k for k in REQUIRED if not hasattr(module, k)]
+  if missing:
+    raise ValueError(f"study {path} lacks {', '.join(missing)}")
+  module.NAME, module.PATH = name, os.path.abspath(path)
+  return module
+
+
+def list_studies(directory: str = "experiments") -> list[tuple[str, str]]:
+  """(path, title) of every study file in `directory`."""
+  if not os.path.isdir(directory):
+    return []
+  found = []
+  for entry in sorted(os.listdir(directory)):
+    if entry.endswith(".py") and not entry.startswith("_"):
+      path = os.path.join(directory, entry)
+      found.append((path, load_study(path).TITLE))
+  return found
+
+
+def study_config(study, variant: str, seed: int, scale: float):
+  """The full config of one run."""
+  base = load_config(os.path.join(os.path.dirname(study.PATH), study.BASE_CONFIG))
+  config = override(base, {**study.VARIANTS[variant], "seed": seed})
+  if scale != 1:
+    if hasattr(study, "scale"):
+      config = study.scale(config, scale)
+    else:
+      config = override(config, {"train.steps": max(1, int(round(config.train.steps * scale)))})
+  return config
+
+
+def output_dir(study) -> str:
+  return os.path.splitext(study.PATH)[0]
+
+
+def run_dir(study, variant: str, seed: int) -> str:
+  return os.path.join(output_dir(study), "runs", variant, f"seed{seed}")
+
+
+def _train_in_fresh_process(config_json: str, workdir: str, threads: int) -> float:
+  """Worker body: one training run, XLA limited to `threads` cores."""
+  os.environ["XLA_FLAGS"] = (
+      f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+      f"intra_op_parallelism_threads={threads}")
+  import ml_collections
+
+  from softlab.trainers import loop
+
+  start = time.perf_counter()
+  loop.train(ml_collections.ConfigDict(json.loads(config_json)), workdir)
+  return time.perf_counter() - start
+
+
+def run_study(path: str, *, force: bool = False, scale: float = 1.0,
+              workers: int | None = None, command: str | None = None) -> dict:
+  """Runs the study's missing runs, aggregates them and writes its outputs."""
+  study = load_study(path)
+  runs = [(v, s) for v in study.VARIANTS for s in study.SEEDS]
+  todo = [(v, s) for v, s in runs
+          if force or not os.path.exists(os.path.join(run_dir(study, v, s), "summary.json"))]
+  workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+  threads = max(1, (os.cpu_count() or 1) // workers)
+  print(f"{study.NAME}: {len(runs)} runs ({len(runs) - len(todo)} already done), "
+        f"{workers} in parallel", flush=True)
+  if force:
+    for variant, seed in todo:
+      clear_run(run_dir(study, variant, seed))
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                              max_tasks_per_child=1) as pool:
+    futures = {
+        pool.submit(_train_in_fresh_process,
+                    study_config(study, v, s, scale).to_json_best_effort(),
+                    run_dir(study, v, s), threads): (v, s)
+        for v, s in todo
+    }
+    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+      variant, seed = futures[future]
+      seconds = future.result()
+      print(f"[{done}/{len(todo)}] {variant} seed {seed}: {seconds:.0f}s", flush=True)
+  results = aggregate(study, scale)
+  results["command"] = command or f"softlab ablate {os.path.relpath(study.PATH)}" + (
+      f" --scale={scale:g}" if scale != 1 else "")
+  if hasattr(study, "extra_results"):
+    results["extra"] = study.extra_results(output_dir(study), scale)
+  status, explanation = study.verdict(results)
+  if status not in STATUSES:
+    raise ValueError(f"{study.NAME}.verdict returned {status!r}; valid: {', '.join(STATUSES)}")
+  results["verdict"] = {"status": status, "explanation": explanation}
+  write_outputs(study, results)
+  print(f"verdict: {status.upper()} - {explanation}")
+  return results
+
+
+def clear_run(workdir: str) -> None:
+  """Removes a previous run's outputs so --force starts it from scratch."""
+  import shutil
+
+  if os.path.isdir(workdir):
+    shutil.rmtree(workdir)
+
+
+def read_history(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def aggregate(study, scale: float) -> dict:
+  """Per-variant numbers per seed, their mean and std, and mean curves."""
+  variants = {}
+  for variant in study.VARIANTS:
+    per_seed = {}
+    histories = []
+    for seed in study.SEEDS:
+      workdir = run_dir(study, variant, seed)
+      with open(os.path.join(workdir, "summary.json")) as f:
+        numbers = json.load(f)
+      history = read_history(workdir)
+      if hasattr(study, "analyze"):
+        numbers.update(study.analyze(history))
+      per_seed[str(seed)] = {k: numbers.get(k) for k in study.METRICS}
+      histories.append(history)
+    variants[variant] = {
+        "overrides": {k: _jsonable(v) for k, v in study.VARIANTS[variant].items()},
+        "seeds": per_seed,
+        "mean": {k: _mean([s[k] for s in per_seed.values()]) for k in study.METRICS},
+        "std": {k: _std([s[k] for s in per_seed.values()]) for k in study.METRICS},
+        "curves": mean_curves(histories, getattr(study, "PLOTS", ())),
+    }
+  return {"study": study.NAME, "title": study.TITLE, "arxiv": study.ARXIV, "claim": study.CLAIM,
+          "scale": scale, "seeds": list(study.SEEDS), "metrics": dict(study.METRICS),
+          "paper": getattr(study, "PAPER", {}), "variants": variants}
+
+
+def _jsonable(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+def _finite(values):
+  return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def _mean(values):
+  values = _finite(values)
+  return float(np.mean(values)) if values else None
+
+
+def _std(values):
+  values = _finite(values)
+  return float(np.std(values)) if values else None
+
+
+def mean_curves(histories: list[list[dict]], keys) -> dict:
+  """key -> {"step": [...], "mean": [...]} over the steps every seed logged."""
+  curves = {}
+  for key in keys:
+    series = [{r["step"]: r[key] for r in h if key in r} for h in histories]
+    steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    curves[key] = {"step": steps, "mean": [float(np.mean([s[t] for s in series])) for t in steps]}
+  return curves
+
+
+def format_number(value) -> str:
+  if value is None:
+    return "n/a"
+  if isinstance(value, str):
+    return value
+  return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3g}"
+
+
+def results_table(results: Mapping) -> str:
+  """Markdown: one row per variant, ours (mean ± std) beside the paper's number."""
+  keys = list(results["metrics"])
+  header = ["variant"] + [f"{k} (ours)" if _has_paper(results, k) else k for k in keys]
+  for key in keys:
+    if _has_paper(results, key):
+      header.insert(header.index(f"{key} (ours)") + 1, f"{key} (paper)")
+  rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for variant, numbers in results["variants"].items():
+    cells = [variant]
+    for key in keys:
+      mean, std = numbers["mean"][key], numbers["std"][key]
+      spread = f" ± {format_number(std)}" if len(results["seeds"]) > 1 and mean is not None else ""
+      cells.append(format_number(mean) + spread)
+      if _has_paper(results, key):
+        cells.append(format_number(results["paper"].get(variant, {}).get(key)))
+    rows.append("| " + " | ".join(cells) + " |")
+  return "\n".join(rows)
+
+
+def _has_paper(results, key) -> bool:
+  return any(key in numbers for numbers in results["paper"].values())
+
+
+def write_outputs(study, results: dict) -> None:
+  """results.json, one PNG per plotted metric, and RESULTS.md."""
+  out = output_dir(study)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  plots = [plot_curves(results, key, out) for key in getattr(study, "PLOTS", ())]
+  lines = [
+      f"# {study.TITLE}",
+      "",
+      f"Paper: {study.TITLE} (arXiv:{study.ARXIV}).",
+      "",
+      f"**Claim tested:** {study.CLAIM}",
+      "",
+      f"**Command:** `{results['command']}` (seeds {', '.join(map(str, study.SEEDS))}; "
+      f"scale {results['scale']:g})",
+      "",
+      f"## Verdict: {results['verdict']['status']}",
+      "",
+      results["verdict"]["explanation"],
+      "",
+      "## Results",
+      "",
+      "Mean ± std over seeds. " + "; ".join(f"`{k}`: {d}" for k, d in study.METRICS.items()) + ".",
+      "",
+      results_table(results),
+      "",
+  ]
+  if results.get("extra", {}).get("markdown"):
+    lines += [results["extra"]["markdown"], ""]
+  if plots:
+    lines += ["## Plots", ""] + [f"![{key}]({name})" for key, name in plots] + [""]
+  lines += ["## Variants", "", f"Base config: `{study.BASE_CONFIG}` (relative to the study).", ""]
+  for variant, numbers in results["variants"].items():
+    overrides = ", ".join(f"`{k}={v}`" for k, v in numbers["overrides"].items()) or "base config"
+    lines.append(f"- **{variant}**: {overrides}")
+  with open(os.path.join(out, "RESULTS.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def plot_curves(results: Mapping, key: str, out: str) -> tuple[str, str]:
+  """One line per variant of `key` against step; returns (key, file name)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  figure, axes = plt.subplots(figsize=(6.4, 4.0))
+  for variant, numbers in results["variants"].items():
+    curve = numbers["curves"].get(key, {})
+    if curve.get("step"):
+      axes.plot(curve["step"], curve["mean"], label=variant)
+  axes.set_xlabel("step")
+  axes.set_ylabel(key)
+  axes.set_title(f"{results['study']}: {key}")
+  axes.legend(fontsize="small")
+  figure.tight_layout()
+  name = key.replace("/", "_") + ".png"
+  figure.savefig(os.path.join(out, name), dpi=110)
+  plt.close(figure)
+  return key, name

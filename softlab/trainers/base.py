@@ -1,0 +1,124 @@
+"""What an experiment trainer hands the generic loop, the trainer registry, and
+the one-line errors a user's config can cause."""
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from softlab import models
+from softlab.config import override
+from softlab.data import Dataset
+from softlab.registry import Registry
+
+REGISTRY = Registry("trainer")
+
+Params = Any
+Extra = Any  # per-run state beside the parameters (e.g. ALDR-KL's per-example lambda)
+Metrics = dict[str, jax.Array]
+
+
+class ConfigError(ValueError):
+  """A mistake in the user's config: printed as one line, no traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """How batches become a loss and metrics; everything else is the loop's job.
+
+  Metric values are either per-example arrays [B] (the loop averages them
+  over real examples with the batch "weight") or scalars that are already
+  averages over the batch's real examples (the loop weights them by the
+  batch's total weight when combining eval batches).
+
+  Attributes:
+    model: the Flax module.
+    dataset: the data the loop feeds.
+    init_params: rng -> parameters.
+    init_extra: parameters -> extra state (an empty dict when there is none).
+    loss: (params, extra, batch, rng) -> (scalar loss, (metrics, new extra)).
+    evaluate: (params, extra, batch) -> metrics on an eval batch.
+    describe_extra: extra -> scalar metrics logged at eval time (may be None).
+    float64: whether the run needs jax_enable_x64.
+  """
+
+  model: nn.Module
+  dataset: Dataset
+  init_params: Callable[[jax.Array], Params]
+  init_extra: Callable[[Params], Extra]
+  loss: Callable[[Params, Extra, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, tuple[Metrics, Extra]]]
+  evaluate: Callable[[Params, Extra, Mapping[str, jax.Array]], Metrics]
+  describe_extra: Callable[[Extra], Metrics] | None = None
+
+
+def field(config, path: str):
+  """config.<path>, or a ConfigError naming the missing field."""
+  node = config
+  for part in path.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{path} is missing")
+    node = node[part]
+  return node
+
+
+def options(section, path: str, *, drop: tuple[str, ...] = ()) -> dict:
+  """A config section as a plain dict without the fields in `drop`."""
+  return {k: v for k, v in dict(field(section, path) if path else section).items() if k not in drop}
+
+
+def lookup(getter: Callable[[str], Any], name: str, path: str):
+  """getter(name) with a registry's ValueError turned into a ConfigError on `path`."""
+  try:
+    return getter(name)
+  except ValueError as error:
+    raise ConfigError(f"config.{path}: {error}") from None
+
+
+@contextlib.contextmanager
+def building(path: str):
+  """Turns a builder's ValueError (a bad option) into a ConfigError on `path`."""
+  try:
+    yield
+  except ConfigError:
+    raise
+  except ValueError as error:
+    raise ConfigError(f"config.{path}: {error}") from None
+
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def dtype_of(config, path: str, default: str = "float32"):
+  """The jnp dtype named at config.<path> (default if absent)."""
+  section, _, key = path.rpartition(".")
+  name = field(config, section).get(key, default)
+  if name not in DTYPES:
+    raise ConfigError(f"config.{path}: unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
+  return jnp.dtype(name)
+
+
+def integer(config, path: str, default=None, *, minimum: int = 0):
+  """The integer at config.<path> (default if absent; None stays None)."""
+  section, _, key = path.rpartition(".")
+  value = field(config, section).get(key, default) if section else field(config, key)
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f"config.{path} must be an integer >= {minimum}, got {value!r}")
+  return value
+
+
+def build_models(config, info):
+  """(training model, evaluation model); the second differs only by config.eval_model."""
+  dtype = dtype_of(config, "train.dtype")
+  with building("model"):
+    model = models.build(field(config, "model"), info, dtype=dtype)
+  if "eval_model" not in config:
+    return model, model
+  with building("eval_model"):
+    eval_config = override(config, {f"model.{k}": v for k, v in config.eval_model.items()})
+    return model, models.build(eval_config.model, info, dtype=dtype)

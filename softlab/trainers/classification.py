@@ -1,0 +1,103 @@
+"""Classification: inputs -> logits -> any classification or LDR loss.
+
+ALDR-KL's per-example lambda lives in the train state (`extra["lam"]`,
+indexed by training-example id), so it survives checkpoints like the weights.
+Set inputs (batches with a "mask") go to the model as (inputs, mask); when a
+batch names the item to retrieve ("target"), evaluation also reports the
+attention weight the model puts on it (models that sow attention weights).
+`config.eval_model` (optional) overrides model fields at evaluation only, e.g.
+adaptive-temperature softmax at test time.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from softlab import losses, metrics
+from softlab.trainers.base import (REGISTRY, Experiment, build_models, dtype_of, field, lookup,
+                                   options)
+
+ADAPTIVE_LOSSES = ("aldr_kl",)
+
+
+@REGISTRY.register("classification")
+def classification(config, dataset, mesh) -> Experiment:
+  """An MLP / ViT-tiny classifier trained with `config.loss.name`."""
+  model, eval_model = build_models(config, dataset.info)
+  name = field(config, "loss.name")
+  loss_fn = lookup(losses.get, name, "loss.name")
+  hyper = options(config, "loss", drop=("name", "dtype"))
+  loss_dtype = dtype_of(config, "loss.dtype")
+  adaptive = name in ADAPTIVE_LOSSES
+  train = dataset.train_arrays
+  example = model_inputs({k: v[:1] for k, v in dataset.train_batch(0).items()})
+
+  def init_params(rng):
+    return model.init(rng, *example)
+
+  def init_extra(params):
+    if not adaptive:
+      return {}
+    return {"lam": jnp.full(len(train["labels"]), hyper.get("lam0", 10.0), loss_dtype)}
+
+  def loss(params, extra, batch, rng):
+    logits = model.apply(params, *model_inputs(batch)).astype(loss_dtype)
+    if adaptive:
+      values, lam = loss_fn(logits, batch["labels"], extra["lam"][batch["ids"]], **hyper)
+      ids = jnp.where(batch["weight"] > 0, batch["ids"], len(train["labels"]))
+      extra = {"lam": extra["lam"].at[ids].set(lam, mode="drop")}
+    else:
+      values = loss_fn(logits, batch["labels"], **hyper)
+    weight = batch["weight"]
+    mean = jnp.sum(weight * values) / jnp.sum(weight)
+    return mean, (batch_metrics(logits, batch["labels"], values, weight > 0, loss_dtype), extra)
+
+  def evaluate(params, extra, batch):
+    """The training loss (ALDR-KL at its initial lambda) and metrics on held-out data."""
+    logits, state = eval_model.apply(params, *model_inputs(batch), mutable=["intermediates"])
+    logits = logits.astype(loss_dtype)
+    if adaptive:
+      lam0 = jnp.full(batch["labels"].shape, hyper.get("lam0", 10.0), loss_dtype)
+      values, _ = loss_fn(logits, batch["labels"], lam0, **hyper)
+    else:
+      values = loss_fn(logits, batch["labels"], **hyper)
+    results = batch_metrics(logits, batch["labels"], values, batch["weight"] > 0, loss_dtype)
+    if "target" in batch:
+      results.update(attention_on_target(state, batch["target"]))
+    return results
+
+  def describe_extra(extra):
+    noisy = jnp.asarray(train["is_noisy"])
+    lam = extra["lam"]
+    return {
+        "lambda_noisy": jnp.sum(jnp.where(noisy, lam, 0)) / jnp.maximum(jnp.sum(noisy), 1),
+        "lambda_clean": jnp.sum(jnp.where(noisy, 0, lam)) / jnp.maximum(jnp.sum(~noisy), 1),
+    }
+
+  return Experiment(
+      model=model, dataset=dataset, init_params=init_params, init_extra=init_extra,
+      loss=loss, evaluate=evaluate,
+      describe_extra=describe_extra if adaptive and "is_noisy" in train else None,
+  )
+
+
+def batch_metrics(logits, labels, values, real, dtype):
+  """Per-example loss and accuracy; collapse and zero-loss shares of the batch."""
+  return {
+      "loss": values,
+      "accuracy": metrics.accuracy(logits, labels),
+      "softmax_collapse": metrics.softmax_collapse_fraction(logits, dtype=dtype, where=real),
+      "zero_loss": metrics.zero_loss_fraction(values, where=real),
+  }
+
+
+def model_inputs(batch) -> tuple:
+  """The model's positional inputs: (inputs,) or (inputs, mask) for sets."""
+  return (batch["inputs"], batch["mask"]) if "mask" in batch else (batch["inputs"],)
+
+
+def attention_on_target(state, target) -> dict:
+  """Weight on the target item and the largest weight, of the first query of the
+  model's last sown attention layer, averaged over heads (attention fade)."""
+  weights = jax.tree.leaves(state["intermediates"])[-1][..., 0, :].mean(axis=1)  # [B, L]
+  on_target = jnp.take_along_axis(weights, target[:, None], axis=1)[:, 0]
+  return {"attention_on_target": on_target, "attention_max": weights.max(axis=1)}

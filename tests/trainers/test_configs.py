@@ -1,0 +1,26 @@
+"""Every config in configs/ builds and trains for 2 steps."""
+
+import glob
+import math
+import os
+
+import pytest
+
+from softlab.config import load_config, override
+from softlab.trainers import loop
+
+CONFIGS = sorted(glob.glob("configs/**/*.py", recursive=True))
+
+
+def test_the_config_folder_is_found():
+  assert len(CONFIGS) >= 10
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, "configs") for p in CONFIGS])
+def test_config_runs_two_steps(path, tmp_path):
+  config = override(load_config(path), {"train.steps": 2, "train.log_every": 1,
+                                        "train.eval_every": 2, "train.checkpoint_every": 2})
+  summary = loop.train(config, str(tmp_path))
+  assert summary["step"] == 2
+  assert math.isfinite(summary["train/loss"])
+  assert any(not k.startswith("train/") and k != "step" for k in summary)  # evaluated

@@ -1,0 +1,144 @@
+"""The generic loop end to end: devices, resume after SIGKILL, errors, outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from softlab.config import load_config, override
+from softlab.trainers import ConfigError, loop
+
+GROKKING = "configs/grokking/softmax.py"
+
+
+def small_config(**updates):
+  """Modular addition mod 23: the grokking setup at a size that runs in seconds."""
+  base = {"data.p": 23, "train.steps": 12, "train.log_every": 1, "train.eval_every": 4,
+          "train.checkpoint_every": 4}
+  return override(load_config(GROKKING), {**base, **updates})
+
+
+def history(workdir, key="train/loss"):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r[key] for r in map(json.loads, f) if key in r}
+
+
+def records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in loop.TIMING_KEYS} for line in f]
+
+
+def test_run_writes_outputs_and_learns(tmp_path):
+  summary = loop.train(small_config(**{"train.steps": 40}), str(tmp_path))
+  for name in ("config.json", "metrics.jsonl", "summary.json"):
+    assert os.path.exists(tmp_path / name), name
+  assert os.listdir(tmp_path / "checkpoints")
+  losses = history(tmp_path)
+  assert losses[40] < 0.1 * losses[1]
+  lines = records(tmp_path)
+  assert all("step" in r for r in lines) and lines[0]["step"] == 0 and "test/accuracy" in lines[0]
+  for key in ("train/loss", "train/accuracy", "train/grad_norm", "train/weight_norm",
+              "train/learning_rate", "train/softmax_collapse", "test/loss", "test/accuracy"):
+    assert key in summary, key
+  assert summary["train/learning_rate"] == pytest.approx(0.01)
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+  # The 5,107-example full batch of the paper's setup does not divide by 8: the
+  # padded, zero-weight examples must not change anything.
+  config = override(load_config(GROKKING), {"train.steps": 3, "train.log_every": 1,
+                                             "train.eval_every": 3})
+  one = loop.train(override(config, {"train.num_devices": 1}), str(tmp_path / "one"))
+  eight = loop.train(override(config, {"train.num_devices": 8}), str(tmp_path / "eight"))
+  a, b = history(tmp_path / "one"), history(tmp_path / "eight")
+  assert sorted(a) == [1, 2, 3]
+  np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
+  assert one["test/accuracy"] == pytest.approx(eight["test/accuracy"], abs=1e-6)
+
+
+def test_resume_continues_exactly(tmp_path):
+  config = small_config()
+  loop.train(override(config, {"train.steps": 8}), str(tmp_path / "resumed"))
+  loop.train(config, str(tmp_path / "resumed"))  # continues 8 -> 12 (train.steps may grow)
+  loop.train(config, str(tmp_path / "straight"))
+  assert records(tmp_path / "resumed") == pytest.approx(records(tmp_path / "straight"), rel=1e-6)
+
+
+def softlab(*args, **kwargs):
+  return subprocess.Popen([sys.executable, "-m", "softlab", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_sigkill_mid_run_then_restart_matches_uninterrupted(tmp_path):
+  overrides = ["--config.data.p=23", "--config.train.steps=400", "--config.train.log_every=1",
+               "--config.train.eval_every=50", "--config.train.checkpoint_every=25"]
+  killed = str(tmp_path / "killed")
+  process = softlab("train", GROKKING, "--workdir", killed, *overrides)
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    steps = history(killed) if os.path.exists(os.path.join(killed, "metrics.jsonl")) else {}
+    if steps and max(steps) >= 160:
+      break
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert max(history(killed)) < 400  # really interrupted mid-run
+  for workdir in (killed, str(tmp_path / "straight")):
+    finished = softlab("train", GROKKING, "--workdir", workdir, *overrides)
+    out, err = finished.communicate(timeout=300)
+    assert finished.returncode == 0, err
+  assert records(killed) == pytest.approx(records(tmp_path / "straight"), rel=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.loss.name=softmaxx"], "config.loss.name: unknown loss 'softmaxx'; valid: "),
+    (["--config.model.name=resnet"], "config.model: unknown model 'resnet'; valid: "),
+    (["--config.data.name=imagenet"], "config.data: unknown dataset 'imagenet'; valid: "),
+    (["--config.optimizer.name=lion"], "config.optimizer: optimizer.name='lion' is not valid"),
+    (["--config.train.steps=ten"], "flag --config.train.steps=ten: invalid literal"),
+    (["--config.train.stepz=10"], "names a field the config does not have"),
+    (["--config.train.dtype=float8"], "config.train.dtype: unknown dtype 'float8'; valid"),
+])
+def test_bad_config_is_one_line_error(tmp_path, args, message):
+  process = softlab("train", GROKKING, "--workdir", str(tmp_path), "--config.train.steps=1", *args)
+  out, err = process.communicate(timeout=120)
+  assert process.returncode == 2
+  assert message in err, err
+  assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_missing_config_file_and_workdir_errors(tmp_path):
+  process = softlab("train", "configs/nope.py", "--workdir", str(tmp_path))
+  assert "config file not found: configs/nope.py" in process.communicate(timeout=60)[1]
+  assert process.returncode == 2
+  process = softlab("train", GROKKING)
+  assert "train needs --workdir" in process.communicate(timeout=60)[1]
+
+
+def test_workdir_holding_another_config_is_refused(tmp_path):
+  loop.train(small_config(**{"train.steps": 2}), str(tmp_path))
+  with pytest.raises(ConfigError, match=r"holds a different config \(config.optimizer.lr: 0.01 != 0.02\)"):
+    loop.train(small_config(**{"train.steps": 2, "optimizer.lr": 0.02}), str(tmp_path))
+
+
+def test_missing_dataset_file_is_a_config_error(tmp_path):
+  config = small_config(**{"data": {"name": "npz", "path": str(tmp_path / "data.npz")}})
+  with pytest.raises(ConfigError, match="config.data: path: no such .npz file"):
+    loop.train(config, str(tmp_path / "run"))
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 4)).astype(np.float32)
+  x[5, 0] = np.inf
+  np.savez(tmp_path / "bad.npz", x_train=x, y_train=rng.integers(0, 3, 64),
+           x_test=x[:8], y_test=rng.integers(0, 3, 8))
+  config = small_config(**{"data": {"name": "npz", "path": str(tmp_path / "bad.npz")},
+                           "model.use_bias": True})
+  with pytest.raises(FloatingPointError, match=r"non-finite train/loss \(nan\) at step 1; last good checkpoint: none"):
+    loop.train(config, str(tmp_path / "run"))

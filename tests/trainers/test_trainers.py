@@ -1,0 +1,123 @@
+"""The experiment trainers: what each adds on top of the loop works end to end."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from softlab.config import load_config, override
+from softlab.trainers import ConfigError, loop
+
+
+def losses_by_step(workdir, key="train/loss"):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r[key] for r in map(json.loads, f) if key in r}
+
+
+def quick(path, **updates):
+  base = {"train.log_every": 1, "train.checkpoint_every": 1000}
+  return override(load_config(path), {**base, **updates})
+
+
+def test_contrastive_sharded_over_eight_devices_equals_one(tmp_path):
+  config = quick("configs/contrastive/siglip.py", **{"train.steps": 3, "train.eval_every": 3,
+                                                     "train.batch_size": 16})
+  one = loop.train(override(config, {"train.num_devices": 1}), str(tmp_path / "one"))
+  eight = loop.train(override(config, {"train.num_devices": 8}), str(tmp_path / "eight"))
+  a, b = losses_by_step(tmp_path / "one"), losses_by_step(tmp_path / "eight")
+  np.testing.assert_allclose([a[s] for s in (1, 2, 3)], [b[s] for s in (1, 2, 3)], rtol=1e-5)
+  assert one["test/zero_shot_accuracy"] == pytest.approx(eight["test/zero_shot_accuracy"])
+  assert one["train/bias"] == pytest.approx(-10.0, abs=0.1)
+
+
+def test_contrastive_learns_zero_shot_and_rejects_padding(tmp_path):
+  summary = loop.train(quick("configs/contrastive/clip.py", **{"train.steps": 150,
+                                                              "train.eval_every": 150}),
+                       str(tmp_path / "clip"))
+  assert summary["test/zero_shot_accuracy"] > 0.5  # chance is 0.1
+  with pytest.raises(ConfigError, match="batch_size=12 must divide by the 8 devices"):
+    loop.train(quick("configs/contrastive/siglip.py", **{"train.steps": 1,
+                                                         "train.batch_size": 12}),
+               str(tmp_path / "bad"))
+
+
+def test_lm_learns_and_evaluates_every_length(tmp_path):
+  config = quick("configs/lm/softmax.py", **{
+      "train.steps": 40, "train.eval_every": 40, "train.batch_size": 16,
+      "data.eval_lengths": (32, 64), "data.seq_len": 32, "data.eval_windows": 8,
+      "model.d_model": 32, "model.num_layers": 1, "optimizer.total_steps": 40,
+      "optimizer.warmup_steps": 5})
+  summary = loop.train(config, str(tmp_path))
+  losses = losses_by_step(tmp_path)
+  assert losses[40] < losses[1] - 1.0
+  assert {"val_32/loss", "val_64/loss", "val_32/accuracy"} <= set(summary)
+
+
+def test_lm_fused_head_loss_equals_logits_loss(tmp_path):
+  updates = {"train.steps": 1, "train.eval_every": 1, "train.batch_size": 8,
+             "data.seq_len": 16, "data.eval_lengths": (16,), "data.eval_windows": 4,
+             "model.d_model": 32, "model.num_layers": 1}
+  dense = loop.train(quick("configs/lm/softmax.py", **updates), str(tmp_path / "dense"))
+  fused = loop.train(quick("configs/lm/softmax.py", **updates,
+                           **{"loss": {"name": "linear_cross_entropy", "dtype": "float32"}}),
+                     str(tmp_path / "fused"))
+  assert fused["train/loss"] == pytest.approx(dense["train/loss"], rel=1e-5)
+  assert fused["val_16/loss"] == pytest.approx(dense["val_16/loss"], rel=1e-5)
+
+
+def test_aldr_kl_keeps_per_example_lambda_in_the_state(tmp_path):
+  config = quick("configs/ldr/aldr_kl.py", **{"train.steps": 30, "train.eval_every": 30})
+  summary = loop.train(config, str(tmp_path))
+  lam0 = config.loss.lam0
+  for key in ("train/lambda_noisy", "train/lambda_clean"):
+    assert lam0 * (1 - 1 / config.loss.alpha) - 1e-6 <= summary[key] <= lam0 + 1e-6
+  assert summary["train/lambda_noisy"] != summary["train/lambda_clean"]
+
+
+def test_retrieval_reports_attention_on_target_and_eval_model(tmp_path):
+  config = quick("configs/retrieval/max_item.py", **{
+      "train.steps": 20, "train.eval_every": 20, "data.test_lengths": (16, 64),
+      "data.test_size": 64})
+  base = loop.train(config, str(tmp_path / "softmax"))
+  assert 0 < base["test_64/attention_on_target"] <= base["test_64/attention_max"] <= 1
+  sharp = loop.train(override(config, {"eval_model": {"normalizer": "adaptive_softmax"}}),
+                     str(tmp_path / "adaptive"))
+  assert sharp["train/loss"] == pytest.approx(base["train/loss"])  # training is unchanged
+  assert sharp["test_64/attention_max"] >= base["test_64/attention_max"]
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+  args = ["configs/grokking/softmax.py", "--config.data.p=23", "--config.train.steps=4",
+          "--config.train.log_every=1", "--config.train.eval_every=2",
+          "--config.train.checkpoint_every=2"]
+  port = free_port()
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  processes = [
+      subprocess.Popen([sys.executable, "-m", "softlab", "train", *args, "--workdir",
+                        str(tmp_path / "multi"), "--multihost",
+                        f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                        f"--process_id={i}"], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+      for i in range(2)
+  ]
+  for process in processes:
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+  single = subprocess.run([sys.executable, "-m", "softlab", "train", *args, "--workdir",
+                           str(tmp_path / "single")], env=env, capture_output=True, text=True,
+                          timeout=300)
+  assert single.returncode == 0, single.stderr
+  a, b = losses_by_step(tmp_path / "multi"), losses_by_step(tmp_path / "single")
+  assert sorted(a) == [1, 2, 3, 4]
+  np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
