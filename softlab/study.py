@@ -16,7 +16,9 @@ and optionally:
   scale(config, factor) -> config for `--scale` (default: train.steps * factor)
   analyze(history)    -> extra per-run numbers from the metrics.jsonl records
   extra_results(out_dir, scale) -> dict of results that need no training run
-                      (analytic parts), stored under results["extra"]
+                      (analytic parts), stored under results["extra"]; its
+                      "markdown" entry goes into RESULTS.md
+  report(results)     -> markdown of study-specific tables for RESULTS.md
 
 `run_study` runs every missing (variant, seed) in parallel processes, then
 writes experiments/<study>/results.json, RESULTS.md and <metric>.png.
@@ -87,16 +89,24 @@ def run_dir(study, variant: str, seed: int) -> str:
 
 
 def _train_in_fresh_process(config_json: str, workdir: str, threads: int) -> float:
-  """Worker body: one training run, XLA limited to `threads` cores."""
-  os.environ["XLA_FLAGS"] = (
-      f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-      f"intra_op_parallelism_threads={threads}")
+  """Worker body: one training run, XLA limited to `threads` cores.
+
+  A run asking for `train.num_devices` > 1 gets that many host devices
+  (simulated on a CPU-only machine), so a study can include a sharded variant.
+  """
+  config = json.loads(config_json)
+  flags = [f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}",
+           f"intra_op_parallelism_threads={threads}"]
+  devices = config["train"].get("num_devices") or 1
+  if devices > 1:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  os.environ["XLA_FLAGS"] = " ".join(flags)
   import ml_collections
 
   from softlab.trainers import loop
 
   start = time.perf_counter()
-  loop.train(ml_collections.ConfigDict(json.loads(config_json)), workdir)
+  loop.train(ml_collections.ConfigDict(config), workdir, show_progress=False)
   return time.perf_counter() - start
 
 
@@ -271,6 +281,8 @@ def write_outputs(study, results: dict) -> None:
   ]
   if results.get("extra", {}).get("markdown"):
     lines += [results["extra"]["markdown"], ""]
+  if hasattr(study, "report"):
+    lines += [study.report(results), ""]
   if plots:
     lines += ["## Plots", ""] + [f"![{key}]({name})" for key, name in plots] + [""]
   lines += ["## Variants", "", f"Base config: `{study.BASE_CONFIG}` (relative to the study).", ""]

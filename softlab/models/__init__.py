@@ -8,6 +8,7 @@ from softlab.models import mlp as _mlp  # noqa: F401  (registers models)
 from softlab.models import transformer as _transformer  # noqa: F401
 from softlab.models import two_tower as _two_tower  # noqa: F401
 from softlab.models.base import REGISTRY, build  # noqa: F401
+from softlab.models.quantize import quantize_weights  # noqa: F401
 
 get = REGISTRY.get
 names = REGISTRY.names

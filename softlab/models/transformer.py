@@ -16,7 +16,7 @@ POSITIONS = ("rope", "none")
 # Model config fields passed to softlab.attention.MultiHeadAttention as they are.
 ATTENTION_FIELDS = ("normalizer", "normalizer_kwargs", "ssmax_s_init", "sigmoid_bias",
                     "sigmoid_bias_learnable", "qk_norm", "layer_scale_init", "implementation",
-                    "block_size")
+                    "block_size", "sow_weights")
 
 
 def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
@@ -43,7 +43,11 @@ def rope_both(query, key):
 
 
 class Block(nn.Module):
-  """x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x))."""
+  """x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x)).
+
+  Sows ("intermediates") the RMS of the attention output ("attention_rms") and
+  the block's output ("hidden"), for stability and activation diagnostics.
+  """
 
   num_heads: int
   mlp_ratio: int
@@ -55,15 +59,20 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None):
     h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
-    x = x + attention.MultiHeadAttention(
+    attended = attention.MultiHeadAttention(
         num_heads=self.num_heads, is_causal=self.is_causal,
         rotary=rope_both if self.positions == "rope" else None,
         dtype=self.dtype, param_dtype=self.dtype, name="attention",
         **self.attention_options)(h, mask=mask)
+    self.sow("intermediates", "attention_rms",
+             jnp.sqrt(jnp.mean(jnp.square(attended.astype(jnp.float32)))))
+    x = x + attended
     h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
     h = nn.Dense(self.mlp_ratio * x.shape[-1], dtype=self.dtype, param_dtype=self.dtype)(h)
     h = nn.Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.dtype)(nn.gelu(h))
-    return x + h
+    x = x + h
+    self.sow("intermediates", "hidden", x)
+    return x
 
 
 class DecoderLM(nn.Module):
@@ -149,8 +158,8 @@ class SetAttention(nn.Module):
     query = jnp.broadcast_to(query, (x.shape[0], 1, self.d_model))
     attend = None if mask is None else mask[:, None, None, :]
     read = attention.MultiHeadAttention(
-        num_heads=self.num_heads, sow_weights=True, dtype=self.dtype, param_dtype=self.dtype,
-        name="attention", **self.attention_options)(query, x, mask=attend)[:, 0]
+        num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.dtype, name="attention",
+        **{**self.attention_options, "sow_weights": True})(query, x, mask=attend)[:, 0]
     return dense(self.num_classes, "head")(nn.gelu(dense(self.d_model, "hidden")(read)))
 
 

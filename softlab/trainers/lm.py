@@ -1,17 +1,46 @@
 """Language modelling: a decoder transformer, next-token cross-entropy, and
 validation at several sequence lengths in one run (length extrapolation).
 
-`config.eval_model` (optional) overrides model fields at evaluation only, e.g.
-LSSAR sharpening applied at inference to a model trained with LSSA.
+Optional config fields:
+- `eval_model`: model fields overridden at evaluation only, e.g. LSSAR
+  sharpening applied at inference to a model trained with LSSA.
+- `eval_diagnostics` (bool): at the training length, also report the
+  attention-sink rate, attention sparsity and hidden-state kurtosis
+  (softlab.attention.diagnostics).
+- `eval_quantize_bits` (tuple of ints): also report the loss with the weights
+  quantized to each bit width (`loss_int8`, ...; softlab.models.quantize_weights).
+Training logs `train/attention_rms`, the RMS of the attention outputs averaged
+over layers (the sigmoid-attention paper's early-training stability signal).
 """
 
+import jax
 import jax.numpy as jnp
 
-from softlab import losses, metrics
+from softlab import attention, losses, metrics, models
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
                                    field, options)
 
 LOSSES = ("softmax_cross_entropy", "linear_cross_entropy")
+
+
+def sown(state, name):
+  """Every value sown under `name`, in layer order."""
+  found = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state["intermediates"]):
+    if any(getattr(key, "key", None) == name for key in path):
+      found.append(leaf)
+  return found
+
+
+def diagnose(state):
+  """Sink rate, sparsity and kurtosis from the sown weights and hidden states."""
+  weights = jnp.stack(sown(state, "attention_weights"))  # [layers, B, N, T, T]
+  causal = jnp.tril(jnp.ones(weights.shape[-2:], bool))
+  return {
+      "sink_rate": attention.diagnostics.sink_rate(weights.mean(axis=1)),
+      "sparsity": attention.diagnostics.sparsity(weights, causal),
+      "kurtosis": attention.diagnostics.hidden_state_kurtosis(jnp.stack(sown(state, "hidden"))),
+  }
 
 
 @REGISTRY.register("lm")
@@ -24,6 +53,11 @@ def lm(config, dataset, mesh) -> Experiment:
                       f"{', '.join(LOSSES)}")
   hyper = options(config, "loss", drop=("name", "dtype"))
   loss_dtype = dtype_of(config, "loss.dtype")
+  train_length = dataset.info["seq_len"]
+  bits = tuple(config.get("eval_quantize_bits", ()))
+  diagnostic_model = (eval_model.clone(attention_options={**eval_model.attention_options,
+                                                          "sow_weights": True})
+                      if config.get("eval_diagnostics", False) else None)
   example = dataset.train_batch(0)["tokens"][:1, :-1]
 
   def per_example(values):
@@ -32,24 +66,37 @@ def lm(config, dataset, mesh) -> Experiment:
   def loss(params, extra, batch, rng):
     inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
     if name == "linear_cross_entropy":
-      hidden, weight = model.apply(params, inputs, head=False)
+      (hidden, weight), state = model.apply(params, inputs, head=False, mutable=["intermediates"])
       values = losses.linear_cross_entropy(
           hidden.reshape(-1, hidden.shape[-1]).astype(loss_dtype), weight.astype(loss_dtype),
           targets.reshape(-1), **hyper).reshape(targets.shape)
       step_metrics = {}
     else:
-      logits = model.apply(params, inputs).astype(loss_dtype)
+      logits, state = model.apply(params, inputs, mutable=["intermediates"])
+      logits = logits.astype(loss_dtype)
       values = losses.softmax_cross_entropy(logits, targets, **hyper)
       step_metrics = {"accuracy": per_example(metrics.accuracy(logits, targets))}
+    step_metrics["attention_rms"] = jnp.mean(jnp.stack(sown(state, "attention_rms")))
     values = per_example(values)
     weight = batch["weight"]
     return jnp.sum(weight * values) / jnp.sum(weight), ({"loss": values, **step_metrics}, extra)
 
   def evaluate(params, extra, batch):
     inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
-    logits = eval_model.apply(params, inputs).astype(loss_dtype)
-    return {"loss": per_example(losses.softmax_cross_entropy(logits, targets)),
-            "accuracy": per_example(metrics.accuracy(logits, targets))}
+    at_train_length = inputs.shape[1] == train_length
+    if diagnostic_model is not None and at_train_length:
+      logits, state = diagnostic_model.apply(params, inputs, mutable=["intermediates"])
+      results = diagnose(state)
+    else:
+      logits, results = eval_model.apply(params, inputs), {}
+    logits = logits.astype(loss_dtype)
+    results["loss"] = per_example(losses.softmax_cross_entropy(logits, targets))
+    results["accuracy"] = per_example(metrics.accuracy(logits, targets))
+    for width in bits:
+      quantized = eval_model.apply(models.quantize_weights(params, bits=width), inputs)
+      results[f"loss_int{width}"] = per_example(
+          losses.softmax_cross_entropy(quantized.astype(loss_dtype), targets))
+    return results
 
   return Experiment(model=model, dataset=dataset, init_params=lambda rng: model.init(rng, example),
                     init_extra=lambda params: {}, loss=loss, evaluate=evaluate)

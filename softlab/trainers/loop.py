@@ -30,7 +30,8 @@ from softlab.trainers.reporting import MetricsWriter, Progress
 TIMING_KEYS = ("train/steps_per_second",)
 
 
-def train(config, workdir: str, *, distributed: Mapping | None = None) -> dict:
+def train(config, workdir: str, *, distributed: Mapping | None = None,
+          show_progress: bool = True) -> dict:
   """Runs (or resumes) the experiment `config` in `workdir`; returns the summary.
 
   Args:
@@ -38,13 +39,14 @@ def train(config, workdir: str, *, distributed: Mapping | None = None) -> dict:
     workdir: where config.json, metrics.jsonl, checkpoints and summary.json go.
     distributed: keyword arguments for `jax.distributed.initialize` (None
       values are auto-detected) to run as one process of many; None for one.
+    show_progress: a progress bar (terminal) or log lines; off for batch runs.
   """
   float64 = "float64" in (field(config, "train").get("dtype"), field(config, "loss").get("dtype"))
   with jax.enable_x64(float64):
-    return _train(config, workdir, distributed)
+    return _train(config, workdir, distributed, show_progress)
 
 
-def _train(config, workdir, distributed):
+def _train(config, workdir, distributed, show_progress):
   # ------------------------------------------------------------------ config
   make_experiment = lookup(REGISTRY.get, field(config, "trainer"), "trainer")
   seed = integer(config, "seed")
@@ -145,7 +147,7 @@ def _train(config, workdir, distributed):
   if start >= steps:
     with open(os.path.join(workdir, "summary.json")) as f:
       return json.load(f)
-  progress = Progress(total=steps, start=start, enabled=is_main)
+  progress = Progress(total=steps, start=start, enabled=is_main and show_progress)
   if start == 0:
     initial = evaluate(0)
     writer.write(0, initial)

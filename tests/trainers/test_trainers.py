@@ -50,11 +50,16 @@ def test_lm_learns_and_evaluates_every_length(tmp_path):
       "train.steps": 40, "train.eval_every": 40, "train.batch_size": 16,
       "data.eval_lengths": (32, 64), "data.seq_len": 32, "data.eval_windows": 8,
       "model.d_model": 32, "model.num_layers": 1, "optimizer.total_steps": 40,
-      "optimizer.warmup_steps": 5})
+      "optimizer.warmup_steps": 5, "eval_diagnostics": True, "eval_quantize_bits": (8,)})
   summary = loop.train(config, str(tmp_path))
   losses = losses_by_step(tmp_path)
   assert losses[40] < losses[1] - 1.0
   assert {"val_32/loss", "val_64/loss", "val_32/accuracy"} <= set(summary)
+  # Diagnostics at the training length only; quantized losses everywhere.
+  assert 0 <= summary["val_32/sink_rate"] <= 1 and 0 <= summary["val_32/sparsity"] <= 1
+  assert summary["val_32/kurtosis"] > 1 and "val_64/kurtosis" not in summary
+  assert abs(summary["val_64/loss_int8"] - summary["val_64/loss"]) < 0.05
+  assert summary["train/attention_rms"] > 0
 
 
 def test_lm_fused_head_loss_equals_logits_loss(tmp_path):

@@ -1,0 +1,100 @@
+"""Models: RoPE, causality, masks, weight quantization, builders."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from softlab import models
+from softlab.models.transformer import rope
+
+RNG = np.random.default_rng(0)
+
+
+def test_rope_rotates_pairs_and_depends_only_on_offsets():
+  q = jnp.asarray(RNG.normal(size=(1, 6, 2, 8)), jnp.float32)
+  k = jnp.asarray(RNG.normal(size=(1, 6, 2, 8)), jnp.float32)
+  rq, rk = rope(q, jnp.arange(6)), rope(k, jnp.arange(6))
+  np.testing.assert_allclose(jnp.linalg.norm(rq, axis=-1), jnp.linalg.norm(q, axis=-1), rtol=1e-5)
+  np.testing.assert_allclose(rope(q, jnp.zeros(6, jnp.int32)), q, rtol=1e-6)
+  # <rope(q, i), rope(k, j)> depends on i - j only: shift both positions by 3.
+  shifted = jnp.einsum("bthd,bshd->bhts", rope(q, jnp.arange(6) + 3), rope(k, jnp.arange(6) + 3))
+  np.testing.assert_allclose(shifted, jnp.einsum("bthd,bshd->bhts", rq, rk), rtol=1e-4, atol=1e-5)
+  # Against the textbook formula in float64.
+  half, pos = 4, 5
+  theta = pos * 10000.0 ** (-np.arange(half) / half)
+  x = np.asarray(q[0, pos, 0], np.float64)
+  want = np.concatenate([x[:half] * np.cos(theta) - x[half:] * np.sin(theta),
+                         x[:half] * np.sin(theta) + x[half:] * np.cos(theta)])
+  np.testing.assert_allclose(rq[0, pos, 0], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "ssmax", "sigmoid", "softplus", "softpick"])
+def test_decoder_is_causal_for_every_normalizer(normalizer):
+  model = models.build({"name": "transformer", "d_model": 16, "num_layers": 2, "num_heads": 2,
+                        "normalizer": normalizer}, {"vocab_size": 11}, dtype=jnp.float32)
+  tokens = jnp.asarray(RNG.integers(0, 11, (2, 9)))
+  params = model.init(jax.random.key(0), tokens)
+  changed = tokens.at[:, 6:].set((tokens[:, 6:] + 1) % 11)
+  a, b = model.apply(params, tokens), model.apply(params, changed)
+  np.testing.assert_allclose(a[:, :6], b[:, :6], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(a[:, 6:], b[:, 6:])
+  hidden, weight = model.apply(params, tokens, head=False)
+  np.testing.assert_allclose(hidden @ weight, a, rtol=1e-5, atol=1e-5)
+
+
+def test_set_attention_ignores_masked_items_and_sows_weights():
+  model = models.build({"name": "set_attention", "d_model": 16}, {"num_classes": 5},
+                       dtype=jnp.float32)
+  items = jnp.asarray(RNG.normal(size=(3, 7, 4)), jnp.float32)
+  mask = jnp.asarray(RNG.random((3, 7)) > 0.3).at[:, 0].set(True)
+  params = model.init(jax.random.key(0), items, mask)
+  noisy = jnp.where(mask[..., None], items, 100.0)
+  out, state = model.apply(params, items, mask, mutable=["intermediates"])
+  np.testing.assert_allclose(model.apply(params, noisy, mask), out, rtol=1e-5, atol=1e-6)
+  weights = jax.tree.leaves(state["intermediates"])[0]
+  assert weights.shape == (3, 1, 1, 7)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+  assert np.all(weights[:, 0, 0][~mask] == 0)
+
+
+def test_vit_and_two_tower_shapes():
+  vit = models.build({"name": "vit_tiny", "d_model": 16}, {"num_classes": 10}, dtype=jnp.float32)
+  images = jnp.zeros((2, 8, 8, 1))
+  assert vit.apply(vit.init(jax.random.key(0), images), images).shape == (2, 10)
+  towers = models.build({"name": "two_tower", "embed_dim": 8}, {"vocab_size": 20},
+                        dtype=jnp.float32)
+  tokens = jnp.array([[3, 4, 0, 0], [5, 0, 0, 0]])
+  params = towers.init(jax.random.key(0), jnp.zeros((2, 64)), tokens)
+  zimg, ztxt = towers.apply(params, jnp.zeros((2, 64)), tokens)
+  assert zimg.shape == ztxt.shape == (2, 8)
+  # Padding (id 0) does not change a caption's embedding.
+  longer = jnp.array([[3, 4, 0, 0, 0, 0], [5, 0, 0, 0, 0, 0]])
+  np.testing.assert_allclose(towers.apply(params, longer, method="encode_texts"), ztxt, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantize_weights_rounds_matrices_only(bits):
+  params = {"kernel": jnp.asarray(RNG.normal(size=(16, 8)), jnp.float32),
+            "bias": jnp.asarray(RNG.normal(size=8), jnp.float32)}
+  quantized = models.quantize_weights(params, bits=bits)
+  np.testing.assert_array_equal(quantized["bias"], params["bias"])
+  levels = 2 ** (bits - 1) - 1
+  step = float(jnp.max(jnp.abs(params["kernel"]))) / levels
+  codes = np.asarray(quantized["kernel"]) / step
+  np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+  assert len(np.unique(np.round(codes))) <= 2 * levels + 1
+  assert float(jnp.max(jnp.abs(quantized["kernel"] - params["kernel"]))) <= step / 2 + 1e-6
+  with pytest.raises(ValueError, match="bits must be an integer >= 2"):
+    models.quantize_weights(params, bits=1)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"name": "mlp", "activation": "swish"}, "activation 'swish'; valid"),
+    ({"name": "transformer", "positions": "alibi"}, "positions 'alibi'; valid: rope, none"),
+    ({"name": "mlp", "depth": 3}, "unknown field.*depth"),
+    ({"name": "resnet"}, "unknown model 'resnet'"),
+])
+def test_bad_model_options(options, message):
+  with pytest.raises(ValueError, match=message):
+    models.build(options, {"num_classes": 3, "vocab_size": 5}, dtype=jnp.float32)
