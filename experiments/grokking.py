@@ -26,7 +26,9 @@ METRICS = {
     "test/accuracy": "final test accuracy",
     "steps_to_95": "first step with test accuracy >= 0.95 (n/a: never)",
     "sc_onset": "first step with a Softmax Collapse fraction >= 0.5 on the training set",
-    "train/softmax_collapse": "final share of training rows in Softmax Collapse (loss dtype)",
+    "train/softmax_collapse": ("final share of training rows whose softmax exp-sum rounds to 1 in "
+                               "the loss dtype (for StableMax this measures the logits' gap; its "
+                               "own loss does not collapse)"),
     "train/zero_loss": "final share of training examples with loss exactly 0",
     "train/weight_norm": "final L2 norm of all weights",
 }
@@ -67,12 +69,15 @@ def verdict(results):
       "⊥AdamW generalizes within 1,000 steps (every seed)": (
           all(s is not None and s <= 1000 for s in perp_steps)),
   }
+  curve = results["variants"]["stablemax"]["curves"]["test/accuracy"]
+  rising = curve["mean"][-1] - curve["mean"][-6] if len(curve["mean"]) > 5 else float("nan")
   details = (
       f"softmax f32: train {mean['softmax_f32']['train/accuracy']:.3f}, test "
       f"{mean['softmax_f32']['test/accuracy']:.3f}, SC onset at step "
       f"{mean['softmax_f32']['sc_onset']}; float64: test {mean['softmax_f64']['test/accuracy']:.3f},"
       f" SC onset {mean['softmax_f64']['sc_onset']}; StableMax: test "
-      f"{mean['stablemax']['test/accuracy']:.3f}; ⊥AdamW: 95% test at steps {perp_steps}; "
+      f"{mean['stablemax']['test/accuracy']:.3f} (change over its last 5 evaluations: "
+      f"{rising:+.3f}); ⊥AdamW: 95% test at steps {perp_steps}; "
       f"AdamW + weight decay: test {mean['adamw_wd']['test/accuracy']:.3f}.")
   summary = "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items())
   if all(checks.values()):

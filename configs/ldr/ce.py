@@ -2,8 +2,8 @@
 
 The tabular protocol of "Label Distributionally Robust Losses for Multi-class
 Classification" (arXiv:2112.14869): tanh MLP with two hidden layers of width
-min(dims, K) = 10, SGD with momentum 0.9, lr / 10 at 50% and 75% of training.
-The base of the LDR configs.
+min(dims, K) = 10, SGD with momentum 0.9, 100 epochs (19 steps of 64 each),
+lr / 10 at epochs 50 and 75. The base of the LDR configs.
 """
 
 import ml_collections
@@ -17,7 +17,7 @@ def get_config():
   config.model = dict(name="mlp", hidden=(10, 10), activation="tanh", use_bias=True)
   config.loss = dict(name="softmax_cross_entropy", dtype="float32")
   config.optimizer = dict(name="sgd", lr=0.1, momentum=0.9, schedule="step",
-                          boundaries=(500, 750), decay_factor=0.1)
-  config.train = dict(steps=1000, batch_size=64, log_every=50, eval_every=100,
-                      checkpoint_every=500, dtype="float32")
+                          boundaries=(50 * 19, 75 * 19), decay_factor=0.1)
+  config.train = dict(steps=100 * 19, batch_size=64, log_every=190, eval_every=190,
+                      checkpoint_every=950, dtype="float32")
   return config
