@@ -89,14 +89,13 @@ def run_dir(study, variant: str, seed: int) -> str:
 
 
 def _train_in_fresh_process(config_json: str, workdir: str, threads: int) -> float:
-  """Worker body: one training run, XLA limited to `threads` cores.
+  """Worker body: one training run; one thread for matrix products when threads = 1.
 
   A run asking for `train.num_devices` > 1 gets that many host devices
   (simulated on a CPU-only machine), so a study can include a sharded variant.
   """
   config = json.loads(config_json)
-  flags = [f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}",
-           f"intra_op_parallelism_threads={threads}"]
+  flags = [] if threads > 1 else ["--xla_cpu_multi_thread_eigen=false"]
   devices = config["train"].get("num_devices") or 1
   if devices > 1:
     flags.append(f"--xla_force_host_platform_device_count={devices}")
