@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from softlab import normalizers
+from softlab import data, losses, models, normalizers, trainers
 
 
 def softlab(*args):
@@ -12,17 +12,19 @@ def softlab(*args):
   )
 
 
-def test_list_prints_every_registered_normalizer():
+def test_list_prints_every_registered_name():
   result = softlab("list")
   assert result.returncode == 0, result.stderr
-  assert f"normalizers ({len(normalizers.names())}):" in result.stdout
-  listed = result.stdout.replace("\n", " ")
-  for name in normalizers.names():
-    assert f" {name}," in listed or f" {name} " in listed + " ", name
+  listed = result.stdout.replace("\n", " ") + " "
+  for kind, module in [("normalizers", normalizers), ("losses", losses), ("datasets", data),
+                       ("models", models), ("trainers", trainers)]:
+    assert f"{kind} ({len(module.names())}):" in result.stdout, kind
+    for name in module.names():
+      assert f" {name}," in listed or f" {name} " in listed, name
 
 
 def test_unknown_command_is_one_line_error():
   result = softlab("trian")
   assert result.returncode != 0
-  assert "unknown command 'trian'; valid: list" in result.stderr
+  assert "unknown command 'trian'; valid: list, train, ablate" in result.stderr
   assert "Traceback" not in result.stderr
