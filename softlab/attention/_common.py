@@ -8,8 +8,9 @@ lets query t attend keys s <= t (top-left aligned when T != S).
 
 n_i, the number of keys query row i may attend, counts the keys left by the
 causal mask, the padding mask and -inf bias entries. The normalizers that need
-it (ssmax, sigmoid's default bias, softplus's LSSA scale and LSSAR) get it per
-row from here, never as one global length.
+it (ssmax, softplus's LSSA scale and LSSAR) get it per row from here, never as
+one global length. Sigmoid's default bias is the exception: the paper's
+b = -log n is one scalar per sequence, n = S, the number of keys.
 """
 
 import inspect
@@ -205,7 +206,6 @@ def needs_row_counts(problem: Problem) -> bool:
   name, kwargs = problem.normalizer, problem.kwargs
   return (
       name == "ssmax"
-      or (name == "sigmoid" and "bias" not in kwargs)
       or (name == "softplus" and ("scale" not in kwargs or "sharpen_power" in kwargs))
   )
 
@@ -226,7 +226,8 @@ def row_terms(
   """(c, b): per-row score multiplier and offset, or None where unused.
 
   ssmax: c = s log n; softplus: c = (ln d)(ln n) (LSSA) unless an explicit
-  `scale` is given; sigmoid: b = -log n unless an explicit `bias` is given.
+  `scale` is given; sigmoid: b = -log S (S keys, the same for every row)
+  unless an explicit `bias` is given.
   `n` holds rows in some layout whose head axes `head_shape` describes (a
   per-head value of shape [N] is reshaped to it), e.g. (N, 1) for [B, N, T].
   """
@@ -246,5 +247,7 @@ def row_terms(
     head_dim = problem.query.shape[-1]
     return math.log(head_dim) * _log_count(n), None
   if name == "sigmoid":
-    return None, per_head("bias") if "bias" in kwargs else -_log_count(n)
+    if "bias" in kwargs:
+      return None, per_head("bias")
+    return None, jnp.asarray(-math.log(problem.key.shape[1]), dtype)
   return None, None

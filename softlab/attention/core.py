@@ -46,9 +46,10 @@ def dot_product_attention(
     an array of shape [N] (one per head), differentiable (learnable s);
     default 0.43 as in softlab.normalizers.ssmax.
   - sigmoid: sigmoid(x + b). Without "bias" in normalizer_kwargs,
-    b = -log n_i per row (the paper's recommendation with n the keys the row
-    may attend) - unlike softlab.normalizers.sigmoid, whose default is 0. An
-    explicit bias (scalar or shape [N], differentiable) replaces it.
+    b = -log S with S the number of keys, one scalar for every row as in the
+    paper (b = -log n, n the sequence length; -7.62 at 2,048), unlike
+    softlab.normalizers.sigmoid, whose default is 0. An explicit bias (scalar
+    or shape [N], differentiable) replaces it.
   - softplus: LSSA. q and k are L2-normalized over the head dim, the default
     `scale` is 1 (no 1/sqrt(d)), and the normalizer multiplies the scores by
     c_i = (ln d)(ln n_i), d = H, with ln n_i taken as 0 for n_i <= 1 (a row
@@ -71,7 +72,8 @@ def dot_product_attention(
     implementation: "dense" (the reference: materializes [B, N, T, S]),
       "chunked" (memory linear in T and S, forward and backward; softmax,
       ssmax, sigmoid, softplus, softpick, stablemax) or None (chunked when the
-      normalizer supports it and S >= AUTO_CHUNKED_MIN_KEYS, else dense).
+      normalizer supports it, S >= AUTO_CHUNKED_MIN_KEYS and the scale, eps
+      and sharpen_power are concrete numbers, not traced; else dense).
     block_size: chunked only: at most this many queries and keys per block
       (default chunked.DEFAULT_Q_BLOCK / DEFAULT_K_BLOCK). Lengths need not be
       multiples of it.
@@ -110,8 +112,7 @@ def dot_product_attention(
   )
   if implementation is None:
     long_enough = problem.key.shape[1] >= AUTO_CHUNKED_MIN_KEYS
-    use_chunked = long_enough and normalizer in chunked.SUPPORTED
-    implementation = "chunked" if use_chunked else "dense"
+    implementation = "chunked" if long_enough and chunked.takes(problem) else "dense"
   if implementation == "chunked":
     return chunked.chunked_attention(problem, block_size)
   return dense.dense_attention(problem)

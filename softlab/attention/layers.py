@@ -21,7 +21,7 @@ _ATTENTION_OPTIONS = (
     "implementation",
     "block_size",
 )
-# The default sigmoid bias of MultiHeadAttention: -log n_i per query row.
+# The default sigmoid bias of MultiHeadAttention: -log S, S the number of keys.
 LOG_N_BIAS = "-log n"
 
 
@@ -130,8 +130,8 @@ class MultiHeadAttention(nn.Module):
   - ssmax: s is learned per head ("ssmax_s", shape [N]) from `ssmax_s_init`
     (default 0.43, as softlab.normalizers.ssmax). s = 1 / log(n_train) makes
     SSMax equal softmax at the training length n_train.
-  - sigmoid: `sigmoid_bias` is "-log n" (b = -log n_i per query row, fixed;
-    the paper's recommendation) or a float; with `sigmoid_bias_learnable` the
+  - sigmoid: `sigmoid_bias` is "-log n" (b = -log S, S the number of keys,
+    fixed; the paper's recommendation) or a float; with `sigmoid_bias_learnable` the
     float is the initial value of a learned per-head bias ("sigmoid_bias").
   QK-norm and LayerScale (init 1e-4) are the sigmoid attention paper's
   stabilizers of early training.

@@ -137,15 +137,15 @@ def _head(value, head):
   return value if value.ndim == 0 else value[head]
 
 
-def row_weights(normalizer, x, head, head_dim, kwargs):
-  """Weights of the attendable scores x (1-D, n = len(x) >= 1) of one row."""
+def row_weights(normalizer, x, head, head_dim, kwargs, num_keys):
+  """Weights of the attendable scores x (1-D, n = len(x) >= 1) of one row of num_keys keys."""
   n = len(x)
   if normalizer == "softmax":
     return _softmax(x)
   if normalizer == "ssmax":
     return _softmax(_head(kwargs.get("s", 0.43), head) * np.log(n) * x)
   if normalizer == "sigmoid":
-    bias = _head(kwargs["bias"], head) if "bias" in kwargs else -np.log(n)
+    bias = _head(kwargs["bias"], head) if "bias" in kwargs else -np.log(num_keys)
     return 1 / (1 + np.exp(-(x + bias)))
   if normalizer == "softplus":
     if "scale" in kwargs:
@@ -214,7 +214,7 @@ def reference_weights(case: Case, normalizer, kwargs, normalize=None):
     if keep.any():
       head_dim = case.query.shape[-1]
       weights[idx + (keep,)] = row_weights(
-          normalizer, x[idx][keep], idx[1], head_dim, kwargs
+          normalizer, x[idx][keep], idx[1], head_dim, kwargs, x.shape[-1]
       )
   return weights
 

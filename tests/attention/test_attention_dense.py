@@ -121,12 +121,13 @@ def test_ssmax_figure_1(n, softmax_max, ssmax_max, implementation):
     np.testing.assert_allclose(out[0, 0, 0, 0], want, atol=5e-5 + want * 5e-3)
 
 
-def test_sigmoid_default_bias_is_minus_log_n_per_row():
-  # Zero scores: weight sigmoid(-log n) = 1 / (1 + n); causal row t has n = t + 1.
+def test_sigmoid_default_bias_is_minus_log_sequence_length():
+  # Zero scores: weight sigmoid(-log S) = 1 / (1 + S) on every attendable key of
+  # every row, however many keys the causal mask leaves it.
   query = jnp.zeros((1, 64, 1, 4))
   weights = _weights(query, query, normalizer="sigmoid", is_causal=True)
-  n = np.arange(1, 65)
-  np.testing.assert_allclose(weights[0, 0, :, 0], 1 / (1 + n), rtol=1e-5)
+  np.testing.assert_allclose(np.diag(weights[0, 0]), 1 / 65, rtol=1e-5)
+  np.testing.assert_allclose(weights[0, 0, :, 0], 1 / 65, rtol=1e-5)
   # n = 2048: b = -7.62 in the paper.
   weights = _weights(query[:, :1], jnp.zeros((1, 2048, 1, 4)), normalizer="sigmoid")
   np.testing.assert_allclose(weights, jax.nn.sigmoid(-7.62), rtol=5e-3)
