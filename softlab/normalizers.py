@@ -180,6 +180,19 @@ def log_softplus(x):
   return jnp.where(tail, x, jnp.log(jax.nn.softplus(jnp.where(tail, 0, x))))
 
 
+def softpick_shifted(x, m):
+  """exp(x - m) - exp(-m) = exp(-m) (exp(x) - 1) without cancellation, for m >= max(x, 0).
+
+  Subtracting the two exponentials loses every digit when x is near 0 (both
+  are about exp(-m)); expm1 keeps them: exp(-m) expm1(x) for x < 0 and
+  -exp(x - m) expm1(-x) for x >= 0, both finite (each factor is at most 1 in
+  size). Unmasked entries only: x must be finite.
+  """
+  positive, x_pos, x_neg = _stablemax_branches(x)
+  return jnp.where(positive, -jnp.exp(x_pos - m) * jnp.expm1(-x_pos),
+                   jnp.exp(-m) * jnp.expm1(x_neg))
+
+
 def _sorted_descending(u, axis):
   return jnp.flip(jnp.sort(u, axis=axis), axis=axis)
 
@@ -432,8 +445,8 @@ def softpick(
 ):
   """Softpick: relu(exp(x_i) - 1) / (sum_j |exp(x_j) - 1| + eps).
 
-  Computed in the shifted form e_i = exp(x_i - m) - exp(-m) with
-  m = max(0, max_j x_j): relu(e_i) / (sum_j |e_j| + eps), so eps lives in
+  Computed in the shifted form e_i = exp(x_i - m) - exp(-m) (with expm1, so
+  scores near 0 keep their digits) with m = max(0, max_j x_j): relu(e_i) / (sum_j |e_j| + eps), so eps lives in
   shifted units as in the reference implementation (default 1e-8 there). The
   max with 0 only matters for rows with every x <= 0, whose weights are all 0
   either way; it keeps exp(-m) from overflowing. Rows need not sum to 1, and
@@ -454,8 +467,7 @@ def softpick(
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
   m = jnp.maximum(_masked_max(x, mask, axis), 0)
-  e = jnp.exp(jnp.where(mask, x - m, -jnp.inf)) - jnp.exp(-m)
-  e = jnp.where(mask, e, 0)
+  e = jnp.where(mask, softpick_shifted(jnp.where(mask, x, 0), m), 0)
   total = jnp.sum(jnp.abs(e), axis=axis, keepdims=True)
   weights = jax.nn.relu(e) / (total + jnp.asarray(eps, x.dtype))
   return weights.astype(out_dtype)

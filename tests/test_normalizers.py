@@ -335,6 +335,14 @@ def test_exact_zeros():
   np.testing.assert_array_equal(N.softpick(jnp.array([-1e4, -3.0, 0.0])), 0.0)
 
 
+def test_softpick_keeps_its_digits_for_scores_near_zero():
+  # exp(x) - 1 computed by subtraction loses about half the float32 digits at
+  # |x| ~ 1e-5; the weights must still match float64 to float32 precision.
+  x = np.array([2e-5, 2.5e-5, -1e-5, 3e-6, -4e-5], np.float32)
+  want = ref_softpick(x.astype(np.float64), eps=0.0)
+  np.testing.assert_allclose(N.softpick(jnp.asarray(x), eps=0.0), want, rtol=2e-6)
+
+
 def test_lssar_sharpening():
   x = jnp.array([[2.0, 1.0, 0.0, -1.0, 0.5, 0.2]])
   lssa = N.softplus(x)

@@ -180,10 +180,10 @@ def _terms(cfg: _Config, t, m, valid):
     s = normalizers.stablemax_s(t)
     s = jnp.where(valid, s, 0)
     return s, s
-  e = jnp.exp(jnp.where(valid, t - m[..., None], -jnp.inf))
   if cfg.normalizer == "softpick":
-    e = jnp.where(valid, e - jnp.exp(-m)[..., None], 0)
+    e = jnp.where(valid, normalizers.softpick_shifted(jnp.where(valid, t, 0), m[..., None]), 0)
     return jax.nn.relu(e), jnp.abs(e)
+  e = jnp.exp(jnp.where(valid, t - m[..., None], -jnp.inf))
   return e, e
 
 
@@ -468,6 +468,18 @@ def _grouped(x, heads: int, groups: int):
   return x.reshape(x.shape[:1] + split + x.shape[2:])
 
 
+STATIC_KWARGS = {"softpick": "eps", "softplus": "sharpen_power"}
+
+
+def takes(problem: _common.Problem) -> bool:
+  """Whether the chunked path can run `problem`: a supported normalizer whose
+  scale (and softpick's eps, LSSAR's power) are concrete numbers."""
+  if problem.normalizer not in SUPPORTED:
+    return False
+  statics = [problem.scale, problem.kwargs.get(STATIC_KWARGS.get(problem.normalizer))]
+  return not any(isinstance(v, jax.core.Tracer) for v in statics)
+
+
 def _static_number(value, name: str):
   """value as a Python float (the chunked loops need it static), None kept."""
   if value is None:
@@ -532,7 +544,6 @@ def chunked_attention(
     sharpen_power = kwargs.get("sharpen_power")
     sharpen_power = _static_number(sharpen_power, "normalizer_kwargs['sharpen_power']")
     if sharpen_power is not None:
-      # pylint: disable-next=protected-access
       normalizers.check_positive(sharpen_power, "sharpen_power")
   cfg = _Config(
       normalizer=name,

@@ -14,6 +14,7 @@ from jax.test_util import check_grads
 
 from softlab.attention import CHUNKED_NORMALIZERS
 from softlab.attention import dot_product_attention
+from softlab.attention.core import AUTO_CHUNKED_MIN_KEYS
 
 
 def _value_and_grads(case, variant, implementation):
@@ -187,3 +188,21 @@ def test_chunked_needs_a_static_scale():
   with pytest.raises(ValueError, match="scale must be a Python number"):
     jax.jit(attend)(1.0)
   np.testing.assert_array_equal(jax.jit(attend, static_argnums=0)(1.0), 0)
+
+
+@pytest.mark.parametrize("normalizer, traced", [("softmax", "scale"), ("softpick", "eps"),
+                                                ("softplus", "sharpen_power")])
+def test_automatic_choice_falls_back_to_dense_for_traced_statics(normalizer, traced):
+  # Long enough for the chunked path, but a traced scale / eps / power can
+  # only run densely; the automatic choice must not raise.
+  x = jax.random.normal(jax.random.key(0), (1, AUTO_CHUNKED_MIN_KEYS, 1, 8))
+  value = {"scale": 0.5, "eps": 1e-8, "sharpen_power": 3.0}[traced]
+
+  def attend(value, implementation=None):
+    if traced == "scale":
+      return dot_product_attention(x, x, x, scale=value, implementation=implementation)
+    return dot_product_attention(x, x, x, normalizer=normalizer,
+                                 normalizer_kwargs={traced: value},
+                                 implementation=implementation)
+
+  np.testing.assert_allclose(jax.jit(attend)(value), attend(value, "dense"), atol=1e-5)
