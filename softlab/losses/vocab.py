@@ -10,6 +10,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from softlab.losses._common import compute_dtype, merge_logsumexp
@@ -271,6 +272,15 @@ def linear_cross_entropy(
         f"where must be a boolean array of shape {labels.shape}, got"
         f" {keep.dtype}{list(keep.shape)}"
     )
+  concrete = not any(isinstance(a, jax.core.Tracer) for a in (labels, keep))
+  if axis_name is None and concrete and bool(jnp.any(keep)):
+    kept = np.asarray(labels)[np.asarray(keep)]
+    if kept.min() < 0 or kept.max() >= weight.shape[1]:
+      raise ValueError(
+          f"labels must lie in [0, {weight.shape[1]}) for a vocabulary of"
+          f" {weight.shape[1]} where kept, got values in"
+          f" [{kept.min()}, {kept.max()}]"
+      )
   if block_size is not None and not (
       isinstance(block_size, int) and block_size > 0
   ):

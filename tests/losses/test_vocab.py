@@ -332,6 +332,14 @@ def test_property_finite_values_and_gradients(hidden, weight, labels, where):
     assert np.all(np.isfinite(d_hidden)) and np.all(np.isfinite(d_weight))
 
 
+def test_masked_tokens_may_carry_any_label():
+  hidden = np.ones((4, 3), np.float32)
+  labels = np.array([0, -100, 1, 2], np.int32)
+  where = labels >= 0
+  loss = linear_cross_entropy(hidden, np.ones((3, 7), np.float32), labels, where=where)
+  np.testing.assert_allclose(loss, np.where(where, np.log(7), 0), rtol=1e-6)
+
+
 def test_registry():
   assert softlab.losses.get("linear_cross_entropy") is linear_cross_entropy
 
@@ -350,6 +358,8 @@ def test_registry():
         (dict(block_size=0), "block_size must be a positive int"),
         (dict(z_loss=-1.0), "z_loss must be >= 0"),
         (dict(logit_soft_cap=0.0), "logit_soft_cap must be > 0"),
+        (dict(labels=np.array([0, 7, 1, 2], np.int32)), r"labels must lie in \[0, 7\)"),
+        (dict(labels=np.array([0, -1, 1, 2], np.int32)), r"labels must lie in \[0, 7\)"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(kwargs, message):
