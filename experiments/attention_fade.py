@@ -11,7 +11,6 @@
 import math
 import os
 
-import numpy as np
 
 TITLE = "Scalable-Softmax Is Superior for Attention; softmax is not enough"
 ARXIV = "2501.19399, 2410.01104"

@@ -81,7 +81,7 @@ def verdict(results):
   tolerance = 0.005  # below this, the two losses tie
   at_least_as_good = all(g >= -tolerance for g in list(by_batch.values())[:2])
   closing = abs(large) <= abs(small) + tolerance
-  text = (f"sigmoid - softmax zero-shot accuracy by batch: "
+  text = ("sigmoid - softmax zero-shot accuracy by batch: "
           + ", ".join(f"{b}: {g:+.4f}" for b, g in by_batch.items())
           + f". At least as good at the two smallest batches: {'yes' if at_least_as_good else 'no'};"
           f" gap at {BATCHES[-1]} no wider than at {BATCHES[0]}: {'yes' if closing else 'no'}.")

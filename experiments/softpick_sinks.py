@@ -5,7 +5,7 @@ normalizer; at the training length we measure the attention-sink rate (share
 of (layer, head) pairs whose mean weight on the first token exceeds 0.3),
 attention sparsity (share of causal weights <= 1e-5), the kurtosis of the
 hidden states, and the validation loss after round-to-nearest int8 and int4
-weight quantization (per output channel, absmax).
+weight quantization (symmetric, one absmax scale per weight tensor).
 """
 
 TITLE = "Softpick: No Attention Sink, No Massive Activations with Rectified Softmax"

@@ -42,6 +42,20 @@ class Registry:
           f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
       ) from None
 
+  def from_config(self, config) -> tuple[Any, dict]:
+    """(object named by config.name, the section's other fields as a dict)."""
+    options = dict(config)
+    if "name" not in options:
+      raise ValueError(f"missing field 'name'; valid: {', '.join(self.names())}")
+    return self.get(options.pop("name")), options
+
+  def reject_unknown(self, options: dict, name: str) -> None:
+    """Raises if `options` holds fields the component `name` does not know."""
+    if options:
+      raise ValueError(
+          f"unknown field(s) for {self.kind} {name!r}: {', '.join(sorted(options))}"
+      )
+
   def names(self) -> tuple[str, ...]:
     """Registered names, sorted."""
     return tuple(sorted(self._entries))

@@ -3,14 +3,15 @@
 "softmax is not enough (for sharp out-of-distribution)" (arXiv:2410.01104):
 train on sets of 5-16 items, test at 16 ... 1,024 items; softmax attention
 fades as the set grows. `--config.model.normalizer=ssmax` (or sigmoid,
-softplus, softpick) swaps the normalizer; `--config.eval_model.normalizer=
-adaptive_softmax` applies adaptive temperature at test time only.
+softplus, softpick) swaps the normalizer; `configs/retrieval/max_item.py:
+adaptive_softmax` (any normalizer name after the colon) applies that
+normalizer at test time only, e.g. adaptive temperature.
 """
 
 import ml_collections
 
 
-def get_config():
+def get_config(eval_normalizer=None):
   config = ml_collections.ConfigDict()
   config.trainer = "classification"
   config.seed = 0
@@ -21,4 +22,6 @@ def get_config():
   config.optimizer = dict(name="adam", lr=1e-3, schedule="constant")
   config.train = dict(steps=2000, batch_size=128, log_every=50, eval_every=500,
                       checkpoint_every=1000, eval_batch_size=256, dtype="float32")
+  if eval_normalizer:
+    config.eval_model = dict(normalizer=eval_normalizer)
   return config

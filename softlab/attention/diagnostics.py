@@ -108,7 +108,9 @@ def max_weight(weights: ArrayLike) -> jax.Array:
   return jnp.max(weights, axis=-1)
 
 
-def hidden_state_kurtosis(hidden: ArrayLike, axis=None) -> jax.Array:
+def hidden_state_kurtosis(
+    hidden: ArrayLike, axis=None, where: ArrayLike | None = None
+) -> jax.Array:
   """Plain (Pearson, not excess) kurtosis E[(x - mu)^4] / E[(x - mu)^2]^2.
 
   A Gaussian gives 3. Computed over all entries by default: massive
@@ -120,6 +122,8 @@ def hidden_state_kurtosis(hidden: ArrayLike, axis=None) -> jax.Array:
   Args:
     hidden: hidden states, e.g. [B, T, D] or [layers, B, T, D].
     axis: the axes to compute over; None for all.
+    where: boolean, broadcastable to hidden; True = count the entry (e.g.
+      leave out padding examples). None counts every entry.
 
   Returns:
     The kurtosis, reduced over `axis`.
@@ -129,7 +133,9 @@ def hidden_state_kurtosis(hidden: ArrayLike, axis=None) -> jax.Array:
     Rectified Softmax", arXiv:2504.20966.
   """
   hidden = _as_float(hidden)
-  centered = hidden - jnp.mean(hidden, axis=axis, keepdims=True)
-  variance = jnp.mean(centered**2, axis=axis)
-  fourth = jnp.mean(centered**4, axis=axis)
+  if where is not None:
+    where = jnp.broadcast_to(jnp.asarray(where, bool), hidden.shape)
+  centered = hidden - jnp.mean(hidden, axis=axis, keepdims=True, where=where)
+  variance = jnp.mean(centered**2, axis=axis, where=where)
+  fourth = jnp.mean(centered**4, axis=axis, where=where)
   return jnp.where(variance > 0, fourth / jnp.where(variance > 0, variance, 1) ** 2, 0)

@@ -34,11 +34,13 @@ class Dataset:
 
 
 def build(config, *, batch_size: int | None, eval_batch_size: int, seed: int) -> Dataset:
-  """The dataset named by `config.name`, built from the rest of `config`."""
-  options = dict(config)
-  name = options.pop("name")
-  return REGISTRY.get(name)(options, batch_size=batch_size,
-                            eval_batch_size=eval_batch_size, seed=seed)
+  """The dataset named by `config.name`, built from the rest of `config`.
+
+  `config.seed`, if present, is the caller's business (it arrives as `seed`).
+  """
+  builder, options = REGISTRY.from_config(config)
+  options.pop("seed", None)
+  return builder(options, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
 
 
 def rng_for(seed: int, *stream: int) -> np.random.Generator:
@@ -149,12 +151,7 @@ def noisy_train_split(
   return {"inputs": inputs, "labels": noisy, "clean_labels": labels, "is_noisy": is_noisy}
 
 
-def reject_unknown(options: dict, dataset: str) -> None:
-  """Raises if a dataset's options hold fields it does not know."""
-  if options:
-    raise ValueError(
-        f"unknown field(s) for dataset {dataset!r}: {', '.join(sorted(options))}"
-    )
+reject_unknown = REGISTRY.reject_unknown
 
 
 def require_batch_size(batch_size: int | None, dataset: str) -> None:

@@ -10,12 +10,8 @@ REGISTRY = Registry("model")
 
 def build(config, info: Mapping[str, Any], *, dtype):
   """The model named by `config.name`, sized by the rest of `config` and `info`."""
-  options = dict(config)
-  name = options.pop("name")
-  return REGISTRY.get(name)(options, info, dtype=dtype)
+  builder, options = REGISTRY.from_config(config)
+  return builder(options, info, dtype=dtype)
 
 
-def reject_unknown(options: dict, model: str) -> None:
-  """Raises if a model's options hold fields it does not know."""
-  if options:
-    raise ValueError(f"unknown field(s) for model {model!r}: {', '.join(sorted(options))}")
+reject_unknown = REGISTRY.reject_unknown

@@ -45,8 +45,9 @@ def rope_both(query, key):
 class Block(nn.Module):
   """x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x)).
 
-  Sows ("intermediates") the RMS of the attention output ("attention_rms") and
-  the block's output ("hidden"), for stability and activation diagnostics.
+  Sows ("intermediates") the mean square of the attention output per example
+  ("attention_mean_square", [B]) and the block's output ("hidden"), for
+  stability and activation diagnostics.
   """
 
   num_heads: int
@@ -64,8 +65,8 @@ class Block(nn.Module):
         rotary=rope_both if self.positions == "rope" else None,
         dtype=self.dtype, param_dtype=self.dtype, name="attention",
         **self.attention_options)(h, mask=mask)
-    self.sow("intermediates", "attention_rms",
-             jnp.sqrt(jnp.mean(jnp.square(attended.astype(jnp.float32)))))
+    self.sow("intermediates", "attention_mean_square",
+             jnp.mean(jnp.square(attended.astype(jnp.float32)), axis=(1, 2)))
     x = x + attended
     h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
     h = nn.Dense(self.mlp_ratio * x.shape[-1], dtype=self.dtype, param_dtype=self.dtype)(h)

@@ -3,16 +3,15 @@ the one-line errors a user's config can cause."""
 
 import contextlib
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from softlab import models
 from softlab.config import override
-from softlab.data import Dataset
 from softlab.registry import Registry
 
 REGISTRY = Registry("trainer")
@@ -36,18 +35,13 @@ class Experiment:
   batch's total weight when combining eval batches).
 
   Attributes:
-    model: the Flax module.
-    dataset: the data the loop feeds.
     init_params: rng -> parameters.
     init_extra: parameters -> extra state (an empty dict when there is none).
     loss: (params, extra, batch, rng) -> (scalar loss, (metrics, new extra)).
     evaluate: (params, extra, batch) -> metrics on an eval batch.
     describe_extra: extra -> scalar metrics logged at eval time (may be None).
-    float64: whether the run needs jax_enable_x64.
   """
 
-  model: nn.Module
-  dataset: Dataset
   init_params: Callable[[jax.Array], Params]
   init_extra: Callable[[Params], Extra]
   loss: Callable[[Params, Extra, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, tuple[Metrics, Extra]]]
@@ -87,6 +81,28 @@ def building(path: str):
     raise
   except ValueError as error:
     raise ConfigError(f"config.{path}: {error}") from None
+
+
+def loss_options(config, loss_fn, *example) -> dict:
+  """config.loss's hyperparameters (all but name and dtype), checked up front.
+
+  Unknown fields and bad values are ConfigErrors naming config.loss, found by
+  calling `loss_fn(*example, **hyperparameters)` on a tiny concrete example
+  instead of deep inside the first compiled step.
+  """
+  hyper = options(config, "loss", drop=("name", "dtype"))
+  parameters = inspect.signature(loss_fn).parameters
+  valid = [p for p, spec in parameters.items()
+           if spec.kind is inspect.Parameter.KEYWORD_ONLY and p not in ("where", "dtype")]
+  unknown = sorted(set(hyper) - set(valid))
+  if unknown:
+    raise ConfigError(f"config.loss: unknown field(s) {', '.join(unknown)} for "
+                      f"{config.loss.name}; valid: {', '.join(valid)}")
+  try:
+    loss_fn(*example, **hyper)
+  except (TypeError, ValueError) as error:
+    raise ConfigError(f"config.loss: {error}") from None
+  return hyper
 
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")

@@ -9,12 +9,14 @@ attention weight the model puts on it (models that sow attention weights).
 adaptive-temperature softmax at test time.
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 
 from softlab import losses, metrics
-from softlab.trainers.base import (REGISTRY, Experiment, build_models, dtype_of, field, lookup,
-                                   options)
+from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
+                                   field, lookup, loss_options)
 
 ADAPTIVE_LOSSES = ("aldr_kl",)
 
@@ -25,10 +27,19 @@ def classification(config, dataset, mesh) -> Experiment:
   model, eval_model = build_models(config, dataset.info)
   name = field(config, "loss.name")
   loss_fn = lookup(losses.get, name, "loss.name")
-  hyper = options(config, "loss", drop=("name", "dtype"))
   loss_dtype = dtype_of(config, "loss.dtype")
   adaptive = name in ADAPTIVE_LOSSES
   train = dataset.train_arrays
+  one_logit_row = (jnp.zeros((1, dataset.info["num_classes"])), jnp.zeros(1, jnp.int32))
+  if adaptive:
+    if train is None:
+      raise ConfigError(f"config.loss.name: {name} keeps a lambda per training example, so it "
+                        f"needs a dataset with a fixed training set, not {config.data.name!r}")
+    lam0 = inspect.signature(loss_fn).parameters["lam0"].default
+    hyper = loss_options(config, loss_fn, *one_logit_row, jnp.ones(1))
+    lam0 = hyper.get("lam0", lam0)
+  else:
+    hyper = loss_options(config, loss_fn, *one_logit_row)
   example = model_inputs({k: v[:1] for k, v in dataset.train_batch(0).items()})
 
   def init_params(rng):
@@ -37,7 +48,7 @@ def classification(config, dataset, mesh) -> Experiment:
   def init_extra(params):
     if not adaptive:
       return {}
-    return {"lam": jnp.full(len(train["labels"]), hyper.get("lam0", 10.0), loss_dtype)}
+    return {"lam": jnp.full(len(train["labels"]), lam0, loss_dtype)}
 
   def loss(params, extra, batch, rng):
     logits = model.apply(params, *model_inputs(batch)).astype(loss_dtype)
@@ -56,8 +67,8 @@ def classification(config, dataset, mesh) -> Experiment:
     logits, state = eval_model.apply(params, *model_inputs(batch), mutable=["intermediates"])
     logits = logits.astype(loss_dtype)
     if adaptive:
-      lam0 = jnp.full(batch["labels"].shape, hyper.get("lam0", 10.0), loss_dtype)
-      values, _ = loss_fn(logits, batch["labels"], lam0, **hyper)
+      initial = jnp.full(batch["labels"].shape, lam0, loss_dtype)
+      values, _ = loss_fn(logits, batch["labels"], initial, **hyper)
     else:
       values = loss_fn(logits, batch["labels"], **hyper)
     results = batch_metrics(logits, batch["labels"], values, batch["weight"] > 0, loss_dtype)
@@ -74,7 +85,7 @@ def classification(config, dataset, mesh) -> Experiment:
     }
 
   return Experiment(
-      model=model, dataset=dataset, init_params=init_params, init_extra=init_extra,
+      init_params=init_params, init_extra=init_extra,
       loss=loss, evaluate=evaluate,
       describe_extra=describe_extra if adaptive and "is_noisy" in train else None,
   )

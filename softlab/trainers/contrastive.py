@@ -23,12 +23,12 @@ def contrastive(config, dataset, mesh) -> Experiment:
   Loss options: t_prime_init (default log 10, both losses) and, for SigLIP,
   bias_init (default -10; None = no bias).
   """
-  model, _ = build_models(config, dataset.info)
+  model, eval_model = build_models(config, dataset.info)
   name = field(config, "loss.name")
   if name not in LOSSES:
     raise ConfigError(f"config.loss.name: {name!r} is not a contrastive loss; valid: "
                       f"{', '.join(LOSSES)}")
-  hyper = options(config, "loss", drop=("name", "dtype"))
+  hyper = options(config, "loss", drop=("name",))
   t_prime_init = hyper.pop("t_prime_init", math.log(10.0))
   if name == "siglip_loss":
     logit_params = losses.SigLIPLogitParams(t_prime_init=t_prime_init,
@@ -37,11 +37,12 @@ def contrastive(config, dataset, mesh) -> Experiment:
     logit_params = losses.CLIPLogitScale(t_prime_init=t_prime_init)
   if hyper:
     raise ConfigError(f"config.loss: unknown field(s) {', '.join(sorted(hyper))} for {name}")
-  batch_size = field(config, "train.batch_size")
-  if batch_size % mesh.size:
-    raise ConfigError(f"config.train.batch_size={batch_size} must divide by the {mesh.size} "
-                      "devices: every pair is a negative for every other, so no padding")
   first = dataset.train_batch(0)
+  pairs = len(first["images"])
+  if pairs % mesh.size:
+    raise ConfigError(f"config.train.batch_size: a batch of {pairs} pairs must divide by the "
+                      f"{mesh.size} devices: every pair is a negative for every other, so no "
+                      "padding")
   prompts = jnp.asarray(dataset.info["class_prompts"])
 
   def init_params(rng):
@@ -69,10 +70,10 @@ def contrastive(config, dataset, mesh) -> Experiment:
     return jnp.mean(values), ({"loss": values, **logged}, extra)
 
   def evaluate(params, extra, batch):
-    images = model.apply(params["towers"], batch["images"], method="encode_images")
-    texts = model.apply(params["towers"], prompts, method="encode_texts")
+    images = eval_model.apply(params["towers"], batch["images"], method="encode_images")
+    texts = eval_model.apply(params["towers"], prompts, method="encode_texts")
     correct = jnp.argmax(losses.cosine_logits(images, texts), axis=-1) == batch["labels"]
     return {"zero_shot_accuracy": correct.astype(jnp.float32)}
 
-  return Experiment(model=model, dataset=dataset, init_params=init_params,
+  return Experiment(init_params=init_params,
                     init_extra=lambda params: {}, loss=loss, evaluate=evaluate)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from softlab import attention, losses, metrics, models
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
-                                   field, options)
+                                   field, loss_options)
 
 LOSSES = ("softmax_cross_entropy", "linear_cross_entropy")
 
@@ -32,14 +32,23 @@ def sown(state, name):
   return found
 
 
-def diagnose(state):
-  """Sink rate, sparsity and kurtosis from the sown weights and hidden states."""
+def attention_rms(state, weight):
+  """RMS of the attention outputs over the real examples, averaged over layers."""
+  mean_square = jnp.stack(sown(state, "attention_mean_square"))  # [layers, B]
+  return jnp.mean(jnp.sqrt(mean_square @ weight / jnp.sum(weight)))
+
+
+def diagnose(state, weight):
+  """Sink rate, sparsity and kurtosis over the real examples (weight > 0)."""
   weights = jnp.stack(sown(state, "attention_weights"))  # [layers, B, N, T, T]
-  causal = jnp.tril(jnp.ones(weights.shape[-2:], bool))
+  real = weight > 0
+  causal = jnp.tril(jnp.ones(weights.shape[-2:], bool)) & real[:, None, None, None]
   return {
-      "sink_rate": attention.diagnostics.sink_rate(weights.mean(axis=1)),
+      "sink_rate": attention.diagnostics.sink_rate(
+          jnp.einsum("lbnts,b->lnts", weights, weight / jnp.sum(weight))),
       "sparsity": attention.diagnostics.sparsity(weights, causal),
-      "kurtosis": attention.diagnostics.hidden_state_kurtosis(jnp.stack(sown(state, "hidden"))),
+      "kurtosis": attention.diagnostics.hidden_state_kurtosis(
+          jnp.stack(sown(state, "hidden")), where=real[:, None, None]),
   }
 
 
@@ -51,10 +60,19 @@ def lm(config, dataset, mesh) -> Experiment:
   if name not in LOSSES:
     raise ConfigError(f"config.loss.name: {name!r} is not a language-model loss; valid: "
                       f"{', '.join(LOSSES)}")
-  hyper = options(config, "loss", drop=("name", "dtype"))
+  vocab, labels = dataset.info["vocab_size"], jnp.zeros(1, jnp.int32)
+  if name == "linear_cross_entropy":
+    hyper = loss_options(config, losses.linear_cross_entropy, jnp.zeros((1, 1)),
+                         jnp.zeros((1, vocab)), labels)
+  else:
+    hyper = loss_options(config, losses.softmax_cross_entropy, jnp.zeros((1, vocab)), labels)
   loss_dtype = dtype_of(config, "loss.dtype")
   train_length = dataset.info["seq_len"]
-  bits = tuple(config.get("eval_quantize_bits", ()))
+  bits = config.get("eval_quantize_bits", ())
+  if not (isinstance(bits, (tuple, list))
+          and all(isinstance(b, int) and not isinstance(b, bool) and b >= 2 for b in bits)):
+    raise ConfigError(f"config.eval_quantize_bits must be a tuple of integer bit widths >= 2, "
+                      f"got {bits!r}")
   diagnostic_model = (eval_model.clone(attention_options={**eval_model.attention_options,
                                                           "sow_weights": True})
                       if config.get("eval_diagnostics", False) else None)
@@ -76,7 +94,7 @@ def lm(config, dataset, mesh) -> Experiment:
       logits = logits.astype(loss_dtype)
       values = losses.softmax_cross_entropy(logits, targets, **hyper)
       step_metrics = {"accuracy": per_example(metrics.accuracy(logits, targets))}
-    step_metrics["attention_rms"] = jnp.mean(jnp.stack(sown(state, "attention_rms")))
+    step_metrics["attention_rms"] = attention_rms(state, batch["weight"])
     values = per_example(values)
     weight = batch["weight"]
     return jnp.sum(weight * values) / jnp.sum(weight), ({"loss": values, **step_metrics}, extra)
@@ -86,7 +104,7 @@ def lm(config, dataset, mesh) -> Experiment:
     at_train_length = inputs.shape[1] == train_length
     if diagnostic_model is not None and at_train_length:
       logits, state = diagnostic_model.apply(params, inputs, mutable=["intermediates"])
-      results = diagnose(state)
+      results = diagnose(state, batch["weight"])
     else:
       logits, results = eval_model.apply(params, inputs), {}
     logits = logits.astype(loss_dtype)
@@ -98,5 +116,5 @@ def lm(config, dataset, mesh) -> Experiment:
           losses.softmax_cross_entropy(quantized.astype(loss_dtype), targets))
     return results
 
-  return Experiment(model=model, dataset=dataset, init_params=lambda rng: model.init(rng, example),
+  return Experiment(init_params=lambda rng: model.init(rng, example),
                     init_extra=lambda params: {}, loss=loss, evaluate=evaluate)

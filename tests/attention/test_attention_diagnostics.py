@@ -63,6 +63,16 @@ def test_hidden_state_kurtosis_is_plain_kurtosis():
   assert D.hidden_state_kurtosis(np.ones(8)) == 0
 
 
+def test_hidden_state_kurtosis_counts_only_where():
+  x = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+  padded = np.stack([x, np.zeros(5), -7 * np.ones(5)])  # [3 examples, 5]
+  real = np.array([True, False, False])[:, None]
+  assert D.hidden_state_kurtosis(padded, where=real) == pytest.approx(
+      D.hidden_state_kurtosis(x), rel=1e-6)
+  per_row = D.hidden_state_kurtosis(padded, axis=-1, where=real)
+  assert per_row[0] == pytest.approx(D.hidden_state_kurtosis(x), rel=1e-6)
+
+
 def test_weights_need_three_dims():
   with pytest.raises(ValueError, match=r"\[..., N, T, S\]"):
     D.sink_rate(np.ones((3, 3)))

@@ -12,6 +12,8 @@ import pytest
 from softlab.config import load_config, override
 from softlab.trainers import ConfigError, loop
 
+GROKKING = "configs/grokking/softmax.py"
+
 
 def losses_by_step(workdir, key="train/loss"):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -39,10 +41,19 @@ def test_contrastive_learns_zero_shot_and_rejects_padding(tmp_path):
                                                               "train.eval_every": 150}),
                        str(tmp_path / "clip"))
   assert summary["test/zero_shot_accuracy"] > 0.5  # chance is 0.1
-  with pytest.raises(ConfigError, match="batch_size=12 must divide by the 8 devices"):
+  with pytest.raises(ConfigError, match="a batch of 12 pairs must divide by the 8 devices"):
     loop.train(quick("configs/contrastive/siglip.py", **{"train.steps": 1,
                                                          "train.batch_size": 12}),
                str(tmp_path / "bad"))
+  # A batch at least the training set's size is the whole set, 1,258 pairs here.
+  with pytest.raises(ConfigError, match="a batch of 1258 pairs must divide by the 8 devices"):
+    loop.train(quick("configs/contrastive/siglip.py", **{"train.steps": 1,
+                                                         "train.batch_size": 4096}),
+               str(tmp_path / "whole"))
+  with pytest.raises(ConfigError, match="config.loss: unknown field"):
+    loop.train(quick("configs/contrastive/siglip.py", **{"train.steps": 1,
+                                                         "loss.dtype": "float64"}),
+               str(tmp_path / "dtype"))
 
 
 def test_lm_learns_and_evaluates_every_length(tmp_path):
@@ -60,6 +71,20 @@ def test_lm_learns_and_evaluates_every_length(tmp_path):
   assert summary["val_32/kurtosis"] > 1 and "val_64/kurtosis" not in summary
   assert abs(summary["val_64/loss_int8"] - summary["val_64/loss"]) < 0.05
   assert summary["train/attention_rms"] > 0
+
+
+def test_lm_metrics_leave_out_padding_examples(tmp_path):
+  # 6 windows on 4 devices are padded to 8 with zero-weight windows; the
+  # attention RMS and the diagnostics must be those of the 6 real windows.
+  config = quick("configs/lm/softmax.py", **{
+      "train.steps": 2, "train.eval_every": 2, "train.batch_size": 6, "train.eval_batch_size": 6,
+      "data.eval_lengths": (64,), "data.eval_windows": 6, "model.d_model": 32,
+      "eval_diagnostics": True})
+  one = loop.train(override(config, {"train.num_devices": 1}), str(tmp_path / "one"))
+  four = loop.train(override(config, {"train.num_devices": 4}), str(tmp_path / "four"))
+  for key in ("train/attention_rms", "train/loss", "val_64/sink_rate", "val_64/sparsity",
+              "val_64/kurtosis", "val_64/loss"):
+    assert four[key] == pytest.approx(one[key], rel=1e-4), key
 
 
 def test_lm_fused_head_loss_equals_logits_loss(tmp_path):
@@ -89,7 +114,9 @@ def test_retrieval_reports_attention_on_target_and_eval_model(tmp_path):
       "data.test_size": 64})
   base = loop.train(config, str(tmp_path / "softmax"))
   assert 0 < base["test_64/attention_on_target"] <= base["test_64/attention_max"] <= 1
-  sharp = loop.train(override(config, {"eval_model": {"normalizer": "adaptive_softmax"}}),
+  adaptive = load_config("configs/retrieval/max_item.py:adaptive_softmax")
+  assert adaptive.eval_model.normalizer == "adaptive_softmax"
+  sharp = loop.train(override(config, {"eval_model": adaptive.eval_model.to_dict()}),
                      str(tmp_path / "adaptive"))
   assert sharp["train/loss"] == pytest.approx(base["train/loss"])  # training is unchanged
   assert sharp["test_64/attention_max"] >= base["test_64/attention_max"]
@@ -102,7 +129,7 @@ def free_port():
 
 
 def test_two_processes_equal_one_process(tmp_path):
-  args = ["configs/grokking/softmax.py", "--config.data.p=23", "--config.train.steps=4",
+  args = [GROKKING, "--config.data.p=23", "--config.train.steps=4",
           "--config.train.log_every=1", "--config.train.eval_every=2",
           "--config.train.checkpoint_every=2"]
   port = free_port()
@@ -126,3 +153,36 @@ def test_two_processes_equal_one_process(tmp_path):
   a, b = losses_by_step(tmp_path / "multi"), losses_by_step(tmp_path / "single")
   assert sorted(a) == [1, 2, 3, 4]
   np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
+
+
+@pytest.mark.parametrize("path, updates, message", [
+    (GROKKING, {"loss.label_smothing": 0.1},
+     r"config.loss: unknown field\(s\) label_smothing for softmax_cross_entropy; valid: "
+     r"label_smoothing"),
+    (GROKKING, {"loss.name": "focal_loss", "loss.gamma": -1.0}, "config.loss: gamma"),
+    (GROKKING, {"loss.name": "aldr_kl", "loss.lam0": "ten"}, "config.loss: "),
+    ("configs/retrieval/max_item.py", {"loss.name": "aldr_kl"},
+     "config.loss.name: aldr_kl keeps a lambda per training example"),
+    ("configs/lm/softmax.py", {"loss.z_loss": 1e-4}, r"config.loss: unknown field\(s\) z_loss"),
+    ("configs/lm/softmax.py", {"loss.name": "linear_cross_entropy", "loss.z_loss": -1.0},
+     "config.loss: z_loss must be >= 0"),
+    ("configs/lm/softmax.py", {"eval_quantize_bits": 8},
+     "config.eval_quantize_bits must be a tuple of integer bit widths >= 2, got 8"),
+    ("configs/lm/softmax.py", {"eval_quantize_bits": (8, 1)},
+     "config.eval_quantize_bits must be a tuple"),
+])
+def test_bad_trainer_options_are_config_errors(tmp_path, path, updates, message):
+  with pytest.raises(ConfigError, match=message):
+    loop.train(quick(path, **{"train.steps": 1, **updates}), str(tmp_path))
+
+
+def test_data_seed_and_missing_names(tmp_path):
+  config = quick(GROKKING, **{"train.steps": 1, "data.p": 23})
+  base = loop.train(config, str(tmp_path / "base"))
+  reseeded = loop.train(override(config, {"data.seed": 7}), str(tmp_path / "reseeded"))
+  assert reseeded["train/loss"] != base["train/loss"]  # another train/test split
+  for section in ("data", "model"):
+    broken = config.copy_and_resolve_references()
+    del broken[section]["name"]
+    with pytest.raises(ConfigError, match=f"config.{section}: missing field 'name'; valid: "):
+      loop.train(broken, str(tmp_path / section))
