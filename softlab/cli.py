@@ -5,7 +5,9 @@
   softlab ablate STUDY [--scale=F] [--force] [--workers=N] | softlab ablate --list
 
 Mistakes a user can make (an unknown name, a missing or mistyped field, a
-workdir holding another config, a missing file) print one line and exit 2.
+workdir holding another config, a missing file) print one line and exit 2. A
+run stopped by a non-finite loss prints one line and exits 3 (`ablate`: after
+the study's other runs finish).
 """
 
 import importlib
@@ -35,7 +37,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "multihost: host:port of process 0 (auto-detected on clusters)")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multihost: number of processes")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multihost: this process's index")
-_SCALE = flags.DEFINE_float("scale", 1.0, "ablate: multiply the study's size (train steps) by this")
+_SCALE = flags.DEFINE_float("scale", 1.0,
+                            "ablate: multiply the study's size (train and schedule steps) by this")
 _FORCE = flags.DEFINE_bool("force", False, "ablate: rerun variants whose results already exist")
 _WORKERS = flags.DEFINE_integer("workers", None, "ablate: parallel runs (default: CPU count)")
 _LIST = flags.DEFINE_bool("list", False, "ablate: list the studies in experiments/")
@@ -104,6 +107,8 @@ def command_ablate(args: list[str]) -> None:
     study.run_study(args[0], force=_FORCE.value, scale=_SCALE.value, workers=_WORKERS.value)
   except ValueError as error:
     fail(str(error))
+  except FloatingPointError as error:
+    fail(str(error), code=3)
 
 
 COMMANDS = {"list": command_list, "train": command_train, "ablate": command_ablate}

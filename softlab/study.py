@@ -13,7 +13,8 @@ A study file (experiments/<study>.py) declares:
 and optionally:
   PAPER               variant -> {metric key: the paper's number}
   PLOTS               metric keys to plot against step, one line per variant
-  scale(config, factor) -> config for `--scale` (default: train.steps * factor)
+  scale(config, factor) -> config for `--scale` (default: `scale_steps`, train.steps
+                      and the optimizer's step counts * factor)
   analyze(history)    -> extra per-run numbers from the metrics.jsonl records
   extra_results(out_dir, scale) -> dict of results that need no training run
                       (analytic parts), stored under results["extra"]; its
@@ -21,7 +22,11 @@ and optionally:
   report(results)     -> markdown of study-specific tables for RESULTS.md
 
 `run_study` runs every missing (variant, seed) in parallel processes, then
-writes experiments/<study>/results.json, RESULTS.md and <metric>.png.
+writes experiments/<study>/results.json, RESULTS.md and <metric>.png. A run
+whose config.json differs from the config the study gives it now (another
+--scale, edited VARIANTS) is rerun from scratch. A run stopped by a non-finite
+loss is reported and the others go on; the study then raises
+FloatingPointError without writing results.
 """
 
 import concurrent.futures
@@ -73,11 +78,37 @@ def study_config(study, variant: str, seed: int, scale: float):
   base = load_config(os.path.join(os.path.dirname(study.PATH), study.BASE_CONFIG))
   config = override(base, {**study.VARIANTS[variant], "seed": seed})
   if scale != 1:
-    if hasattr(study, "scale"):
-      config = study.scale(config, scale)
-    else:
-      config = override(config, {"train.steps": max(1, int(round(config.train.steps * scale)))})
+    config = study.scale(config, scale) if hasattr(study, "scale") else scale_steps(config, scale)
   return config
+
+
+def scale_steps(config, factor: float):
+  """`config` trained `factor` times as many steps, its learning-rate schedule stretched to match.
+
+  Besides train.steps, the schedule's fields counted in optimizer steps
+  (warmup_steps, the cosine's total_steps, the step schedule's boundaries)
+  scale too: left alone, a longer run would train at lr 0 past the old total
+  or decay at the old points.
+  """
+  times = lambda steps: int(round(steps * factor))
+  optimizer = config.optimizer
+  warmup = times(optimizer.get("warmup_steps", 0))
+  updates = {"train.steps": max(1, times(config.train.steps))}
+  if "warmup_steps" in optimizer:
+    updates["optimizer.warmup_steps"] = warmup
+  if optimizer.get("total_steps"):
+    updates["optimizer.total_steps"] = max(warmup + 1, times(optimizer.total_steps))
+  if optimizer.get("boundaries"):
+    updates["optimizer.boundaries"] = increasing([times(b) for b in optimizer.boundaries])
+  return override(config, updates)
+
+
+def increasing(steps: list[int]) -> tuple[int, ...]:
+  """`steps` moved up as little as needed to be increasing and positive (rounding may tie them)."""
+  moved = []
+  for step in steps:
+    moved.append(max(step, moved[-1] + 1 if moved else 1))
+  return tuple(moved)
 
 
 def output_dir(study) -> str:
@@ -110,34 +141,47 @@ def _train_in_fresh_process(config_json: str, workdir: str, threads: int) -> flo
 
 
 def run_study(path: str, *, force: bool = False, scale: float = 1.0,
-              workers: int | None = None, command: str | None = None) -> dict:
+              workers: int | None = None) -> dict:
   """Runs the study's missing runs, aggregates them and writes its outputs."""
   study = load_study(path)
-  runs = [(v, s) for v in study.VARIANTS for s in study.SEEDS]
-  todo = [(v, s) for v, s in runs
-          if force or not os.path.exists(os.path.join(run_dir(study, v, s), "summary.json"))]
+  configs = {(v, s): study_config(study, v, s, scale) for v in study.VARIANTS for s in study.SEEDS}
+  changed = {run: difference for run, config in configs.items()
+             if (difference := config_change(run_dir(study, *run), config))}
+  todo = [run for run in configs if force or run in changed
+          or not os.path.exists(os.path.join(run_dir(study, *run), "summary.json"))]
   workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
   threads = max(1, (os.cpu_count() or 1) // workers)
-  print(f"{study.NAME}: {len(runs)} runs ({len(runs) - len(todo)} already done), "
+  print(f"{study.NAME}: {len(configs)} runs ({len(configs) - len(todo)} already done), "
         f"{workers} in parallel", flush=True)
-  if force:
-    for variant, seed in todo:
-      clear_run(run_dir(study, variant, seed))
+  for (variant, seed), difference in changed.items():
+    print(f"{variant} seed {seed}: config changed ({difference}); rerunning from scratch",
+          flush=True)
+  for run in todo:
+    if force or run in changed:
+      clear_run(run_dir(study, *run))
+  failed = []
   context = multiprocessing.get_context("spawn")
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                               max_tasks_per_child=1) as pool:
     futures = {
-        pool.submit(_train_in_fresh_process,
-                    study_config(study, v, s, scale).to_json_best_effort(),
-                    run_dir(study, v, s), threads): (v, s)
-        for v, s in todo
+        pool.submit(_train_in_fresh_process, configs[run].to_json_best_effort(),
+                    run_dir(study, *run), threads): run
+        for run in todo
     }
     for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
       variant, seed = futures[future]
-      seconds = future.result()
-      print(f"[{done}/{len(todo)}] {variant} seed {seed}: {seconds:.0f}s", flush=True)
+      try:
+        outcome = f"{future.result():.0f}s"
+      except FloatingPointError as error:
+        failed.append(f"{variant} seed {seed}")
+        outcome = str(error)
+      print(f"[{done}/{len(todo)}] {variant} seed {seed}: {outcome}", flush=True)
+  if failed:
+    raise FloatingPointError(
+        f"{len(failed)} of {len(todo)} runs stopped on a non-finite loss ({', '.join(failed)});"
+        " the other runs are kept, no results written")
   results = aggregate(study, scale)
-  results["command"] = command or f"softlab ablate {os.path.relpath(study.PATH)}" + (
+  results["command"] = f"softlab ablate {os.path.relpath(study.PATH)}" + (
       f" --scale={scale:g}" if scale != 1 else "")
   if hasattr(study, "extra_results"):
     results["extra"] = study.extra_results(output_dir(study), scale)
@@ -150,8 +194,23 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
   return results
 
 
+def config_change(workdir: str, config) -> str | None:
+  """How `config` differs from the config.json of the run in `workdir` ('config.a: old != new').
+
+  None when they match or the workdir holds no run.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  from softlab.trainers.loop import first_difference  # imports jax: only when a run exists
+
+  with open(path) as f:
+    previous = json.load(f)
+  return first_difference(previous, json.loads(config.to_json_best_effort(sort_keys=True)))
+
+
 def clear_run(workdir: str) -> None:
-  """Removes a previous run's outputs so --force starts it from scratch."""
+  """Removes a previous run's outputs so a forced or changed run starts from scratch."""
   import shutil
 
   if os.path.isdir(workdir):

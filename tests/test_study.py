@@ -6,9 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
-from softlab import study
+from softlab import optim, study
 
 STUDY = textwrap.dedent('''
     """A tiny study: ⊥AdamW against plain AdamW on modular addition mod 11."""
@@ -42,6 +43,14 @@ STUDY = textwrap.dedent('''
 def tiny_study(tmp_path):
   path = tmp_path / "tiny.py"
   path.write_text(STUDY.format(root=os.getcwd()))
+  return str(path)
+
+
+@pytest.fixture
+def one_seed_study(tmp_path):
+  """The tiny study with seed 0 only: two runs."""
+  path = tmp_path / "tiny.py"
+  path.write_text(STUDY.format(root=os.getcwd()) + "SEEDS = (0,)\n")
   return str(path)
 
 
@@ -85,3 +94,73 @@ def test_ablate_list_and_errors():
   missing = subprocess.run([sys.executable, "-m", "softlab", "ablate", "experiments/nope.py"],
                            capture_output=True, text=True, timeout=120)
   assert missing.returncode == 2 and "study file not found" in missing.stderr
+
+
+def test_run_made_with_another_config_is_rerun_from_scratch(one_seed_study, tmp_path, capsys):
+  tiny = study.load_study(one_seed_study)
+  stale = tmp_path / "tiny" / "runs" / "adamw" / "seed0"
+  stale.mkdir(parents=True)
+  config = study.study_config(tiny, "adamw", 0, scale=0.5)  # from `--scale 0.5`
+  (stale / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
+  (stale / "summary.json").write_text(json.dumps({"step": 3, "train/loss": 1.0}))
+  (stale / "stale.txt").write_text("from the old run")
+  results = study.run_study(one_seed_study, workers=2)
+  out = capsys.readouterr().out
+  assert "2 runs (0 already done)" in out
+  assert "adamw seed 0: config changed (config.train.steps: 3 != 6); rerunning from scratch" in out
+  assert not (stale / "stale.txt").exists()
+  assert json.loads((stale / "summary.json").read_text())["step"] == 6
+  assert results["variants"]["adamw"]["curves"]["train/loss"]["step"] == [2, 4, 6]
+
+
+SCHEDULE_STUDY = textwrap.dedent('''
+    TITLE, ARXIV, CLAIM = "Schedule check", "0000.00000", "none"
+    BASE_CONFIG = {config!r}
+    VARIANTS = {{"base": {{}}}}
+    SEEDS = (0,)
+    METRICS = {{}}
+
+    def verdict(results):
+      return "inconclusive", "nothing to check"
+    ''')
+
+
+@pytest.mark.parametrize("config, fields", [
+    ("configs/lm/softmax.py", {"train.steps": 3000, "optimizer.warmup_steps": 200,
+                               "optimizer.total_steps": 3000}),
+    ("configs/ldr/ce.py", {"train.steps": 3800, "optimizer.boundaries": (1900, 2850)}),
+])
+def test_default_scale_stretches_the_learning_rate_schedule(tmp_path, config, fields):
+  path = tmp_path / "schedule.py"
+  path.write_text(SCHEDULE_STUDY.format(config=os.path.abspath(config)))
+  schedule_study = study.load_study(str(path))
+  base = study.study_config(schedule_study, "base", 0, scale=1)
+  scaled = study.study_config(schedule_study, "base", 0, scale=2)
+  for name, value in fields.items():
+    section, key = name.split(".")
+    assert scaled[section][key] == value, name
+  old, new = optim.make_schedule(base.optimizer), optim.make_schedule(scaled.optimizer)
+  steps = np.arange(0, base.train.steps, 7)
+  np.testing.assert_allclose(new(2 * steps), old(steps), rtol=1e-6)
+  tiny = study.study_config(schedule_study, "base", 0, scale=1e-3)
+  optim.make_schedule(tiny.optimizer)  # rounding to a few steps keeps the schedule valid
+
+
+def test_diverging_run_is_one_line_and_the_others_finish(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 4)).astype(np.float32)
+  x[5, 0] = np.inf
+  np.savez(tmp_path / "bad.npz", x_train=x, y_train=rng.integers(0, 3, 64),
+           x_test=x[:8], y_test=rng.integers(0, 3, 8))
+  diverging = {"data": {"name": "npz", "path": str(tmp_path / "bad.npz")}, "model.use_bias": True}
+  path = tmp_path / "tiny.py"
+  path.write_text(STUDY.format(root=os.getcwd()) + "SEEDS = (0,)\n"
+                  f"VARIANTS = {{'adamw': dict(_SMALL), 'diverges': {{**_SMALL, **{diverging!r}}}}}\n")
+  result = subprocess.run([sys.executable, "-m", "softlab", "ablate", str(path), "--workers=2"],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 3, result.stderr
+  assert result.stderr == ("softlab: 1 of 2 runs stopped on a non-finite loss (diverges seed 0);"
+                           " the other runs are kept, no results written\n")
+  assert "diverges seed 0: non-finite train/loss (nan) at step 1; last good" in result.stdout
+  assert (tmp_path / "tiny" / "runs" / "adamw" / "seed0" / "summary.json").exists()
+  assert not (tmp_path / "tiny" / "results.json").exists()

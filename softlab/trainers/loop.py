@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from softlab import data, optim
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, building, field, integer,
                                    lookup)
-from softlab.trainers.reporting import MetricsWriter, Progress
+from softlab.trainers.reporting import MetricsWriter, Progress, read_records
 
 TIMING_KEYS = ("train/steps_per_second",)
 
@@ -58,7 +58,19 @@ def _train(config, workdir, distributed, show_progress):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
     jax.distributed.initialize(**{k: v for k, v in distributed.items() if v is not None})
   is_main = jax.process_index() == 0
+  checkpoints = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
+  )
+  start = checkpoints.latest_step() or 0
+  if start > steps:
+    raise ConfigError(f"config.train.steps={steps} is below step {start} of the checkpoint in"
+                      f" {workdir}; set train.steps >= {start} or use a new --workdir")
   prepare_workdir(config, workdir, write=is_main)
+  summary_path = os.path.join(workdir, "summary.json")
+  if start == steps and os.path.exists(summary_path):
+    with open(summary_path) as f:
+      return json.load(f)
 
   # -------------------------------------------------------------------- mesh
   mesh = make_mesh(integer(config, "train.num_devices", minimum=1))
@@ -120,13 +132,7 @@ def _train(config, workdir, distributed, show_progress):
   eval_step = jax.jit(eval_step, out_shardings=replicated)
 
   # ------------------------------------------------------ restore checkpoint
-  checkpoints = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
-  )
-  start = 0
   if checkpoints.latest_step() is not None:
-    start = checkpoints.latest_step()
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     state = checkpoints.restore(start, args=ocp.args.StandardRestore(abstract))
   writer = MetricsWriter(workdir, resume_from=start, enabled=is_main)
@@ -144,16 +150,17 @@ def _train(config, workdir, distributed, show_progress):
     return metrics
 
   # -------------------------------------------------------------------- loop
-  if start >= steps:
-    with open(os.path.join(workdir, "summary.json")) as f:
-      return json.load(f)
   progress = Progress(total=steps, start=start, enabled=is_main and show_progress)
   if start == 0:
     initial = evaluate(0)
     writer.write(0, initial)
     progress.update(0, initial)
   last_train, last_eval = {}, {}
+  if start == steps:  # finished, but stopped before summary.json was written
+    last_train = final_train_metrics(writer.path, steps)
+    last_eval = evaluate(steps)
   tick, ticked_step = time.perf_counter(), start
+  recorded = start  # the last step whose records are in metrics.jsonl
   try:
     with interrupt_on_sigterm():
       for step in range(start, steps):
@@ -178,15 +185,17 @@ def _train(config, workdir, distributed, show_progress):
         if logged:
           writer.write(done, logged)
           progress.update(done, logged)
+        recorded = done
         if done % checkpoint_every == 0 or done == steps:
           checkpoints.save(done, args=ocp.args.StandardSave(state))
   except KeyboardInterrupt:
-    # Keep the last completed step unless the interrupt hit a step in flight
-    # (its donated input is gone); metrics past the checkpoint are replayed.
-    leaves = jax.tree.leaves(state)
-    step = int(to_host(state["step"])) if not any(x.is_deleted() for x in leaves) else None
-    if step is not None and step != checkpoints.latest_step():
-      checkpoints.save(step, args=ocp.args.StandardSave(state))
+    # Keep the last completed step if its records are written: not when the
+    # interrupt hit a step in flight (its donated input is gone) or came before
+    # that step's records, which a resume from it would never write. Metrics
+    # past the checkpoint are replayed.
+    intact = not any(x.is_deleted() for x in jax.tree.leaves(state))
+    if intact and int(to_host(state["step"])) == recorded != checkpoints.latest_step():
+      checkpoints.save(recorded, args=ocp.args.StandardSave(state))
     checkpoints.wait_until_finished()
     raise
   finally:
@@ -197,9 +206,15 @@ def _train(config, workdir, distributed, show_progress):
   # ----------------------------------------------------------------- summary
   summary = {"step": steps, **last_train, **last_eval}
   if is_main:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
+    with open(summary_path, "w") as f:
       json.dump(summary, f, indent=2, sort_keys=True)
   return summary
+
+
+def final_train_metrics(metrics_path: str, steps: int) -> dict:
+  """The train/ metrics recorded at the last step, which evaluating again cannot give."""
+  final = [r for r in read_records(metrics_path) if r["step"] == steps]
+  return {k: v for k, v in final[-1].items() if k.startswith("train/")} if final else {}
 
 
 @contextlib.contextmanager

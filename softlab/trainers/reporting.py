@@ -13,8 +13,10 @@ class MetricsWriter:
   """Appends one JSON object per logged step to workdir/metrics.jsonl.
 
   On resume from step k, lines past k (written after the last checkpoint)
-  are dropped first, so a resumed run's file equals an uninterrupted run's.
-  TensorBoard events are written too when `tensorboardX` is importable.
+  are dropped first, so a resumed run's file equals an uninterrupted run's;
+  from step 0 (nothing restored) every line goes, as step 0's evaluation is
+  written again. TensorBoard events are written too when `tensorboardX` is
+  importable.
   """
 
   def __init__(self, workdir: str, *, resume_from: int, enabled: bool = True):
@@ -24,10 +26,9 @@ class MetricsWriter:
     if not enabled:
       return
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        kept = [line for line in f if json.loads(line)["step"] <= resume_from]
+      kept = [r for r in read_records(self.path) if r["step"] <= resume_from] if resume_from else []
       with open(self.path, "w") as f:
-        f.writelines(kept)
+        f.writelines(record_line(r) for r in kept)
     try:
       from tensorboardX import SummaryWriter
     except ImportError:
@@ -38,7 +39,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
+      f.write(record_line({"step": step, **metrics}))
     if self.board is not None:
       for key, value in metrics.items():
         self.board.add_scalar(key, value, step)
@@ -46,6 +47,23 @@ class MetricsWriter:
   def close(self) -> None:
     if self.board is not None:
       self.board.close()
+
+
+def record_line(record: Mapping[str, float]) -> str:
+  """One metrics.jsonl line: the record as JSON with sorted keys, and a newline."""
+  return json.dumps(record, sort_keys=True) + "\n"
+
+
+def read_records(path: str) -> list[dict]:
+  """The records of a metrics.jsonl file ([] if there is none).
+
+  A last line without its newline was cut off mid-write (the process was
+  killed) and is skipped.
+  """
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.endswith("\n")]
 
 
 def format_metrics(metrics: Mapping[str, float], keys=HEADLINE) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from softlab.config import load_config, override
 from softlab.trainers import ConfigError, loop
+from softlab.trainers.reporting import read_records
 
 GROKKING = "configs/grokking/softmax.py"
 
@@ -25,8 +27,7 @@ def small_config(**updates):
 
 def complete_lines(workdir):
   """metrics.jsonl records, without a last line a running process is still writing."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.endswith("\n")]
+  return read_records(os.path.join(workdir, "metrics.jsonl"))
 
 
 def history(workdir, key="train/loss"):
@@ -78,6 +79,70 @@ def test_resume_continues_exactly(tmp_path):
   loop.train(config, str(tmp_path / "resumed"))  # continues 8 -> 12 (train.steps may grow)
   loop.train(config, str(tmp_path / "straight"))
   assert_same_records(records(tmp_path / "resumed"), records(tmp_path / "straight"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """The workdir of a finished small_config() run: tests copy it or compare with it."""
+  workdir = tmp_path_factory.mktemp("finished")
+  loop.train(small_config(), str(workdir))
+  return workdir
+
+
+@pytest.mark.parametrize("stop_at", [6, 12])
+def test_interrupt_before_a_steps_records_resumes_exactly(tmp_path, monkeypatch, finished,
+                                                          stop_at):
+  # The interrupt lands after step `stop_at` trained but before its records were
+  # written: resuming from it would never write them (nor, at the last step,
+  # summary.json).
+  write = loop.MetricsWriter.write
+
+  def interrupted_write(self, step, metrics):
+    if step == stop_at:
+      raise KeyboardInterrupt
+    write(self, step, metrics)
+
+  config, interrupted = small_config(), str(tmp_path / "interrupted")
+  monkeypatch.setattr(loop.MetricsWriter, "write", interrupted_write)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train(config, interrupted)
+  monkeypatch.undo()
+  summary = loop.train(config, interrupted)
+  assert_same_records(records(interrupted), records(finished))
+  assert summary["step"] == 12 and os.path.exists(os.path.join(interrupted, "summary.json"))
+
+
+def test_final_checkpoint_without_summary_writes_it_and_lower_steps_are_refused(tmp_path,
+                                                                               finished):
+  workdir = shutil.copytree(finished, tmp_path / "run")
+  os.remove(workdir / "summary.json")  # stopped between the last checkpoint and the summary
+  rebuilt = loop.train(small_config(), str(workdir))
+  expected = json.loads((finished / "summary.json").read_text())
+  assert sorted(rebuilt) == sorted(expected)
+  np.testing.assert_allclose([rebuilt[k] for k in sorted(rebuilt)],
+                             [expected[k] for k in sorted(expected)], rtol=1e-6)
+  assert json.loads((workdir / "summary.json").read_text()) == rebuilt
+  with pytest.raises(ConfigError, match=r"config.train.steps=8 is below step 12 of the checkpoint"
+                     r" in .*; set train.steps >= 12 or use a new --workdir"):
+    loop.train(small_config(**{"train.steps": 8}), str(workdir))
+  assert (workdir / "config.json").read_text() == (finished / "config.json").read_text()
+
+
+@pytest.mark.parametrize("lost", ["every checkpoint", "the last checkpoint, mid-line"])
+def test_restart_after_losing_checkpoints_matches_uninterrupted(tmp_path, finished, lost):
+  # A run killed before its first checkpoint restarts from step 0 and must not
+  # keep the old step-0 record; one killed while writing a line leaves it half written.
+  workdir = shutil.copytree(finished, tmp_path / "run")
+  os.remove(workdir / "summary.json")
+  if lost == "every checkpoint":
+    shutil.rmtree(workdir / "checkpoints")
+  else:
+    shutil.rmtree(workdir / "checkpoints" / "12")
+    with open(workdir / "metrics.jsonl", "a") as f:
+      f.write('{"step": 13, "train/lo')
+  loop.train(small_config(), str(workdir))
+  assert (workdir / "metrics.jsonl").read_text().endswith("}\n")
+  assert_same_records(records(workdir), records(finished))
 
 
 def softlab(*args, **kwargs):
