@@ -9,6 +9,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
@@ -20,6 +21,18 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("softlab")
+
+
+@pytest.fixture
+def diverging_npz(tmp_path):
+  """An npz dataset with one inf input: the first training step's loss is NaN."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 4)).astype(np.float32)
+  x[5, 0] = np.inf
+  path = tmp_path / "bad.npz"
+  np.savez(path, x_train=x, y_train=rng.integers(0, 3, 64), x_test=x[:8],
+           y_test=rng.integers(0, 3, 8))
+  return str(path)
 
 
 @pytest.fixture

@@ -146,13 +146,8 @@ def test_default_scale_stretches_the_learning_rate_schedule(tmp_path, config, fi
   optim.make_schedule(tiny.optimizer)  # rounding to a few steps keeps the schedule valid
 
 
-def test_diverging_run_is_one_line_and_the_others_finish(tmp_path):
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(64, 4)).astype(np.float32)
-  x[5, 0] = np.inf
-  np.savez(tmp_path / "bad.npz", x_train=x, y_train=rng.integers(0, 3, 64),
-           x_test=x[:8], y_test=rng.integers(0, 3, 8))
-  diverging = {"data": {"name": "npz", "path": str(tmp_path / "bad.npz")}, "model.use_bias": True}
+def test_diverging_run_is_one_line_and_the_others_finish(tmp_path, diverging_npz):
+  diverging = {"data": {"name": "npz", "path": diverging_npz}, "model.use_bias": True}
   path = tmp_path / "tiny.py"
   path.write_text(STUDY.format(root=os.getcwd()) + "SEEDS = (0,)\n"
                   f"VARIANTS = {{'adamw': dict(_SMALL), 'diverges': {{**_SMALL, **{diverging!r}}}}}\n")

@@ -35,9 +35,8 @@ def classification(config, dataset, mesh) -> Experiment:
     if train is None:
       raise ConfigError(f"config.loss.name: {name} keeps a lambda per training example, so it "
                         f"needs a dataset with a fixed training set, not {config.data.name!r}")
-    lam0 = inspect.signature(loss_fn).parameters["lam0"].default
     hyper = loss_options(config, loss_fn, *one_logit_row, jnp.ones(1))
-    lam0 = hyper.get("lam0", lam0)
+    lam0 = hyper.get("lam0", inspect.signature(loss_fn).parameters["lam0"].default)
   else:
     hyper = loss_options(config, loss_fn, *one_logit_row)
   example = model_inputs({k: v[:1] for k, v in dataset.train_batch(0).items()})

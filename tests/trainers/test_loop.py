@@ -208,13 +208,8 @@ def test_missing_dataset_file_is_a_config_error(tmp_path):
     loop.train(config, str(tmp_path / "run"))
 
 
-def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(64, 4)).astype(np.float32)
-  x[5, 0] = np.inf
-  np.savez(tmp_path / "bad.npz", x_train=x, y_train=rng.integers(0, 3, 64),
-           x_test=x[:8], y_test=rng.integers(0, 3, 8))
-  config = small_config(**{"data": {"name": "npz", "path": str(tmp_path / "bad.npz")},
+def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, diverging_npz):
+  config = small_config(**{"data": {"name": "npz", "path": diverging_npz},
                            "model.use_bias": True})
   with pytest.raises(FloatingPointError, match=r"non-finite train/loss \(nan\) at step 1; last good checkpoint: none"):
     loop.train(config, str(tmp_path / "run"))
