@@ -87,7 +87,7 @@ def main() -> None:
       help="comma-separated sequence lengths T (= S)",
   )
   parser.add_argument(
-      "--normalizers", default=",".join(chunked.SUPPORTED + tuple(VARIANTS)),
+      "--normalizers", default=",".join(chunked.supported() + tuple(VARIANTS)),
       help="comma-separated chunked normalizers (lssar: softplus, p = 15)",
   )
   parser.add_argument("--block_size", type=int, default=None)

@@ -18,7 +18,17 @@ Conventions shared by all of them:
   i.e. to `x.shape` with `axis` removed; elementwise hyperparameters (`s`,
   `bias`, `scale`) broadcast against `x` itself, so a per-head value of shape
   [N, 1, 1] works on [B, N, T, S] scores.
+
+Attention reads how to use each normalizer from its `AttentionSpec`, given at
+registration beside the function (`register(name, attention=...)`); the
+normalizers that give no attention weights say why (`not_weights=...`).
 """
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -136,6 +146,262 @@ def check_positive(value, name: str):
     raise ValueError(f"{name} must be > 0, got {value}")
 
 
+def log_count(n):
+  """log n with n < 1 (a row with no entry) counted as 1, so the log is finite (0)."""
+  return jnp.log(jnp.maximum(n, 1))
+
+
+# ---------------------------------------------------------------------------
+# Attention specs: how softlab.attention uses each normalizer.
+# ---------------------------------------------------------------------------
+
+
+def _unchanged_qk(query, key):
+  return query, key
+
+
+def inverse_sqrt_scale(head_dim: int) -> float:
+  """1 / sqrt(d), the usual multiplier of q.k."""
+  return 1 / math.sqrt(head_dim)
+
+
+def _identity(x):
+  return x
+
+
+def _never(kwargs) -> bool:
+  return False
+
+
+def _always(kwargs) -> bool:
+  return True
+
+
+def _positive_or_one(total, static):
+  """The accumulated row sum as divisor; 1 where it is 0 (those rows are all 0)."""
+  return jnp.where(total > 0, total, 1)
+
+
+def head_values(value: jax.Array, head_shape: tuple[int, ...]) -> jax.Array:
+  """A per-head hyperparameter ([] or [N]) reshaped to broadcast over rows."""
+  return value if value.ndim == 0 else value.reshape(head_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+  """What a spec's per-row terms are computed from (the attention builds it).
+
+  Attributes:
+    kwargs: the hyperparameters the caller gave (per-head ones as arrays of
+      shape [] or [N]).
+    defaults: the normalizer's keyword defaults.
+    n: keys each query row may attend, in the attention's row layout; None
+      when the spec's `needs_row_counts` says it is not needed.
+    head_shape: the shape a per-head value [N] takes to broadcast over the
+      rows, e.g. (N, 1) for rows [B, N, T].
+    head_dim: d, the size of q and k.
+    num_keys: S, the number of keys of a sequence.
+    dtype: the compute dtype.
+  """
+
+  kwargs: Mapping[str, Any]
+  defaults: Mapping[str, Any]
+  n: jax.Array | None
+  head_shape: tuple[int, ...]
+  head_dim: int
+  num_keys: int
+  dtype: Any
+
+  def given(self, name: str) -> bool:
+    """Whether the caller gave hyperparameter `name`."""
+    return name in self.kwargs
+
+  def value(self, name: str) -> jax.Array:
+    """Hyperparameter `name` (given, else its default), shaped per head."""
+    value = self.kwargs.get(name, self.defaults.get(name))
+    return head_values(jnp.asarray(value, self.dtype), self.head_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerParam:
+  """A hyperparameter that the Flax attention layer holds for its normalizer.
+
+  With name = "<normalizer>_<kwarg>" (also the name of the learned parameter,
+  one value per head), the layer and the model config get the fields:
+  - always_learned: `<name>_init`, the initial value (default: the function's
+    default of `kwarg`);
+  - otherwise: `<name>`, a fixed value, and `<name>_learnable` (default
+    False), which makes that value the initial one of a learned parameter.
+    With `automatic` set, `<name>` defaults to that string, which leaves the
+    hyperparameter to the attention's own default (it cannot be learned).
+
+  Attributes:
+    kwarg: the normalizer keyword it sets.
+    always_learned: see above.
+    automatic: see above.
+    doc: what the field means, one line for the layer's docstring.
+  """
+
+  kwarg: str
+  always_learned: bool = False
+  automatic: str | None = None
+  doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Reweighting:
+  """A second pass over the keys, for numerators that need the row sum first.
+
+  Enabled when the static hyperparameter `switch` is not None; its value must
+  be > 0. numerators(e, valid, l, n, value) -> the second pass's numerators
+  of a block, where e are the first pass's numerators given the final row
+  shift (e = exp(t - m), so max e = 1 on every row with an entry), l the first
+  pass's row divisor and n the keys per row (both [rows]). The second pass
+  sums its numerators into the new row sum.
+  """
+
+  switch: str
+  numerators: Callable[..., jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineForm:
+  """How chunked attention computes a normalizer block by block.
+
+  In each block the scores x of row i become t = transform(c_i x + b_i)
+  (c, b the spec's row terms, left out when None). The online state per row is
+  a shift m and a row total:
+  - terms(t, m, valid) -> (numerators, row-sum terms): arrays of t's shape, 0
+    where `valid` is False, m broadcast to the block; the row-sum terms are
+    None when rows are not divided by a sum (`row_sums` False), and may be the
+    numerators object itself.
+  - running_max: m is the running max of t (from `initial_shift`), and the
+    total and the output are rescaled by exp(m_old - m_new) as it grows
+    (terms must scale that way); otherwise m stays 0.
+  - denominator(total, static) -> the divisor of the numerators per row.
+  - static: hyperparameters the loops need as Python numbers (they end up in
+    `static`, a dict, with the function's defaults filled in).
+  - reweighting: an optional second pass (see `Reweighting`).
+
+  The custom VJP recomputes blocks with these functions, so they need only be
+  differentiable by JAX.
+  """
+
+  terms: Callable[..., tuple[jax.Array, jax.Array | None]]
+  transform: Callable[[jax.Array], jax.Array] = _identity
+  running_max: bool = False
+  initial_shift: float = -math.inf
+  row_sums: bool = True
+  denominator: Callable[..., jax.Array] = _positive_or_one
+  static: tuple[str, ...] = ()
+  reweighting: Reweighting | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionSpec:
+  """How softlab.attention uses a normalizer; given once, at its registration.
+
+  Attributes:
+    prepare_qk: (q, k) -> (q, k) as they enter q.k (e.g. LSSA's per-row L2
+      normalization).
+    default_scale: head dim d -> the multiplier of q.k when none is given.
+    row_terms: Rows -> (c, b), a per-row multiplier and offset of the scores
+      (x -> c x + b), each broadcastable to the rows, or None where unused;
+      None for no row terms.
+    needs_row_counts: the given hyperparameters -> whether `row_terms` or the
+      online form need n, the number of keys per row.
+    multiplier_kwarg, offset_kwarg: the normalizer keyword through which dense
+      attention passes c (b); None when the normalizer computes it itself from
+      its hyperparameters and its own row count (ssmax), or has none.
+    per_head: hyperparameters that may be given per head (shape [] or [N]).
+    layer_params: what a Flax attention layer holds for it (`LayerParam`).
+    online: its form for chunked attention (`OnlineForm`); None: dense only.
+  """
+
+  prepare_qk: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] = _unchanged_qk
+  default_scale: Callable[[int], float] = inverse_sqrt_scale
+  row_terms: Callable[[Rows], tuple[jax.Array | None, jax.Array | None]] | None = None
+  needs_row_counts: Callable[[Mapping[str, Any]], bool] = _never
+  multiplier_kwarg: str | None = None
+  offset_kwarg: str | None = None
+  per_head: tuple[str, ...] = ()
+  layer_params: tuple[LayerParam, ...] = ()
+  online: OnlineForm | None = None
+
+
+_SPECS: dict[str, AttentionSpec] = {}
+_NOT_WEIGHTS: dict[str, str] = {}
+
+
+def register(
+    name: str, *, attention: AttentionSpec | None = None, not_weights: str | None = None
+) -> Callable[[Any], Any]:
+  """Decorator registering normalizer `name` with how attention may use it.
+
+  Args:
+    name: the registry name.
+    attention: its AttentionSpec; or
+    not_weights: why it gives no attention weights (e.g. "returns log-weights").
+  """
+  if (attention is None) == (not_weights is None):
+    raise ValueError(f"normalizer {name!r}: give exactly one of attention= and not_weights=")
+  add = _REGISTRY.register(name)
+
+  def decorator(fn):
+    add(fn)
+    if attention is None:
+      _NOT_WEIGHTS[name] = not_weights
+    else:
+      _SPECS[name] = attention
+    return fn
+
+  return decorator
+
+
+def unregister(name: str) -> None:
+  """Removes normalizer `name` and its spec (tests register temporary ones)."""
+  _REGISTRY.unregister(name)
+  _SPECS.pop(name, None)
+  _NOT_WEIGHTS.pop(name, None)
+
+
+def attention_names() -> tuple[str, ...]:
+  """Names of the registered normalizers usable as attention weights, sorted."""
+  return tuple(name for name in names() if name in _SPECS)
+
+
+def attention_spec(name: Any) -> AttentionSpec:
+  """The AttentionSpec of `name`; ValueError if it gives no attention weights."""
+  valid = ", ".join(attention_names())
+  if isinstance(name, str) and name in _NOT_WEIGHTS:
+    raise ValueError(
+        f"normalizer {name!r} {_NOT_WEIGHTS[name]}, not attention weights;"
+        f" valid: {valid}"
+    )
+  if not isinstance(name, str) or name not in _SPECS:
+    raise ValueError(f"unknown normalizer {name!r}; valid: {valid}")
+  return _SPECS[name]
+
+
+def keyword_defaults(name: str) -> dict[str, Any]:
+  """The keyword-only hyperparameters of normalizer `name` with their defaults."""
+  params = inspect.signature(get(name)).parameters.values()
+  return {
+      p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
+  }
+
+
+def _exp_terms(t, m, valid):
+  """exp(t - m) on valid entries, else 0: numerators and row-sum terms alike."""
+  e = jnp.exp(jnp.where(valid, t - m, -jnp.inf))
+  return e, e
+
+
+# Softmax's online form (Milakov & Gimelshein, "Online normalizer calculation
+# for softmax", arXiv:1805.02867): a running row max, sums rescaled as it grows.
+SOFTMAX_ONLINE = OnlineForm(terms=_exp_terms, running_max=True)
+
+
 # ---------------------------------------------------------------------------
 # Math on prepared arrays (compute dtype, masked entries already 0).
 # ---------------------------------------------------------------------------
@@ -231,7 +497,7 @@ def _bounded_scores(x, mask, axis, scale, floor):
 # ---------------------------------------------------------------------------
 
 
-@_REGISTRY.register("softmax")
+@register("softmax", attention=AttentionSpec(online=SOFTMAX_ONLINE))
 def softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   """Softmax: exp(x_i - max x) / sum_j exp(x_j - max x).
 
@@ -247,7 +513,7 @@ def softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return _softmax(x, mask, axis).astype(out_dtype)
 
 
-@_REGISTRY.register("log_softmax")
+@register("log_softmax", not_weights="returns log-weights")
 def log_softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   """Log-softmax: x_i - max x - log sum_j exp(x_j - max x); masked -> -inf.
 
@@ -263,7 +529,13 @@ def log_softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return _log_softmax(x, mask, axis).astype(out_dtype)
 
 
-@_REGISTRY.register("stablemax")
+def _stablemax_terms(t, m, valid):
+  """s(t) on valid entries, else 0: s(t) <= 1 + t cannot overflow, so no shift."""
+  s = jnp.where(valid, stablemax_s(t), 0)
+  return s, s
+
+
+@register("stablemax", attention=AttentionSpec(online=OnlineForm(terms=_stablemax_terms)))
 def stablemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   """StableMax: s(x_i) / sum_j s(x_j), s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0).
 
@@ -288,7 +560,7 @@ def stablemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return _l1_normalize(stablemax_s(x), mask, axis).astype(out_dtype)
 
 
-@_REGISTRY.register("log_stablemax")
+@register("log_stablemax", not_weights="returns log-weights")
 def log_stablemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   """Log-StableMax: log s(x_i) - log sum_j s(x_j); masked -> -inf.
 
@@ -311,7 +583,25 @@ def log_stablemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return _log_softmax(_log_stablemax_s(x), mask, axis).astype(out_dtype)
 
 
-@_REGISTRY.register("ssmax")
+def _ssmax_row_terms(rows: Rows):
+  """c = s log n per row (n the keys the row may attend)."""
+  return rows.value("s") * log_count(rows.n), None
+
+
+# Dense attention hands SSMax s per head and lets it count n itself; the
+# chunked form is softmax's on c x.
+_SSMAX_ATTENTION = AttentionSpec(
+    row_terms=_ssmax_row_terms,
+    needs_row_counts=_always,
+    per_head=("s",),
+    layer_params=(
+        LayerParam("s", always_learned=True, doc="initial s of ssmax, learned per head"),
+    ),
+    online=SOFTMAX_ONLINE,
+)
+
+
+@register("ssmax", attention=_SSMAX_ATTENTION)
 def ssmax(
     x: ArrayLike,
     axis: int = -1,
@@ -345,11 +635,38 @@ def ssmax(
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
   n = _row_count(mask, axis, x.dtype) if n is None else _per_row(n, x, axis, "n")
-  scale = jnp.asarray(s, x.dtype) * jnp.log(jnp.maximum(n, 1))
+  scale = jnp.asarray(s, x.dtype) * log_count(n)
   return _softmax(scale * _centered(x, mask, axis), mask, axis).astype(out_dtype)
 
 
-@_REGISTRY.register("sigmoid")
+def _sigmoid_row_terms(rows: Rows):
+  """b = the given bias, else -log S: the paper's -log n, one value per sequence."""
+  if rows.given("bias"):
+    return None, rows.value("bias")
+  return None, jnp.asarray(-math.log(rows.num_keys), rows.dtype)
+
+
+def _sigmoid_terms(t, m, valid):
+  """sigmoid(t) on valid entries, else 0; rows are not normalized."""
+  return jnp.where(valid, jax.nn.sigmoid(t), 0), None
+
+
+_SIGMOID_ATTENTION = AttentionSpec(
+    row_terms=_sigmoid_row_terms,
+    offset_kwarg="bias",
+    per_head=("bias",),
+    layer_params=(
+        LayerParam(
+            "bias",
+            automatic="-log n",
+            doc='"-log n" (b = -log S, S the number of keys, fixed) or a float',
+        ),
+    ),
+    online=OnlineForm(terms=_sigmoid_terms, row_sums=False),
+)
+
+
+@register("sigmoid", attention=_SIGMOID_ATTENTION)
 def sigmoid(
     x: ArrayLike,
     axis: int = -1,
@@ -380,7 +697,73 @@ def sigmoid(
   return jnp.where(mask, weights, 0).astype(out_dtype)
 
 
-@_REGISTRY.register("softplus")
+# q and k are divided by sqrt(max(|x|^2, this)) for LSSA, so zero vectors stay 0.
+L2_NORM_FLOOR = 1e-12
+
+
+def l2_normalize_qk(query, key):
+  """(query, key) L2-normalized over the last (head) dim, as LSSA's q.k takes them.
+
+  Zero vectors stay 0 (the squared norm is floored at L2_NORM_FLOOR).
+  """
+  normalize = lambda x: x * jax.lax.rsqrt(
+      jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), L2_NORM_FLOOR)
+  )
+  return normalize(query), normalize(key)
+
+
+def _unit_scale(head_dim: int) -> float:
+  return 1.0
+
+
+def _lssa_row_terms(rows: Rows):
+  """c = the given scale, else (ln d)(ln n) per row (LSSA)."""
+  if rows.given("scale"):
+    return rows.value("scale"), None
+  return math.log(rows.head_dim) * log_count(rows.n), None
+
+
+def _lssa_needs_row_counts(kwargs) -> bool:
+  return "scale" not in kwargs or "sharpen_power" in kwargs
+
+
+def _lssar_numerators(e, valid, l, n, sharpen_power):
+  """LSSAR's (relu(n w - o) / peak)^p, w = e / l; rows with peak 0 keep w.
+
+  o = 0 for rows with n <= 3, else 1, as in `softplus`. The peak of
+  relu(n w - o) is relu(n / l - o), since max e = 1.
+  """
+  w = e / l[..., None]
+  offset = jnp.where(n <= 3, 0.0, 1.0).astype(e.dtype)
+  peak = jax.lax.stop_gradient(jax.nn.relu(n / l - offset))[..., None]
+  excess = jnp.where(valid, jax.nn.relu(w * n[..., None] - offset[..., None]), 0)
+  ratio = excess / jnp.where(peak > 0, peak, 1)
+  positive = ratio > 0
+  powered = jnp.where(positive, jnp.where(positive, ratio, 1) ** sharpen_power, 0)
+  return jnp.where(peak > 0, powered, w)
+
+
+# LSSA: q and k L2-normalized, q.k unscaled, scores times (ln d)(ln n) per
+# row; online as softmax(log softplus(c x)), like the function. LSSAR adds a
+# second pass for the re-weighting.
+_LSSA_ATTENTION = AttentionSpec(
+    prepare_qk=l2_normalize_qk,
+    default_scale=_unit_scale,
+    row_terms=_lssa_row_terms,
+    needs_row_counts=_lssa_needs_row_counts,
+    multiplier_kwarg="scale",
+    per_head=("scale",),
+    online=OnlineForm(
+        terms=_exp_terms,
+        transform=log_softplus,
+        running_max=True,
+        static=("sharpen_power",),
+        reweighting=Reweighting("sharpen_power", _lssar_numerators),
+    ),
+)
+
+
+@register("softplus", attention=_LSSA_ATTENTION)
 def softplus(
     x: ArrayLike,
     axis: int = -1,
@@ -435,7 +818,29 @@ def softplus(
   return jnp.where(peak > 0, sharpened, weights).astype(out_dtype)
 
 
-@_REGISTRY.register("softpick")
+def _softpick_terms(t, m, valid):
+  """(relu(e), |e|), e = exp(t - m) - exp(-m) on valid entries, else 0."""
+  e = jnp.where(valid, softpick_shifted(jnp.where(valid, t, 0), m), 0)
+  return jax.nn.relu(e), jnp.abs(e)
+
+
+def _softpick_denominator(total, static):
+  return total + static["eps"]
+
+
+# The running max starts at 0: m = max(0, row max), as in the function.
+_SOFTPICK_ATTENTION = AttentionSpec(
+    online=OnlineForm(
+        terms=_softpick_terms,
+        running_max=True,
+        initial_shift=0.0,
+        denominator=_softpick_denominator,
+        static=("eps",),
+    ),
+)
+
+
+@register("softpick", attention=_SOFTPICK_ATTENTION)
 def softpick(
     x: ArrayLike,
     axis: int = -1,
@@ -473,7 +878,7 @@ def softpick(
   return weights.astype(out_dtype)
 
 
-@_REGISTRY.register("sparsemax")
+@register("sparsemax", attention=AttentionSpec())
 def sparsemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   """Sparsemax: the Euclidean projection of x onto the simplex, max(x_i - tau, 0).
 
@@ -509,7 +914,7 @@ def sparsemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return jnp.where(support, jax.nn.relu(u - tau), 0).astype(out_dtype)
 
 
-@_REGISTRY.register("entmax15")
+@register("entmax15", attention=AttentionSpec())
 def entmax15(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   """1.5-entmax: relu(x_i / 2 - tau)^2 with tau such that the weights sum to 1.
 
@@ -555,7 +960,7 @@ def entmax15(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return jnp.where(support, (u - tau) ** 2, 0).astype(out_dtype)
 
 
-@_REGISTRY.register("sa_softmax")
+@register("sa_softmax", attention=AttentionSpec())
 def sa_softmax(
     x: ArrayLike,
     axis: int = -1,
@@ -592,7 +997,7 @@ def sa_softmax(
   return ((x - lo) / jnp.where(span > 0, span, 1) * probs).astype(out_dtype)
 
 
-@_REGISTRY.register("gumbel_softmax")
+@register("gumbel_softmax", not_weights="draws a random sample per call (it needs a PRNG key)")
 def gumbel_softmax(
     x: ArrayLike,
     axis: int = -1,
@@ -634,7 +1039,7 @@ def gumbel_softmax(
   return (one_hot + soft - jax.lax.stop_gradient(soft)).astype(out_dtype)
 
 
-@_REGISTRY.register("adaptive_softmax")
+@register("adaptive_softmax", attention=AttentionSpec())
 def adaptive_softmax(
     x: ArrayLike, axis: int = -1, where: ArrayLike | None = None
 ):

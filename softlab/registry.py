@@ -33,6 +33,12 @@ class Registry:
 
     return add
 
+  def unregister(self, name: str) -> None:
+    """Removes `name` (for tests that register a temporary entry)."""
+    if name not in self._entries:
+      raise ValueError(f"{self.kind} {name!r} is not registered")
+    del self._entries[name]
+
   def get(self, name: str) -> Any:
     """The object registered as `name`; ValueError listing valid names otherwise."""
     try:

@@ -6,16 +6,23 @@ built on softlab.normalizers, "chunked" is memory-linear in sequence length.
 """
 
 from softlab.attention import diagnostics
-from softlab.attention.chunked import SUPPORTED as CHUNKED_NORMALIZERS
+from softlab.attention.chunked import supported as chunked_normalizers
 from softlab.attention.core import dot_product_attention
 from softlab.attention.dense import attention_weights
+from softlab.attention.layers import NORMALIZER_FIELDS
 from softlab.attention.layers import MultiHeadAttention
 from softlab.attention.layers import make_attention_fn
+
+# The normalizers with a chunked form when softlab.attention was imported
+# (chunked_normalizers() also lists those registered later).
+CHUNKED_NORMALIZERS = chunked_normalizers()
 
 __all__ = [
     "CHUNKED_NORMALIZERS",
     "MultiHeadAttention",
+    "NORMALIZER_FIELDS",
     "attention_weights",
+    "chunked_normalizers",
     "diagnostics",
     "dot_product_attention",
     "make_attention_fn",

@@ -7,14 +7,12 @@ additive `bias`, each broadcastable to the scores [B, N, T, S]. `is_causal`
 lets query t attend keys s <= t (top-left aligned when T != S).
 
 n_i, the number of keys query row i may attend, counts the keys left by the
-causal mask, the padding mask and -inf bias entries. The normalizers that need
-it (ssmax, softplus's LSSA scale and LSSAR) get it per row from here, never as
-one global length. Sigmoid's default bias is the exception: the paper's
-b = -log n is one scalar per sequence, n = S, the number of keys.
+causal mask, the padding mask and -inf bias entries. How a normalizer is used
+(q/k preparation, default scale, per-row terms from n, per-head
+hyperparameters) comes from its `softlab.normalizers.AttentionSpec`; nothing
+here depends on a normalizer's name.
 """
 
-import inspect
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -22,17 +20,6 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softlab import normalizers
-
-# Registered normalizers that do not give attention weights, and why.
-NOT_WEIGHTS = {
-    "gumbel_softmax": "draws a random sample per call (it needs a PRNG key)",
-    "log_softmax": "returns log-weights",
-    "log_stablemax": "returns log-weights",
-}
-# Hyperparameters that may be given per head: a scalar or an array of shape [N].
-PER_HEAD = {"ssmax": ("s",), "sigmoid": ("bias",), "softplus": ("scale",)}
-# q and k are divided by sqrt(max(|x|^2, this)) for LSSA, so zero vectors stay 0.
-L2_NORM_FLOOR = 1e-12
 
 
 class Problem(NamedTuple):
@@ -47,41 +34,19 @@ class Problem(NamedTuple):
   bias: jax.Array | None
   mask: jax.Array | None
   normalizer: str
+  spec: normalizers.AttentionSpec
   kwargs: dict[str, Any]
   scale: float
   is_causal: bool
   out_dtype: Any
 
 
-def attention_normalizers() -> tuple[str, ...]:
-  """Names of the registered normalizers usable as attention weights."""
-  return tuple(n for n in normalizers.names() if n not in NOT_WEIGHTS)
-
-
-def check_normalizer(name: Any) -> None:
-  """ValueError unless `name` is a normalizer usable as attention weights."""
-  valid = ", ".join(attention_normalizers())
-  if isinstance(name, str) and name in NOT_WEIGHTS:
-    raise ValueError(
-        f"normalizer {name!r} {NOT_WEIGHTS[name]}, not attention weights;"
-        f" valid: {valid}"
-    )
-  if not isinstance(name, str) or name not in attention_normalizers():
-    raise ValueError(f"unknown normalizer {name!r}; valid: {valid}")
-
-
-def keyword_defaults(name: str) -> dict[str, Any]:
-  """The keyword-only hyperparameters of normalizer `name` with their defaults."""
-  params = inspect.signature(normalizers.get(name)).parameters.values()
-  return {
-      p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
-  }
-
-
-def _check_kwargs(name: str, kwargs, num_heads: int) -> dict[str, Any]:
+def _check_kwargs(
+    name: str, spec: normalizers.AttentionSpec, kwargs, num_heads: int
+) -> dict[str, Any]:
   """Validated normalizer_kwargs; per-head values as arrays of shape () or [N]."""
   kwargs = dict(kwargs or {})
-  allowed = sorted(set(keyword_defaults(name)) - {"n"})
+  allowed = sorted(set(normalizers.keyword_defaults(name)) - {"n"})
   for key in kwargs:
     if key not in allowed:
       raise ValueError(
@@ -89,7 +54,7 @@ def _check_kwargs(name: str, kwargs, num_heads: int) -> dict[str, Any]:
           " in attention (n is supplied per row);"
           f" valid: {', '.join(allowed) or 'none'}"
       )
-  for key in PER_HEAD.get(name, ()):
+  for key in spec.per_head:
     if key in kwargs:
       value = jnp.asarray(kwargs[key])
       if value.shape not in ((), (num_heads,)):
@@ -137,19 +102,6 @@ def _check_shapes(query, key, value) -> None:
     )
 
 
-def qk_for_scores(normalizer: str, query: jax.Array, key: jax.Array):
-  """(query, key) as they enter q.k: L2-normalized over the head dim for LSSA.
-
-  Zero vectors stay 0 (the squared norm is floored at L2_NORM_FLOOR).
-  """
-  if normalizer != "softplus":
-    return query, key
-  normalize = lambda x: x * jax.lax.rsqrt(
-      jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), L2_NORM_FLOOR)
-  )
-  return normalize(query), normalize(key)
-
-
 def prepare(
     query: ArrayLike,
     key: ArrayLike,
@@ -163,7 +115,7 @@ def prepare(
     is_causal: bool,
 ) -> Problem:
   """Validates the arguments of the attention functions into a `Problem`."""
-  check_normalizer(normalizer)
+  spec = normalizers.attention_spec(normalizer)
   query, key = jnp.asarray(query), jnp.asarray(key)
   value = None if value is None else jnp.asarray(value)
   _check_shapes(query, key, value)
@@ -177,7 +129,7 @@ def prepare(
   dtype = jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
   (b, t, n, h), s = query.shape, key.shape[1]
   shape = (b, n, t, s)
-  kwargs = _check_kwargs(normalizer, normalizer_kwargs, n)
+  kwargs = _check_kwargs(normalizer, spec, normalizer_kwargs, n)
   if bias is not None:
     bias = _as_scores_shape(bias, "bias", shape).astype(dtype)
   if mask is not None:
@@ -186,7 +138,7 @@ def prepare(
       raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}")
   query, key = query.astype(dtype), key.astype(dtype)
   if scale is None:
-    scale = 1.0 if normalizer == "softplus" else 1 / math.sqrt(h)
+    scale = spec.default_scale(h)
   return Problem(
       query=query,
       key=key,
@@ -194,6 +146,7 @@ def prepare(
       bias=bias,
       mask=mask,
       normalizer=normalizer,
+      spec=spec,
       kwargs=kwargs,
       scale=scale,
       is_causal=bool(is_causal),
@@ -203,51 +156,26 @@ def prepare(
 
 def needs_row_counts(problem: Problem) -> bool:
   """Whether the normalizer needs n per row (beyond what it counts itself)."""
-  name, kwargs = problem.normalizer, problem.kwargs
-  return (
-      name == "ssmax"
-      or (name == "softplus" and ("scale" not in kwargs or "sharpen_power" in kwargs))
-  )
-
-
-def _log_count(n: jax.Array) -> jax.Array:
-  """log n with n < 1 (fully masked rows) counted as 1, so log is finite (0)."""
-  return jnp.log(jnp.maximum(n, 1))
-
-
-def head_values(value: jax.Array, head_shape: tuple[int, ...]) -> jax.Array:
-  """A per-head hyperparameter ([] or [N]) reshaped to broadcast over rows."""
-  return value if value.ndim == 0 else value.reshape(head_shape)
+  return problem.spec.needs_row_counts(problem.kwargs)
 
 
 def row_terms(
     problem: Problem, n: jax.Array | None, head_shape: tuple[int, ...]
 ) -> tuple[jax.Array | None, jax.Array | None]:
-  """(c, b): per-row score multiplier and offset, or None where unused.
+  """(c, b): the spec's per-row score multiplier and offset, None where unused.
 
-  ssmax: c = s log n; softplus: c = (ln d)(ln n) (LSSA) unless an explicit
-  `scale` is given; sigmoid: b = -log S (S keys, the same for every row)
-  unless an explicit `bias` is given.
   `n` holds rows in some layout whose head axes `head_shape` describes (a
   per-head value of shape [N] is reshaped to it), e.g. (N, 1) for [B, N, T].
   """
-  name, kwargs = problem.normalizer, problem.kwargs
-  dtype = problem.query.dtype
-  defaults = keyword_defaults(name)
-
-  def per_head(key):
-    value = kwargs.get(key, defaults.get(key))
-    return head_values(jnp.asarray(value, dtype), head_shape)
-
-  if name == "ssmax":
-    return per_head("s") * _log_count(n), None
-  if name == "softplus":
-    if "scale" in kwargs:
-      return per_head("scale"), None
-    head_dim = problem.query.shape[-1]
-    return math.log(head_dim) * _log_count(n), None
-  if name == "sigmoid":
-    if "bias" in kwargs:
-      return None, per_head("bias")
-    return None, jnp.asarray(-math.log(problem.key.shape[1]), dtype)
-  return None, None
+  if problem.spec.row_terms is None:
+    return None, None
+  rows = normalizers.Rows(
+      kwargs=problem.kwargs,
+      defaults=normalizers.keyword_defaults(problem.normalizer),
+      n=n,
+      head_shape=head_shape,
+      head_dim=problem.query.shape[-1],
+      num_keys=problem.key.shape[1],
+      dtype=problem.query.dtype,
+  )
+  return problem.spec.row_terms(rows)

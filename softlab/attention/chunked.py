@@ -1,18 +1,14 @@
 """Chunked attention: memory linear in sequence length, forward and backward.
 
 Queries are processed in blocks of `q_block` rows; for each, a loop over
-key/value blocks of `k_block` keys keeps an online normalizer per row:
-
-- softmax, ssmax, softplus (as softmax(log softplus(c x)), like the
-  normalizer), softpick: a running row max m and sums rescaled by
-  exp(m_old - m_new) whenever m grows (softpick keeps m >= 0 and sums |e|,
-  e = exp(x - m) - exp(-m), as in its stable form);
-- sigmoid: plain accumulation, no row statistics;
-- stablemax: plain accumulation of s(x) and of its row sum (s(x) <= 1 + x
-  cannot overflow for |x| <= 1e4);
-- LSSAR (softplus with sharpen_power): a first pass finds the LSSA row max and
-  sum, the second accumulates the sharpened numerators and their row sum. The
-  peak of relu(n w - o) is relu(n / l - o), since max w = 1 / l.
+key/value blocks of `k_block` keys keeps an online normalizer per row, as the
+normalizer's `softlab.normalizers.OnlineForm` describes it: the block's
+numerators and row-sum terms given the row shift, whether the shift is a
+running row max (sums rescaled by exp(m_old - m_new) as it grows, as for
+softmax) and where it starts, and the divisor from the accumulated row sum.
+A form with a `Reweighting` (LSSAR) takes two passes: the first finds the row
+shift and sum, the second accumulates the re-weighted numerators and their
+row sum.
 
 The custom VJP keeps the output and the per-row statistics and recomputes each
 block in the backward pass (flash-attention style): with P = num / den the
@@ -21,8 +17,8 @@ weights of a block and mass the row-sum terms (P itself except for softpick's
 D = sum_h dO O per row; the vjp of the block function turns them into
 gradients for q, k, bias, and the per-row multiplier c (ssmax's s log n,
 LSSA's scale) or offset b (sigmoid's bias), through which s and learnable
-biases get gradients. LSSAR adds a pre-pass for the gradient of the LSSA row
-sum. Causal attention skips the key blocks above the diagonal.
+biases get gradients. A reweighting adds a pre-pass for the gradient of the
+first pass's row sum. Causal attention skips the key blocks above the diagonal.
 
 Temporary memory is O(B N (T + S) H + B N q_block k_block), independent of the
 sequence length beyond the input-sized buffers.
@@ -38,9 +34,6 @@ from jax import lax
 from softlab import normalizers
 from softlab.attention import _common
 
-SUPPORTED = ("softmax", "ssmax", "sigmoid", "softplus", "softpick", "stablemax")
-# Normalizers whose online form keeps a running row max.
-_SHIFTED = ("softmax", "ssmax", "softplus", "softpick")
 # Default rows per query block and keys per key block (tuned on a 2-core CPU
 # with benchmarks/attention.py; see BENCHMARKS.md).
 DEFAULT_Q_BLOCK = 256
@@ -51,15 +44,15 @@ DEFAULT_K_BLOCK = 256
 class _Config:
   """Static description of one chunked attention call."""
 
-  normalizer: str
+  spec: normalizers.AttentionSpec
   scale: float
   is_causal: bool
   q_len: int
   k_len: int
   q_block: int
   k_block: int
-  eps: float | None
-  sharpen_power: float | None
+  # The online form's static hyperparameters as (name, Python number or None).
+  static: tuple[tuple[str, float | None], ...]
 
   @property
   def q_blocks(self) -> int:
@@ -70,12 +63,18 @@ class _Config:
     return -(-self.k_len // self.k_block)
 
   @property
-  def shifted(self) -> bool:
-    return self.normalizer in _SHIFTED
+  def form(self) -> normalizers.OnlineForm:
+    return self.spec.online
 
   @property
-  def sharpened(self) -> bool:
-    return self.sharpen_power is not None
+  def static_values(self) -> dict[str, float | None]:
+    return dict(self.static)
+
+  @property
+  def reweighted(self) -> bool:
+    """Whether the form's second pass is on (its switch is not None)."""
+    reweighting = self.form.reweighting
+    return reweighting is not None and self.static_values[reweighting.switch] is not None
 
 
 def _balanced_block(length: int, block: int) -> int:
@@ -150,7 +149,7 @@ def _rows_to_values(x):
 
 def _scores(cfg: _Config, q, k, bias, valid):
   """scale * q.k + bias for a block, [B, K, G, bq, bk]; 0 where not valid."""
-  q, k = _common.qk_for_scores(cfg.normalizer, q, k)
+  q, k = cfg.spec.prepare_qk(q, k)
   x = cfg.scale * jnp.einsum("bqkgh,bskh->bkgqs", q, k)
   if bias is not None:
     x = x + jnp.where(valid, bias, 0)
@@ -158,68 +157,39 @@ def _scores(cfg: _Config, q, k, bias, valid):
 
 
 def _transform(cfg: _Config, x, c, b):
-  """The per-row scaling/offset and, for softplus, the log-softplus of x."""
+  """The form's transform of c x + b (c, b per row; None = left out)."""
   if c is not None:
     x = x * c[..., None]
-  if cfg.normalizer == "softplus":
-    return normalizers.log_softplus(x)
   if b is not None:
     x = x + b[..., None]
-  return x
+  return cfg.form.transform(x)
 
 
 def _terms(cfg: _Config, t, m, valid):
-  """(numerators, row-sum terms) of a block given the row shift m.
-
-  The row-sum terms are None when rows are not normalized (sigmoid) and the
-  numerators themselves when both coincide.
-  """
-  if cfg.normalizer == "sigmoid":
-    return jnp.where(valid, jax.nn.sigmoid(t), 0), None
-  if cfg.normalizer == "stablemax":
-    s = normalizers.stablemax_s(t)
-    s = jnp.where(valid, s, 0)
-    return s, s
-  if cfg.normalizer == "softpick":
-    e = jnp.where(valid, normalizers.softpick_shifted(jnp.where(valid, t, 0), m[..., None]), 0)
-    return jax.nn.relu(e), jnp.abs(e)
-  e = jnp.exp(jnp.where(valid, t - m[..., None], -jnp.inf))
-  return e, e
+  """(numerators, row-sum terms) of a block given the row shift m ([rows])."""
+  return cfg.form.terms(t, m[..., None], valid)
 
 
-def _sharpened(cfg: _Config, t, valid, m, l, n):
-  """LSSAR numerators (relu(n w - o) / peak)^p and exp(t - m), w = exp(t - m) / l.
-
-  Rows whose peak relu(n / l - o) is 0 keep the LSSA weights w, as in
-  softlab.normalizers.softplus; o = 0 for rows with n <= 3, else 1.
-  """
-  e = jnp.exp(jnp.where(valid, t - m[..., None], -jnp.inf))
-  w = e / l[..., None]
-  offset = jnp.where(n <= 3, 0.0, 1.0).astype(t.dtype)
-  peak = lax.stop_gradient(jax.nn.relu(n / l - offset))[..., None]
-  excess = jnp.where(valid, jax.nn.relu(w * n[..., None] - offset[..., None]), 0)
-  ratio = excess / jnp.where(peak > 0, peak, 1)
-  positive = ratio > 0
-  powered = jnp.where(
-      positive, jnp.where(positive, ratio, 1) ** cfg.sharpen_power, 0
-  )
-  return jnp.where(peak > 0, powered, w), e
+def _reweighted(cfg: _Config, t, valid, m, l, n):
+  """(second-pass numerators, first-pass numerators) of a block."""
+  e, _ = _terms(cfg, t, m, valid)
+  reweighting = cfg.form.reweighting
+  power = cfg.static_values[reweighting.switch]
+  return reweighting.numerators(e, valid, l, n, power), e
 
 
 def _denominator(cfg: _Config, total):
   """Per-row divisor of the numerators from the accumulated row sum."""
-  if cfg.normalizer == "sigmoid":
+  if not cfg.form.row_sums:
     return jnp.ones_like(total)
-  if cfg.normalizer == "softpick":
-    return total + cfg.eps
-  return jnp.where(total > 0, total, 1)
+  return cfg.form.denominator(total, cfg.static_values)
 
 
 def _probs(cfg: _Config, q, k, bias, c, b, l, *, valid, m, den, n):
-  """(P, mass / den, exp(t - m) for LSSAR) of one block, given row statistics."""
+  """(P, mass / den, first-pass numerators if reweighted) of one block."""
   t = _transform(cfg, _scores(cfg, q, k, bias, valid), c, b)
-  if cfg.sharpened:
-    num, e = _sharpened(cfg, t, valid, m, l, n)
+  if cfg.reweighted:
+    num, e = _reweighted(cfg, t, valid, m, l, n)
     p = num / den[..., None]
     return p, p, e
   num, mass = _terms(cfg, t, m, valid)
@@ -271,8 +241,7 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
   heads = k.shape[2]
   groups = num_heads // heads
   rows_shape = (batch, heads, groups, cfg.q_block)
-  # The initial row shift: softpick's is max(0, row max), others' the row max.
-  start = -jnp.inf if cfg.shifted and cfg.normalizer != "softpick" else 0.0
+  start = cfg.form.initial_shift if cfg.form.running_max else 0.0
 
   def query_block(i, buffers):
     out, m_all, den_all, l_all = buffers
@@ -287,7 +256,7 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
       def step(j, state):
         m, total, acc = state
         t, valid, vb = transformed(j)
-        if cfg.shifted:
+        if cfg.form.running_max:
           m_new = jnp.maximum(m, jnp.max(jnp.where(valid, t, -jnp.inf), axis=-1))
           alpha = jnp.exp(jnp.where(m_new == -jnp.inf, 0, m - m_new))
           total = alpha * total
@@ -306,23 +275,23 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
     m0 = jnp.full(rows_shape, start, q.dtype)
     total0 = jnp.zeros(rows_shape, q.dtype)
     stop = _key_blocks(cfg, i)
-    if cfg.sharpened:
+    if cfg.reweighted:
       m, total, _ = lax.fori_loop(0, stop, online(False), (m0, total0, None))
-      l = jnp.where(total > 0, total, 1)
+      l = _denominator(cfg, total)
 
-      def sharpen(j, state):
+      def reweight(j, state):
         total, acc = state
         t, valid, vb = transformed(j)
-        num, _ = _sharpened(cfg, t, valid, m, l, nb)
+        num, _ = _reweighted(cfg, t, valid, m, l, nb)
         acc = acc + jnp.einsum("bkgqs,bskh->bqkgh", num, vb)
         return total + jnp.sum(num, axis=-1), acc
 
-      total, acc = lax.fori_loop(0, stop, sharpen, (total0, acc0))
+      total, acc = lax.fori_loop(0, stop, reweight, (total0, acc0))
       l_all = lax.dynamic_update_slice_in_dim(l_all, l, i * cfg.q_block, 3)
     else:
       m, total, acc = lax.fori_loop(0, stop, online(True), (m0, total0, acc0))
     den = _denominator(cfg, total)
-    if cfg.shifted:
+    if cfg.form.running_max:
       m = jnp.where(jnp.isfinite(m), m, 0)
     out = blocks.write(out, i, acc / _rows_to_values(den))
     m_all = lax.dynamic_update_slice_in_dim(m_all, m, i * cfg.q_block, 3)
@@ -335,7 +304,7 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
       jnp.zeros(q.shape[:-1] + v.shape[-1:], q.dtype),
       zeros,
       zeros,
-      zeros if cfg.sharpened else None,
+      zeros if cfg.reweighted else None,
   )
   out, m, den, l = lax.fori_loop(0, cfg.q_blocks, query_block, init)
   return out, (m, den, l)
@@ -354,9 +323,9 @@ def _backward(cfg: _Config, residuals, g):
     dq, dk, dv, dbias, dc, db = carry
     qb, gb = blocks.query(q, i), blocks.query(g, i)
     cb, bb, nb, mb, denb, lb = blocks.row_values(i)
-    # D = sum_h dO O per row, the cotangent of the row sums (unused by sigmoid).
+    # D = sum_h dO O per row, the cotangent of the row sums (when rows have one).
     d = None
-    if cfg.normalizer != "sigmoid":
+    if cfg.form.row_sums:
       d = jnp.einsum("bqkgh,bqkgh->bkgq", gb, blocks.query(out, i))
     stop = _key_blocks(cfg, i)
 
@@ -372,7 +341,7 @@ def _backward(cfg: _Config, residuals, g):
       return total + vjp(dp - d[..., None])[0]
 
     g_l = None
-    if cfg.sharpened:
+    if cfg.reweighted:
       g_l = lax.fori_loop(0, stop, row_sum_cotangent, jnp.zeros_like(lb))
 
     def key_block(j, state):
@@ -468,15 +437,21 @@ def _grouped(x, heads: int, groups: int):
   return x.reshape(x.shape[:1] + split + x.shape[2:])
 
 
-STATIC_KWARGS = {"softpick": "eps", "softplus": "sharpen_power"}
+def supported() -> tuple[str, ...]:
+  """Names of the normalizers with a chunked form (an OnlineForm in their spec)."""
+  return tuple(
+      name for name in normalizers.attention_names()
+      if normalizers.attention_spec(name).online is not None
+  )
 
 
 def takes(problem: _common.Problem) -> bool:
-  """Whether the chunked path can run `problem`: a supported normalizer whose
-  scale (and softpick's eps, LSSAR's power) are concrete numbers."""
-  if problem.normalizer not in SUPPORTED:
+  """Whether the chunked path can run `problem`: the normalizer has an online
+  form, and the scale and the form's static hyperparameters are concrete."""
+  form = problem.spec.online
+  if form is None:
     return False
-  statics = [problem.scale, problem.kwargs.get(STATIC_KWARGS.get(problem.normalizer))]
+  statics = [problem.scale] + [problem.kwargs.get(key) for key in form.static]
   return not any(isinstance(v, jax.core.Tracer) for v in statics)
 
 
@@ -506,13 +481,17 @@ def _block_sizes(block_size, q_len: int, k_len: int) -> tuple[int, int]:
   return _balanced_block(q_len, block_size), _balanced_block(k_len, block_size)
 
 
-def check_supported(normalizer: str) -> None:
-  """ValueError unless the chunked implementation supports `normalizer`."""
-  if normalizer not in SUPPORTED:
-    raise ValueError(
-        f"normalizer {normalizer!r} has no chunked implementation; use"
-        f" implementation='dense' or one of: {', '.join(SUPPORTED)}"
-    )
+def _static_values(problem: _common.Problem) -> tuple[tuple[str, float | None], ...]:
+  """The online form's static hyperparameters (given, else default) as numbers."""
+  form = problem.spec.online
+  defaults = normalizers.keyword_defaults(problem.normalizer)
+  static = []
+  for key in form.static:
+    value = problem.kwargs.get(key, defaults.get(key))
+    static.append((key, _static_number(value, f"normalizer_kwargs[{key!r}]")))
+  if form.reweighting is not None:
+    normalizers.check_positive(dict(static)[form.reweighting.switch], form.reweighting.switch)
+  return tuple(static)
 
 
 def chunked_attention(
@@ -529,32 +508,25 @@ def chunked_attention(
   Returns:
     The same values as the dense implementation.
   """
-  check_supported(problem.normalizer)
+  if problem.spec.online is None:
+    raise ValueError(
+        f"normalizer {problem.normalizer!r} has no chunked implementation; use"
+        f" implementation='dense' or one of: {', '.join(supported())}"
+    )
   query, key, value = problem.query, problem.key, problem.value
   batch, q_len, num_heads, _ = query.shape
   k_len, kv_heads = key.shape[1], key.shape[2]
   groups = num_heads // kv_heads
   q_block, k_block = _block_sizes(block_size, q_len, k_len)
-  kwargs, name = problem.kwargs, problem.normalizer
-  eps = sharpen_power = None
-  if name == "softpick":
-    eps = kwargs.get("eps", _common.keyword_defaults(name)["eps"])
-    eps = _static_number(eps, "normalizer_kwargs['eps']")
-  if name == "softplus":
-    sharpen_power = kwargs.get("sharpen_power")
-    sharpen_power = _static_number(sharpen_power, "normalizer_kwargs['sharpen_power']")
-    if sharpen_power is not None:
-      normalizers.check_positive(sharpen_power, "sharpen_power")
   cfg = _Config(
-      normalizer=name,
+      spec=problem.spec,
       scale=_static_number(problem.scale, "scale"),
       is_causal=problem.is_causal,
       q_len=q_len,
       k_len=k_len,
       q_block=q_block,
       k_block=k_block,
-      eps=eps,
-      sharpen_power=sharpen_power,
+      static=_static_values(problem),
   )
   t_padded, s_padded = cfg.q_blocks * q_block, cfg.k_blocks * k_block
   bias = _grouped(_pad(_pad(problem.bias, t_padded, 2), s_padded, 3), kv_heads, groups)
@@ -578,6 +550,6 @@ def chunked_attention(
       mask,
       c,
       b,
-      n if cfg.sharpened else None,
+      n if cfg.reweighted else None,
   )
   return out[:, :q_len].astype(problem.out_dtype)

@@ -37,9 +37,9 @@ def dot_product_attention(
   own n_i, the number of keys it may attend after the causal mask, the mask and
   -inf bias entries. A row with n_i = 0 outputs 0, with zero gradients.
 
-  Normalizers (any name of softlab.normalizers except gumbel_softmax,
-  log_softmax and log_stablemax, which do not give weights) and their
-  attention-specific meaning:
+  Normalizers (any name of softlab.normalizers.attention_names(): all but
+  gumbel_softmax, log_softmax and log_stablemax, which do not give weights)
+  and their attention-specific meaning, which each one's AttentionSpec says:
   - softmax; stablemax; softpick (rows need not sum to 1); sparsemax, entmax15,
     sa_softmax, adaptive_softmax (dense only).
   - ssmax: softmax((s log n_i) x). normalizer_kwargs {"s": s}, s a scalar or
@@ -67,13 +67,15 @@ def dot_product_attention(
     normalizer: the name of the normalizer.
     normalizer_kwargs: its hyperparameters under the names of
       softlab.normalizers (n is supplied per row by the attention).
-    scale: multiplier of q.k; default 1 / sqrt(H) (1 for softplus).
+    scale: multiplier of q.k; default the spec's (1 / sqrt(H); 1 for softplus).
     is_causal: query t attends keys s <= t only (top-left aligned if T != S).
     implementation: "dense" (the reference: materializes [B, N, T, S]),
-      "chunked" (memory linear in T and S, forward and backward; softmax,
+      "chunked" (memory linear in T and S, forward and backward; the
+      normalizers whose spec has an online form, chunked.supported(): softmax,
       ssmax, sigmoid, softplus, softpick, stablemax) or None (chunked when the
-      normalizer supports it, S >= AUTO_CHUNKED_MIN_KEYS and the scale, eps
-      and sharpen_power are concrete numbers, not traced; else dense).
+      normalizer has one, S >= AUTO_CHUNKED_MIN_KEYS and the scale and the
+      form's static hyperparameters (softpick's eps, LSSAR's sharpen_power)
+      are concrete numbers, not traced; else dense).
     block_size: chunked only: at most this many queries and keys per block
       (default chunked.DEFAULT_Q_BLOCK / DEFAULT_K_BLOCK). Lengths need not be
       multiples of it.

@@ -1,8 +1,9 @@
 """Dense attention: the reference, materializing the [B, N, T, S] weights.
 
 The weights are softlab.normalizers.get(name)(scores, axis=-1, where=mask,
-**kwargs), so every normalizer registered there works here (except those in
-`_common.NOT_WEIGHTS`).
+**kwargs), so every normalizer registered there with an AttentionSpec works
+here; the spec says how q and k enter q.k and which keywords receive its
+per-row terms.
 """
 
 import jax
@@ -36,7 +37,7 @@ def scores(problem: _common.Problem, valid: jax.Array) -> jax.Array:
   """scale * q.k + bias as [B, N, T, S]; 0 where `valid` is False."""
   b, t, n, h = problem.query.shape
   k = problem.key.shape[2]
-  query, key = _common.qk_for_scores(problem.normalizer, problem.query, problem.key)
+  query, key = problem.spec.prepare_qk(problem.query, problem.key)
   x = jnp.einsum("btkgh,bskh->bkgts", query.reshape(b, t, k, n // k, h), key)
   x = problem.scale * x.reshape(b, n, t, -1)
   if problem.bias is not None:
@@ -49,15 +50,15 @@ def weights(problem: _common.Problem) -> jax.Array:
   valid = attendable(problem)
   x = scores(problem, valid)
   valid = jnp.broadcast_to(valid, x.shape)
-  kwargs = dict(problem.kwargs)
+  spec, kwargs = problem.spec, dict(problem.kwargs)
+  for key in spec.per_head:
+    if key in kwargs:
+      kwargs[key] = normalizers.head_values(kwargs[key], (-1, 1, 1))
   n = jnp.sum(valid, axis=-1, dtype=x.dtype)
   c, b = _common.row_terms(problem, n, (x.shape[1], 1))
-  if problem.normalizer == "ssmax" and "s" in kwargs:
-    kwargs["s"] = _common.head_values(kwargs["s"], (-1, 1, 1))
-  elif problem.normalizer == "softplus":
-    kwargs["scale"] = c[..., None]
-  elif problem.normalizer == "sigmoid":
-    kwargs["bias"] = b[..., None]
+  for keyword, term in ((spec.multiplier_kwarg, c), (spec.offset_kwarg, b)):
+    if keyword is not None:
+      kwargs[keyword] = term[..., None]
   return normalizers.get(problem.normalizer)(x, axis=-1, where=valid, **kwargs)
 
 
@@ -93,7 +94,7 @@ def attention_weights(
     mask: boolean, broadcastable to [B, N, T, S]; True = attend.
     normalizer: a name from softlab.normalizers (see `dot_product_attention`).
     normalizer_kwargs: its hyperparameters (see `dot_product_attention`).
-    scale: multiplier of q.k; default 1 / sqrt(H) (1 for softplus).
+    scale: multiplier of q.k; default the spec's (1 / sqrt(H); 1 for softplus).
     is_causal: query t attends keys s <= t only.
 
   Returns:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from softlab.attention import _common
+from softlab import normalizers
 from softlab.attention.core import dot_product_attention
 from softlab.attention.dense import attention_weights
 
@@ -21,8 +21,6 @@ _ATTENTION_OPTIONS = (
     "implementation",
     "block_size",
 )
-# The default sigmoid bias of MultiHeadAttention: -log S, S the number of keys.
-LOG_N_BIAS = "-log n"
 
 
 def _flatten_batch(x, batch_dims: tuple[int, ...], tail: int):
@@ -63,7 +61,7 @@ def make_attention_fn(
   Returns:
     The attention function.
   """
-  _common.check_normalizer(normalizer)
+  normalizers.attention_spec(normalizer)
   for name in kwargs:
     if name not in _ATTENTION_OPTIONS:
       raise ValueError(
@@ -117,7 +115,31 @@ def make_attention_fn(
   return attention_fn
 
 
-class MultiHeadAttention(nn.Module):
+def _field_names(normalizer: str, param: normalizers.LayerParam) -> tuple[str, str | None]:
+  """(value field, learnable-switch field or None) of a spec's LayerParam."""
+  name = f"{normalizer}_{param.kwarg}"
+  if param.always_learned:
+    return f"{name}_init", None
+  return name, f"{name}_learnable"
+
+
+def _normalizer_fields() -> dict[str, tuple[Any, Any, str]]:
+  """field -> (annotation, default, doc) for the LayerParams of every spec."""
+  fields = {}
+  for normalizer in normalizers.attention_names():
+    defaults = normalizers.keyword_defaults(normalizer)
+    for param in normalizers.attention_spec(normalizer).layer_params:
+      value_field, switch = _field_names(normalizer, param)
+      if param.automatic is None:
+        fields[value_field] = (float, defaults[param.kwarg], param.doc)
+      else:
+        fields[value_field] = (float | str, param.automatic, param.doc)
+      if switch is not None:
+        fields[switch] = (bool, False, f"learn {value_field} per head from its value")
+  return fields
+
+
+class _MultiHeadAttention(nn.Module):
   """Multi-head attention (linen) with the normalizer from config.
 
   inputs [B, T, F] -> q [B, T, N, D], k and v [B, S, K, D] (no projection
@@ -126,13 +148,15 @@ class MultiHeadAttention(nn.Module):
   output projection to `out_features` -> optional LayerScale (a learnable
   per-feature gain initialized to `layer_scale_init`).
 
-  Normalizer-specific parameters:
-  - ssmax: s is learned per head ("ssmax_s", shape [N]) from `ssmax_s_init`
-    (default 0.43, as softlab.normalizers.ssmax). s = 1 / log(n_train) makes
-    SSMax equal softmax at the training length n_train.
-  - sigmoid: `sigmoid_bias` is "-log n" (b = -log S, S the number of keys,
-    fixed; the paper's recommendation) or a float; with `sigmoid_bias_learnable` the
-    float is the initial value of a learned per-head bias ("sigmoid_bias").
+  Normalizer parameters come from the normalizer's spec
+  (softlab.normalizers.LayerParam): for each, fields named after
+  "<normalizer>_<kwarg>", listed under "Normalizer fields" below, and a
+  learned per-head parameter of that name ([N]) when it is learned. E.g.
+  ssmax's s is learned per head ("ssmax_s") from `ssmax_s_init`
+  (s = 1 / log(n_train) makes SSMax equal softmax at the training length);
+  sigmoid's bias is "-log n" (b = -log S, S the number of keys, fixed; the
+  paper's recommendation) or a float, with `sigmoid_bias_learnable` the
+  initial value of a learned per-head bias ("sigmoid_bias").
   QK-norm and LayerScale (init 1e-4) are the sigmoid attention paper's
   stabilizers of early training.
 
@@ -143,10 +167,8 @@ class MultiHeadAttention(nn.Module):
     qkv_features: used for D when head_dim is None; default the input features.
     out_features: output features; default the input features.
     normalizer: a normalizer name (see dot_product_attention).
-    normalizer_kwargs: its fixed hyperparameters (not s or bias, see above).
-    ssmax_s_init: initial s of ssmax.
-    sigmoid_bias: "-log n" or a float.
-    sigmoid_bias_learnable: learn the sigmoid bias per head from sigmoid_bias.
+    normalizer_kwargs: its fixed hyperparameters (not those the layer's
+      normalizer fields set).
     qk_norm: apply per-head LayerNorm to q and k.
     layer_scale_init: None, or the initial LayerScale gain (e.g. 1e-4).
     is_causal: causal self-attention.
@@ -172,9 +194,6 @@ class MultiHeadAttention(nn.Module):
   out_features: int | None = None
   normalizer: str = "softmax"
   normalizer_kwargs: Mapping[str, Any] | None = None
-  ssmax_s_init: float = 0.43
-  sigmoid_bias: float | str = LOG_N_BIAS
-  sigmoid_bias_learnable: bool = False
   qk_norm: bool = False
   layer_scale_init: float | None = None
   is_causal: bool = False
@@ -203,31 +222,35 @@ class MultiHeadAttention(nn.Module):
 
   def _normalizer_kwargs(self) -> dict[str, Any]:
     kwargs = dict(self.normalizer_kwargs or {})
-    owned = {"ssmax": ("s", "ssmax_s_init"), "sigmoid": ("bias", "sigmoid_bias")}
-    if self.normalizer in owned:
-      key, field = owned[self.normalizer]
-      if key in kwargs:
-        raise ValueError(
-            f"normalizer_kwargs[{key!r}] is set by the layer's {field} field"
-        )
-    if self.normalizer == "ssmax":
-      kwargs["s"] = self._per_head_param("ssmax_s", self.ssmax_s_init)
-    elif self.normalizer == "sigmoid":
-      bias = self.sigmoid_bias
-      if isinstance(bias, str) and bias != LOG_N_BIAS:
-        raise ValueError(
-            f"sigmoid_bias must be {LOG_N_BIAS!r} or a float, got {bias!r}"
-        )
-      if self.sigmoid_bias_learnable:
-        if isinstance(bias, str):
-          raise ValueError(
-              "sigmoid_bias_learnable=True needs a float sigmoid_bias (its"
-              f" initial value), got {bias!r}"
-          )
-        kwargs["bias"] = self._per_head_param("sigmoid_bias", bias)
-      elif not isinstance(bias, str):
-        kwargs["bias"] = bias
+    for param in normalizers.attention_spec(self.normalizer).layer_params:
+      kwargs.update(self._layer_param(param, kwargs))
     return kwargs
+
+  def _layer_param(self, param: normalizers.LayerParam, kwargs) -> dict[str, Any]:
+    """{kwarg: value} that a LayerParam's fields give ({} = the attention's default)."""
+    field, switch = _field_names(self.normalizer, param)
+    if param.kwarg in kwargs:
+      raise ValueError(
+          f"normalizer_kwargs[{param.kwarg!r}] is set by the layer's {field} field"
+      )
+    if not hasattr(self, field):
+      raise ValueError(
+          f"normalizer {self.normalizer!r} was registered after"
+          f" softlab.attention was imported, so the layer has no {field} field"
+      )
+    value, name = getattr(self, field), f"{self.normalizer}_{param.kwarg}"
+    if param.always_learned:
+      return {param.kwarg: self._per_head_param(name, value)}
+    if isinstance(value, str) and value != param.automatic:
+      valid = "a float" if param.automatic is None else f"{param.automatic!r} or a float"
+      raise ValueError(f"{field} must be {valid}, got {value!r}")
+    if getattr(self, switch):
+      if isinstance(value, str):
+        raise ValueError(
+            f"{switch}=True needs a float {field} (its initial value), got {value!r}"
+        )
+      return {param.kwarg: self._per_head_param(name, value)}
+    return {} if isinstance(value, str) else {param.kwarg: value}
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv=None, mask=None) -> jax.Array:
@@ -291,3 +314,23 @@ class MultiHeadAttention(nn.Module):
       )
       out = out * gain
     return out
+
+
+_FIELDS = _normalizer_fields()
+# MultiHeadAttention's (and the models' config) fields for normalizer
+# parameters, derived from the specs registered when this module is imported.
+NORMALIZER_FIELDS = tuple(_FIELDS)
+MultiHeadAttention = type(
+    "MultiHeadAttention",
+    (_MultiHeadAttention,),
+    {
+        "__module__": __name__,
+        "__qualname__": "MultiHeadAttention",
+        "__doc__": _MultiHeadAttention.__doc__.rstrip() + "\n\n  Normalizer fields:\n" + "".join(
+            f"    {field}: {doc} (default {default!r}).\n"
+            for field, (_, default, doc) in _FIELDS.items()
+        ),
+        "__annotations__": {field: kind for field, (kind, _, _) in _FIELDS.items()},
+        **{field: default for field, (_, default, _) in _FIELDS.items()},
+    },
+)

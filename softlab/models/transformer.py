@@ -13,10 +13,10 @@ from softlab import attention
 from softlab.models.base import REGISTRY, reject_unknown
 
 POSITIONS = ("rope", "none")
-# Model config fields passed to softlab.attention.MultiHeadAttention as they are.
-ATTENTION_FIELDS = ("normalizer", "normalizer_kwargs", "ssmax_s_init", "sigmoid_bias",
-                    "sigmoid_bias_learnable", "qk_norm", "layer_scale_init", "implementation",
-                    "block_size", "sow_weights")
+# Model config fields passed to softlab.attention.MultiHeadAttention as they are;
+# the normalizer parameters' fields come from the normalizers' specs.
+ATTENTION_FIELDS = ("normalizer", "normalizer_kwargs", *attention.NORMALIZER_FIELDS, "qk_norm",
+                    "layer_scale_init", "implementation", "block_size", "sow_weights")
 
 
 def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
