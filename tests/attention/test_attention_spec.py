@@ -1,0 +1,152 @@
+"""A normalizer added with its spec alone runs through dense and chunked
+attention and the Flax layer; the specs' structure."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import attention_cases as C
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import toy_normalizer
+
+from softlab import normalizers
+from softlab.attention import MultiHeadAttention
+from softlab.attention import NORMALIZER_FIELDS
+from softlab.attention import chunked_normalizers
+from softlab.models.transformer import ATTENTION_FIELDS
+
+
+@pytest.fixture
+def squareplus():
+  toy_normalizer.register()
+  yield toy_normalizer.NAME
+  toy_normalizer.unregister()
+
+
+def _reference(case, gain):
+  """float64 output of `case` with the toy: default scale 1 / d, gain per head."""
+  q, k = case.query.astype(np.float64), case.key.astype(np.float64)
+  b, t, n, h = q.shape
+  k = np.repeat(k, n // k.shape[2], axis=2)
+  x = np.einsum("btnh,bsnh->bnts", q, k) / h
+  if case.bias is not None:
+    x = x + np.where(np.isfinite(case.bias), case.bias, 0)
+  valid = C.attendable(case)
+  w = toy_normalizer.reference_weights(x, valid, gain)
+  v = np.repeat(case.value.astype(np.float64), n // case.value.shape[2], axis=2)
+  return np.einsum("bnts,bsnh->btnh", w, v)
+
+
+@pytest.mark.parametrize("case_name", ["self", "cross"])
+def test_registered_toy_runs_dense_and_chunked(squareplus, case_name):
+  case = C.CASES[case_name]()
+  gain = np.linspace(0.5, 2.0, case.num_heads).astype(np.float32)
+  args = C.inputs(case) + ({"gain": jnp.asarray(gain)},)
+  weight = jnp.asarray(np.random.default_rng(0).standard_normal(
+      case.query.shape[:3] + case.value.shape[-1:]), jnp.float32)
+
+  def value_and_grads(implementation):
+    attend = C.attention_fn(case, squareplus, {}, implementation)
+    loss = lambda *a: (jnp.sum(attend(*a) * weight), attend(*a))
+    return C.jit(jax.grad(loss, argnums=(0, 1, 2, 4), has_aux=True))(*args)
+
+  want_grads, want = value_and_grads("dense")
+  grads, out = value_and_grads("chunked")
+  np.testing.assert_allclose(want, _reference(case, gain), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(out, want, atol=2e-5, rtol=0)
+  for got_leaf, want_leaf in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(got_leaf, want_leaf, atol=1e-4, rtol=1e-5)
+  assert np.all(np.asarray(want_grads[3]["gain"]) != 0)
+
+
+def test_register_and_unregister_restore_the_registries():
+  listed = lambda: (normalizers.names(), normalizers.attention_names(), chunked_normalizers())
+  before = listed()
+  toy_normalizer.register()
+  try:
+    assert all(toy_normalizer.NAME in names for names in listed())
+  finally:
+    toy_normalizer.unregister()
+  assert listed() == before
+  with pytest.raises(ValueError, match="unknown normalizer 'squareplus'"):
+    normalizers.attention_spec(toy_normalizer.NAME)
+
+
+def test_toy_registered_late_has_no_layer_fields(squareplus):
+  layer = MultiHeadAttention(num_heads=2, head_dim=4, normalizer=squareplus)
+  with pytest.raises(ValueError, match="registered after softlab.attention was imported"):
+    layer.init(jax.random.key(0), jnp.ones((1, 3, 8)))
+
+
+# A normalizer registered before softlab.attention is imported (as one in
+# softlab/normalizers.py is) gets its layer and model config fields.
+_LAYER_SCRIPT = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    import toy_normalizer
+    toy_normalizer.register()
+    from softlab import attention, models
+    from softlab.models.transformer import ATTENTION_FIELDS
+    assert "squareplus_gain_init" in attention.NORMALIZER_FIELDS
+    assert "squareplus_gain_init" in ATTENTION_FIELDS
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    layer = attention.MultiHeadAttention(num_heads=2, head_dim=4, normalizer="squareplus",
+                                         squareplus_gain_init=1.5, implementation="chunked",
+                                         block_size=2, is_causal=True)
+    params = layer.init(jax.random.key(0), x)
+    p = params["params"]
+    np.testing.assert_array_equal(p["squareplus_gain"], [1.5, 1.5])
+    q = jnp.einsum("btf,fnh->btnh", x, p["query"]["kernel"])
+    k = jnp.einsum("btf,fnh->btnh", x, p["key"]["kernel"])
+    v = jnp.einsum("btf,fnh->btnh", x, p["value"]["kernel"])
+    out = attention.dot_product_attention(q, k, v, normalizer="squareplus", is_causal=True,
+                                          normalizer_kwargs={"gain": p["squareplus_gain"]})
+    want = jnp.einsum("btnh,nhf->btf", out, p["out"]["kernel"])
+    np.testing.assert_allclose(layer.apply(params, x), want, atol=1e-5)
+    grads = jax.grad(lambda p: jnp.sum(layer.apply(p, x) ** 2))(params)
+    assert np.all(np.asarray(grads["params"]["squareplus_gain"]) != 0)
+    model = models.build({"name": "transformer", "d_model": 8, "num_layers": 1, "num_heads": 2,
+                          "normalizer": "squareplus", "squareplus_gain_init": 0.5},
+                         {"vocab_size": 7}, dtype=jnp.float32)
+    tokens = jnp.zeros((1, 4), jnp.int32)
+    gain = model.init(jax.random.key(0), tokens)["params"]["block0"]["attention"]["squareplus_gain"]
+    np.testing.assert_array_equal(gain, [0.5, 0.5])
+    print("ok")
+""")
+
+
+def test_toy_registered_first_gets_layer_and_config_fields():
+  here = pathlib.Path(__file__).parent
+  root = pathlib.Path(normalizers.__file__).parents[1]  # the softlab under test
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(here), str(root)]))
+  result = subprocess.run([sys.executable, "-c", _LAYER_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == "ok"
+
+
+def test_layer_and_config_fields_come_from_the_specs():
+  want = []
+  for name in normalizers.attention_names():
+    for param in normalizers.attention_spec(name).layer_params:
+      field = f"{name}_{param.kwarg}"
+      want += [f"{field}_init"] if param.always_learned else [field, f"{field}_learnable"]
+  assert sorted(NORMALIZER_FIELDS) == sorted(want)
+  assert sorted(NORMALIZER_FIELDS) == ["sigmoid_bias", "sigmoid_bias_learnable", "ssmax_s_init"]
+  assert set(NORMALIZER_FIELDS) <= set(ATTENTION_FIELDS)
+  layer = MultiHeadAttention(num_heads=1)
+  assert (layer.ssmax_s_init, layer.sigmoid_bias, layer.sigmoid_bias_learnable) == (
+      0.43, "-log n", False)
+
+
+def test_registration_errors():
+  with pytest.raises(ValueError, match="exactly one of attention= and not_weights="):
+    normalizers.register("nothing")
+  with pytest.raises(ValueError, match="normalizer 'softmax' is registered twice"):
+    normalizers.register("softmax", attention=normalizers.AttentionSpec())(lambda x: x)
+  with pytest.raises(ValueError, match="returns log-weights, not attention weights"):
+    normalizers.attention_spec("log_softmax")
