@@ -319,6 +319,8 @@ class _MultiHeadAttention(nn.Module):
 _FIELDS = _normalizer_fields()
 # MultiHeadAttention's (and the models' config) fields for normalizer
 # parameters, derived from the specs registered when this module is imported.
+# Linen fields must exist when the class is created, hence type(): the class is
+# _MultiHeadAttention plus these fields.
 NORMALIZER_FIELDS = tuple(_FIELDS)
 MultiHeadAttention = type(
     "MultiHeadAttention",
