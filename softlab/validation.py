@@ -28,6 +28,11 @@ def is_concrete(*arrays) -> bool:
   return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
+def _array(value):
+  """`value` as it was given if it is an array (messages show its own dtype), else NumPy's."""
+  return value if hasattr(value, "dtype") and hasattr(value, "shape") else np.asarray(value)
+
+
 def check_number(value, name: str, valid: Callable[[float], bool], description: str, *,
                  required: bool = False) -> None:
   """`valid(value)` for a hyperparameter given as a Python number.
@@ -54,7 +59,7 @@ def check_array(value, name: str, *, dtype: type, shape: Sequence[int] | None = 
   Message: "<name> must be integers of shape (4,), got float32[3]" (or "a
   boolean array of <shape_description>" when given).
   """
-  value = jnp.asarray(value)
+  value = _array(value)
   try:
     chex.assert_type(value, dtype)
     if shape is not None:
@@ -63,13 +68,13 @@ def check_array(value, name: str, *, dtype: type, shape: Sequence[int] | None = 
     expected = shape_description or ("" if shape is None else f"shape {tuple(shape)}")
     raise ValueError(f"{name} must be {_DTYPE_WORDS[dtype]}{' of ' if expected else ''}"
                      f"{expected}, got {value.dtype}{list(value.shape)}") from None
-  return value
+  return jnp.asarray(value)
 
 
 def check_mask(where, shape: Sequence[int], *, name: str = "where", target: str = "x",
                hint: str = "") -> jax.Array:
   """A boolean mask broadcast to `shape` (the shape of the argument `target`)."""
-  where = jnp.asarray(where)
+  where = _array(where)
   try:
     chex.assert_type(where, bool)
   except AssertionError:
@@ -102,7 +107,7 @@ def check_labels(labels, shape: Sequence[int], num_classes: int | None = None, *
 
   The range is checked when the labels are concrete and `num_classes` given.
   """
-  labels = jnp.asarray(labels)
+  labels = _array(labels)
   try:
     chex.assert_type(labels, int)
   except AssertionError:
@@ -113,7 +118,7 @@ def check_labels(labels, shape: Sequence[int], num_classes: int | None = None, *
                      f"{tuple(shape)}")
   if num_classes is not None:
     check_label_range(labels, num_classes, name=name)
-  return labels
+  return jnp.asarray(labels)
 
 
 def check_label_range(labels, num_classes: int, *, where=None, name: str = "labels",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from softlab import metrics
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
                                    loss_options)
-from softlab.trainers.kinds import choose_loss, feeds
+from softlab.trainers.kinds import choose_loss, feeds, stateful_dry_run
 
 # Loss kind -> (integer labels, number of classes) -> the loss's second input.
 TARGETS = {
@@ -46,10 +46,12 @@ def classification(config, dataset, mesh) -> Experiment:
     stateful = None
   else:
     if train is None:
-      raise ConfigError(f"config.loss.name: {config.loss.name} keeps a state per training "
+      state = ", ".join(info.stateful().init(0))
+      raise ConfigError(f"config.loss.name: {config.loss.name} keeps a {state} per training "
                         "example, so it needs a dataset with a fixed training set, not "
                         f"{config.data.name!r}")
-    hyper = loss_options(config, info.stateful, *one_logit_row, call=dry_run(info.stateful))
+    hyper = loss_options(config, info.stateful, *one_logit_row,
+                         call=stateful_dry_run(info.stateful))
     stateful = info.stateful(**hyper)
   example = model_inputs({k: v[:1] for k, v in dataset.train_batch(0).items()})
 
@@ -104,17 +106,6 @@ def classification(config, dataset, mesh) -> Experiment:
       loss=loss, evaluate=evaluate,
       describe_extra=describe_extra if stateful is not None and "is_noisy" in train else None,
   )
-
-
-def dry_run(factory):
-  """(*example, **hyper) -> one apply of factory(**hyper) from a fresh state (checks options)."""
-
-  def call(*example, **hyper):
-    stateful = factory(**hyper)
-    count = example[0].shape[0]
-    return stateful.apply(*example, stateful.init(count), jnp.arange(count))
-
-  return call
 
 
 def batch_metrics(logits, labels, values, real, dtype):

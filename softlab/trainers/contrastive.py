@@ -33,7 +33,8 @@ def contrastive(config, dataset, mesh) -> Experiment:
   model, eval_model = build_models(config, dataset.info)
   loss_fn, info = choose_loss(config, "contrastive")
   hyper = options(config, "loss", drop=("name",))
-  valid = [f.name for f in dataclasses.fields(info.logit_params) if f.name not in ("parent", "name")]
+  valid = [f.name for f in dataclasses.fields(info.logit_params)
+           if f.name not in ("parent", "name")]
   unknown = sorted(set(hyper) - set(valid))
   if unknown:
     raise ConfigError(f"config.loss: unknown field(s) {', '.join(unknown)} for "

@@ -7,6 +7,8 @@ LossInfo, or a ConfigError naming the trainers that can train it. No trainer
 looks at a loss's name.
 """
 
+import jax.numpy as jnp
+
 from softlab import losses
 from softlab.trainers.base import ConfigError, field, lookup
 
@@ -45,3 +47,18 @@ def choose_loss(config, trainer: str):
     raise ConfigError(f"config.loss.name: {name!r} is a {info.describe()} loss; the {trainer} "
                       f"trainer takes {takes}; trainers for {info.describe()} losses: {able}")
   return loss_fn, info
+
+
+def stateful_dry_run(factory):
+  """(*example, **hyper) -> one apply of factory(**hyper) from a fresh state.
+
+  The `call` of `base.loss_options` for a stateful loss: bad hyperparameters
+  fail on a tiny example before any compilation.
+  """
+
+  def call(*example, **hyper):
+    stateful = factory(**hyper)
+    count = example[0].shape[0]
+    return stateful.apply(*example, stateful.init(count), jnp.arange(count))
+
+  return call
