@@ -56,7 +56,7 @@ def list_registered() -> str:
     importlib.import_module(module)
   blocks = []
   for entries in registry.all_registries().values():
-    names = ", ".join(entries.names())
+    names = ", ".join(entries.listing())
     blocks.append(
         f"{entries.plural} ({len(entries.names())}):\n"
         + textwrap.fill(names, width=79, initial_indent="  ", subsequent_indent="  ")

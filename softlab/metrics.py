@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from softlab import normalizers
+from softlab import normalizers, validation
 
 
 def _as_logits(logits: ArrayLike, name: str = "logits") -> jax.Array:
@@ -26,30 +26,15 @@ def _as_logits(logits: ArrayLike, name: str = "logits") -> jax.Array:
 
 
 def _labels(labels: ArrayLike, logits: jax.Array) -> jax.Array:
-  labels = jnp.asarray(labels)
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(
-        f"labels must be integer class indices, got dtype {labels.dtype}"
-    )
-  if labels.shape != logits.shape[:-1]:
-    raise ValueError(
-        f"labels of shape {labels.shape} must have the shape of logits without"
-        f" the class axis, {logits.shape[:-1]}"
-    )
-  return labels
+  return validation.check_labels(labels, logits.shape[:-1])
 
 
 def _keep(where: ArrayLike | None, shape: tuple[int, ...], name: str = "where"):
   """The per-example mask (all True if None)."""
   if where is None:
     return jnp.ones(shape, bool)
-  where = jnp.asarray(where)
-  if where.dtype != jnp.bool_ or where.shape != shape:
-    raise ValueError(
-        f"{name} must be a boolean array of the examples' shape {shape}, got"
-        f" {where.dtype} {where.shape}"
-    )
-  return where
+  return validation.check_array(where, name, dtype=bool, shape=shape,
+                                shape_description=f"the examples' shape {shape}")
 
 
 def _fraction(hits: jax.Array, keep: jax.Array) -> jax.Array:

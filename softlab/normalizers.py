@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from softlab import validation
 from softlab.registry import Registry
+from softlab.validation import check_positive
 
 _REGISTRY = Registry("normalizer")
 
@@ -83,28 +85,14 @@ def keep_mask(x: jax.Array, where: ArrayLike | None, *, name: str = "x", hint: s
   mask = x != -jnp.inf
   if where is None:
     return mask
-  where = jnp.asarray(where)
-  if where.dtype != jnp.bool_:
-    raise ValueError(f"where must be a boolean array, got dtype {where.dtype}")
-  try:
-    return mask & jnp.broadcast_to(where, x.shape)
-  except ValueError:
-    raise ValueError(
-        f"where of shape {where.shape} does not broadcast to {name} of shape {x.shape}{hint}"
-    ) from None
+  return mask & validation.check_mask(where, x.shape, target=name, hint=hint)
 
 
 def _per_row(value: ArrayLike, x: jax.Array, axis: int, name: str):
   """`value` broadcast to the rows of `x`, with a size-1 `axis` kept."""
   rows = x.shape[:axis] + x.shape[axis + 1 :]
-  value = jnp.asarray(value, x.dtype)
-  try:
-    value = jnp.broadcast_to(value, rows)
-  except ValueError:
-    raise ValueError(
-        f"{name} of shape {value.shape} does not broadcast to the rows {rows}"
-        f" of x with shape {x.shape} along axis {axis}"
-    ) from None
+  value = validation.broadcast_to(value, rows, name=name, target="the rows", dtype=x.dtype,
+                                 hint=f" of x with shape {x.shape} along axis {axis}")
   return jnp.expand_dims(value, axis)
 
 
@@ -138,12 +126,6 @@ def _l1_normalize(w: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
   """Nonnegative w with masked entries zeroed, divided by its row sum."""
   w = jnp.where(mask, w, 0)
   return _safe_divide_rows(w, jnp.sum(w, axis=axis, keepdims=True))
-
-
-def check_positive(value, name: str):
-  """Validates a hyperparameter given as a Python number (traced values pass)."""
-  if isinstance(value, (int, float)) and not value > 0:
-    raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def log_count(n):
@@ -635,7 +617,8 @@ def ssmax(
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
   n = _row_count(mask, axis, x.dtype) if n is None else _per_row(n, x, axis, "n")
-  scale = jnp.asarray(s, x.dtype) * log_count(n)
+  s = validation.broadcast_to(s, x.shape, name="s", target="x of shape", dtype=x.dtype)
+  scale = s * log_count(n)
   return _softmax(scale * _centered(x, mask, axis), mask, axis).astype(out_dtype)
 
 
@@ -693,7 +676,8 @@ def sigmoid(
     Self-Attention", arXiv:2409.04431.
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
-  weights = jax.nn.sigmoid(x + jnp.asarray(bias, x.dtype))
+  weights = jax.nn.sigmoid(
+      x + validation.broadcast_to(bias, x.shape, name="bias", target="x of shape", dtype=x.dtype))
   return jnp.where(mask, weights, 0).astype(out_dtype)
 
 
@@ -803,7 +787,8 @@ def softplus(
     Extrapolation in Large Language Models", arXiv:2501.13428.
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
-  weights = _softmax(log_softplus(jnp.asarray(scale, x.dtype) * x), mask, axis)
+  scale = validation.broadcast_to(scale, x.shape, name="scale", target="x of shape", dtype=x.dtype)
+  weights = _softmax(log_softplus(scale * x), mask, axis)
   if sharpen_power is None:
     return weights.astype(out_dtype)
   check_positive(sharpen_power, "sharpen_power")

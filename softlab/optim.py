@@ -43,6 +43,7 @@ import optax
 import optax.contrib
 
 from softlab.registry import Registry
+from softlab.validation import check_number
 
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
@@ -176,12 +177,7 @@ def _fields(config) -> dict[str, Any]:
 
 
 def _check(fields, name, valid, description):
-  value = fields[name]
-  number = isinstance(value, (int, float)) and not isinstance(value, bool)
-  if not number or not valid(value):
-    raise ValueError(
-        f"optimizer.{name} must be a number {description}, got {value!r}"
-    )
+  check_number(fields[name], f"optimizer.{name}", valid, description, required=True)
 
 
 # ---------------------------------------------------------------------------

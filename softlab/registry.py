@@ -66,6 +66,10 @@ class Registry:
     """Registered names, sorted."""
     return tuple(sorted(self._entries))
 
+  def listing(self) -> tuple[str, ...]:
+    """Registered names as `softlab list` prints them (subclasses add details)."""
+    return self.names()
+
   def __contains__(self, name: str) -> bool:
     return name in self._entries
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from softlab import data, losses, models, normalizers, trainers
+from softlab import cli, data, losses, models, normalizers, trainers
 
 
 def softlab(*args):
@@ -21,6 +21,12 @@ def test_list_prints_every_registered_name():
     assert f"{kind} ({len(module.names())}):" in result.stdout, kind
     for name in module.names():
       assert f" {name}," in listed or f" {name} " in listed, name
+
+
+def test_list_shows_each_loss_kind():
+  listed = " ".join(cli.list_registered().split())
+  for name in losses.names():
+    assert f"{name} ({losses.info(name).describe()})" in listed, name
 
 
 def test_unknown_command_is_one_line_error():

@@ -2,10 +2,12 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -169,31 +171,36 @@ ADVERSARIAL_MASK = np.array(
 )
 
 
-@pytest.mark.parametrize("name", ALL_CASES)
-@pytest.mark.parametrize("axis", [-1, 0])
-def test_matches_reference_on_random_inputs(name, axis):
-  fn, ref, is_log = case(name)
-  where = RNG.random(RANDOM.shape) > 0.25
-  where[1] = False  # a fully masked row / column
-  got = fn(RANDOM, axis=axis, where=where)
-  want = rowwise(ref, RANDOM, where, axis, fill=-np.inf if is_log else 0.0)
-  assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+class MatchesReference(chex.TestCase):
+  """Every case against its float64 NumPy reference, with and without jit (as optax's tests)."""
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(
+      (f"{name}_axis{axis}", name, axis) for name in ALL_CASES for axis in (-1, 0))
+  def test_random_inputs(self, name, axis):
+    fn, ref, is_log = case(name)
+    where = RNG.random(RANDOM.shape) > 0.25
+    where[1] = False  # a fully masked row / column
+    got = self.variant(lambda x, where: fn(x, axis=axis, where=where))(RANDOM, where)
+    want = rowwise(ref, RANDOM, where, axis, fill=-np.inf if is_log else 0.0)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
-@pytest.mark.parametrize("name", ALL_CASES)
-def test_matches_reference_on_adversarial_inputs(name):
-  fn, ref, is_log = case(name)
-  fill = -np.inf if is_log else 0.0
-  np.testing.assert_allclose(
-      fn(ADVERSARIAL), rowwise(ref, ADVERSARIAL, fill=fill), rtol=1e-5, atol=1e-6
-  )
-  np.testing.assert_allclose(
-      fn(ADVERSARIAL, where=ADVERSARIAL_MASK),
-      rowwise(ref, ADVERSARIAL, ADVERSARIAL_MASK, fill=fill),
-      rtol=1e-5,
-      atol=1e-6,
-  )
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters((name, name) for name in ALL_CASES)
+  def test_adversarial_inputs(self, name):
+    fn, ref, is_log = case(name)
+    fill = -np.inf if is_log else 0.0
+    normalize = self.variant(lambda x, where: fn(x, where=where))
+    np.testing.assert_allclose(
+        normalize(ADVERSARIAL, None), rowwise(ref, ADVERSARIAL, fill=fill), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        normalize(ADVERSARIAL, ADVERSARIAL_MASK),
+        rowwise(ref, ADVERSARIAL, ADVERSARIAL_MASK, fill=fill),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SUMS_TO_ONE))

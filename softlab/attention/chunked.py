@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softlab import normalizers
+from softlab import normalizers, validation
 from softlab.attention import _common
 
 # Default rows per query block and keys per key block (tuned on a 2-core CPU
@@ -490,7 +490,7 @@ def _static_values(problem: _common.Problem) -> tuple[tuple[str, float | None], 
     value = problem.kwargs.get(key, defaults.get(key))
     static.append((key, _static_number(value, f"normalizer_kwargs[{key!r}]")))
   if form.reweighting is not None:
-    normalizers.check_positive(dict(static)[form.reweighting.switch], form.reweighting.switch)
+    validation.check_positive(dict(static)[form.reweighting.switch], form.reweighting.switch)
   return tuple(static)
 
 

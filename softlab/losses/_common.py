@@ -2,9 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from softlab import normalizers
+from softlab import normalizers, validation
 
 
 def compute_dtype(*arrays, dtype=None):
@@ -80,39 +79,17 @@ def prepare_logits(logits, where=None, dtype=None):
   return jnp.where(mask, x, 0), mask
 
 
-def check_labels(labels, logits):
+def class_labels(labels, logits):
   """Integer labels of shape logits.shape[:-1]; range-checked when concrete."""
-  labels = jnp.asarray(labels)
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(
-        f"labels must be integer class indices, got dtype {labels.dtype}"
-        " (probabilities go to the soft-label losses as label_probs)"
-    )
-  if labels.shape != logits.shape[:-1]:
-    raise ValueError(
-        f"labels of shape {labels.shape} must have the shape of logits without"
-        f" the class axis, {logits.shape[:-1]}"
-    )
-  if not isinstance(labels, jax.core.Tracer) and labels.size:
-    low, high = int(np.min(labels)), int(np.max(labels))
-    if low < 0 or high >= logits.shape[-1]:
-      raise ValueError(
-          f"labels must lie in [0, {logits.shape[-1]}) for"
-          f" {logits.shape[-1]} classes, got values in [{low}, {high}]"
-      )
-  return labels
+  return validation.check_labels(
+      labels, logits.shape[:-1], logits.shape[-1],
+      hint=" (probabilities go to the soft-label losses as label_probs)")
 
 
 def broadcast_to_logits(value, logits, name):
   """A per-class array (targets, margins) broadcast to the logits, their dtype."""
-  value = jnp.asarray(value)
-  try:
-    return jnp.broadcast_to(value, logits.shape).astype(logits.dtype)
-  except ValueError:
-    raise ValueError(
-        f"{name} of shape {value.shape} does not broadcast to logits of shape"
-        f" {logits.shape}"
-    ) from None
+  return validation.broadcast_to(value, logits.shape, name=name, target="logits of shape",
+                                 dtype=logits.dtype)
 
 
 def prepare_classification(logits, labels, where=None, dtype=None):
@@ -123,7 +100,7 @@ def prepare_classification(logits, labels, where=None, dtype=None):
   return 0 for the other examples.
   """
   x, mask = prepare_logits(logits, where, dtype)
-  labels = check_labels(labels, x)
+  labels = class_labels(labels, x)
   one_hot = labels[..., None] == jnp.arange(x.shape[-1])
   return x, mask, one_hot, jnp.any(one_hot & mask, axis=-1)
 
@@ -162,9 +139,3 @@ def normalized_cross_entropy(log_probs, one_hot, mask):
   nonzero = total < 0
   ratio = label_value(log_probs, one_hot) / jnp.where(nonzero, total, -1)
   return jnp.where(nonzero, ratio, 0)
-
-
-def check_hyperparameter(value, name, valid, description):
-  """ValueError if a hyperparameter given as a Python number fails `valid`."""
-  if isinstance(value, (int, float)) and not valid(value):
-    raise ValueError(f"{name} must be {description}, got {value}")

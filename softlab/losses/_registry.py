@@ -1,5 +1,90 @@
-"""The loss registry: every loss a config can name (`softlab.losses.get(name)`)."""
+"""The loss registry: every loss a config can name, with its kind.
+
+A loss's kind is its calling convention, so a trainer can feed any loss of a
+kind it knows without knowing the loss:
+- classification: loss(logits [..., K], labels [...] integer classes).
+- multilabel: loss(logits [..., K], label matrix [..., K] of targets in [0, 1]).
+- margin: loss(cosines [N, C] or embeddings + class centers, labels [N]).
+- pairwise: loss(zimg [b, d], ztxt [b, d], **logit_params, axis_name=...): two
+  paired embedding sets; the entry names the Flax module of its learnable
+  logit parameters (`logit_params`), whose `loss_arguments()` gives the keyword
+  arguments (temperature t, bias b).
+- vocab_head: loss(hidden [..., d], weight [d, V], labels [...]).
+- regularizer: loss(logits [..., K]): a term added to another loss (z-loss).
+
+A stateful loss (ALDR-KL's per-example lambda) also registers `stateful`, a
+factory `stateful(**hyperparameters) -> StatefulLoss`: an optax-style
+(init, apply) pair whose state the trainer keeps without knowing the loss.
+`get(name)` returns the plain function in every case.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from softlab.registry import Registry
 
-REGISTRY = Registry("loss", plural="losses")
+KINDS = ("classification", "multilabel", "margin", "pairwise", "vocab_head", "regularizer")
+
+
+class StatefulLoss(NamedTuple):
+  """A loss with per-example state, in the shape of optax's GradientTransformation.
+
+  init(num_examples, dtype) -> state: a dict of arrays whose leading axis is
+    the example (indexed by the example ids the trainer passes); its keys name
+    what the trainer logs about it.
+  apply(*inputs, state, ids, *, where=None) -> (values, new_state): the
+    kind's inputs, the state and the batch's example ids [B]; ids outside
+    [0, num_examples) (padding) read the initial state and write nothing.
+  """
+
+  init: Callable[..., dict[str, Any]]
+  apply: Callable[..., tuple[Any, dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossInfo:
+  """What a trainer needs to know about a registered loss besides the function.
+
+  Attributes:
+    kind: the calling convention, one of KINDS.
+    stateful: for a stateful loss, (**hyperparameters) -> StatefulLoss.
+    logit_params: for a pairwise loss, the Flax module of its learnable logit
+      parameters (its fields are the config's loss options).
+  """
+
+  kind: str
+  stateful: Callable[..., StatefulLoss] | None = None
+  logit_params: type | None = None
+
+  def describe(self) -> str:
+    """"classification", or "stateful classification"."""
+    return f"stateful {self.kind}" if self.stateful else self.kind
+
+
+class LossRegistry(Registry):
+  """The loss registry: `register(name, kind=...)` records each loss's LossInfo."""
+
+  def __init__(self):
+    super().__init__("loss", plural="losses")
+    self._info: dict[str, LossInfo] = {}
+
+  def register(self, name: str, *, kind: str, stateful=None, logit_params=None):
+    """Decorator adding a loss under `name` with its kind (and stateful form or
+    logit parameters)."""
+    if kind not in KINDS:
+      raise ValueError(f"loss {name!r}: unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+    self._info[name] = LossInfo(kind, stateful, logit_params)
+    return super().register(name)
+
+  def info(self, name: str) -> LossInfo:
+    """The LossInfo of `name`; ValueError listing valid names otherwise."""
+    self.get(name)
+    return self._info[name]
+
+  def listing(self) -> tuple[str, ...]:
+    """Names with their kinds, as `softlab list` prints them."""
+    return tuple(f"{name} ({self._info[name].describe()})" for name in self.names())
+
+
+REGISTRY = LossRegistry()

@@ -24,8 +24,7 @@ from jax.typing import ArrayLike, DTypeLike
 from softlab import normalizers
 from softlab.losses._common import (
     broadcast_to_logits,
-    check_hyperparameter,
-    check_labels,
+    class_labels,
     class_count,
     label_value,
     logsumexp,
@@ -36,6 +35,7 @@ from softlab.losses._common import (
     safe_pow,
 )
 from softlab.losses._registry import REGISTRY
+from softlab.validation import check_number
 
 __all__ = [
     "asl",
@@ -103,7 +103,7 @@ def _targets(labels, x, mask):
   """(per-class targets, valid examples) from integer labels or probabilities."""
   labels = jnp.asarray(labels)
   if jnp.issubdtype(labels.dtype, jnp.integer):
-    labels = check_labels(labels, x)
+    labels = class_labels(labels, x)
     one_hot = labels[..., None] == jnp.arange(x.shape[-1])
     return one_hot.astype(x.dtype), jnp.any(one_hot & mask, axis=-1)
   return broadcast_to_logits(labels, x, "labels"), jnp.any(mask, axis=-1)
@@ -114,7 +114,7 @@ def _targets(labels, x, mask):
 # ---------------------------------------------------------------------------
 
 
-@REGISTRY.register("softmax_cross_entropy")
+@REGISTRY.register("softmax_cross_entropy", kind="classification")
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -143,7 +143,7 @@ def softmax_cross_entropy(
     Szegedy et al., "Rethinking the Inception Architecture for Computer
     Vision" (label smoothing), arXiv:1512.00567.
   """
-  check_hyperparameter(
+  check_number(
       label_smoothing, "label_smoothing", lambda a: 0 <= a <= 1, "in [0, 1]"
   )
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
@@ -155,7 +155,7 @@ def softmax_cross_entropy(
   return jnp.where(valid, loss, 0)
 
 
-@REGISTRY.register("soft_cross_entropy")
+@REGISTRY.register("soft_cross_entropy", kind="multilabel")
 def soft_cross_entropy(
     logits: ArrayLike,
     label_probs: ArrayLike,
@@ -183,7 +183,7 @@ def soft_cross_entropy(
   return -jnp.sum(jnp.where(mask, targets * log_probs, 0), axis=-1)
 
 
-@REGISTRY.register("stablemax_cross_entropy")
+@REGISTRY.register("stablemax_cross_entropy", kind="classification")
 def stablemax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -217,7 +217,7 @@ def stablemax_cross_entropy(
   return jnp.where(valid, -label_value(log_probs, one_hot), 0)
 
 
-@REGISTRY.register("sigmoid_binary_cross_entropy")
+@REGISTRY.register("sigmoid_binary_cross_entropy", kind="multilabel")
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -245,7 +245,7 @@ def sigmoid_binary_cross_entropy(
   return jnp.sum(jnp.where(mask, per_class, 0), axis=-1)
 
 
-@REGISTRY.register("focal_loss")
+@REGISTRY.register("focal_loss", kind="classification")
 def focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -272,14 +272,14 @@ def focal_loss(
   References:
     Lin et al., "Focal Loss for Dense Object Detection", arXiv:1708.02002.
   """
-  check_hyperparameter(gamma, "gamma", lambda g: g >= 0, ">= 0")
+  check_number(gamma, "gamma", lambda g: g >= 0, ">= 0")
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
   loss = -safe_pow(_one_minus_exp(log_p_y), gamma) * log_p_y
   return jnp.where(valid, loss, 0)
 
 
-@REGISTRY.register("poly1_cross_entropy")
+@REGISTRY.register("poly1_cross_entropy", kind="classification")
 def poly1_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -309,7 +309,7 @@ def poly1_cross_entropy(
   return jnp.where(valid, -log_p_y + epsilon * _one_minus_exp(log_p_y), 0)
 
 
-@REGISTRY.register("squentropy")
+@REGISTRY.register("squentropy", kind="classification")
 def squentropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -344,7 +344,7 @@ def squentropy(
   return jnp.where(valid, nll + square_loss, 0)
 
 
-@REGISTRY.register("maxsup_regularizer")
+@REGISTRY.register("maxsup_regularizer", kind="regularizer")
 def maxsup_regularizer(
     logits: ArrayLike,
     *,
@@ -374,7 +374,7 @@ def maxsup_regularizer(
   return _maxsup(x, mask)
 
 
-@REGISTRY.register("maxsup_cross_entropy")
+@REGISTRY.register("maxsup_cross_entropy", kind="classification")
 def maxsup_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -408,7 +408,7 @@ def maxsup_cross_entropy(
   return jnp.where(valid, nll + alpha * _maxsup(x, mask), 0)
 
 
-@REGISTRY.register("z_loss")
+@REGISTRY.register("z_loss", kind="regularizer")
 def z_loss(
     logits: ArrayLike,
     *,
@@ -442,7 +442,7 @@ def z_loss(
 # ---------------------------------------------------------------------------
 
 
-@REGISTRY.register("gce")
+@REGISTRY.register("gce", kind="classification")
 def gce(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -469,13 +469,13 @@ def gce(
     Zhang & Sabuncu, "Generalized Cross Entropy Loss for Training Deep
     Neural Networks with Noisy Labels", arXiv:1805.07836.
   """
-  check_hyperparameter(q, "q", lambda v: 0 < v <= 1, "in (0, 1]")
+  check_number(q, "q", lambda v: 0 < v <= 1, "in (0, 1]")
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
   return jnp.where(valid, _one_minus_exp(q * log_p_y) / q, 0)
 
 
-@REGISTRY.register("truncated_gce")
+@REGISTRY.register("truncated_gce", kind="classification")
 def truncated_gce(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -507,15 +507,15 @@ def truncated_gce(
     Zhang & Sabuncu, "Generalized Cross Entropy Loss for Training Deep
     Neural Networks with Noisy Labels", arXiv:1805.07836.
   """
-  check_hyperparameter(q, "q", lambda v: 0 < v <= 1, "in (0, 1]")
-  check_hyperparameter(k, "k", lambda v: 0 < v < 1, "in (0, 1)")
+  check_number(q, "q", lambda v: 0 < v <= 1, "in (0, 1]")
+  check_number(k, "k", lambda v: 0 < v < 1, "in (0, 1)")
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
   truncated = jnp.maximum(log_p_y, jnp.log(jnp.asarray(k, x.dtype)))
   return jnp.where(valid, _one_minus_exp(q * truncated) / q, 0)
 
 
-@REGISTRY.register("sce")
+@REGISTRY.register("sce", kind="classification")
 def sce(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -553,7 +553,7 @@ def sce(
   return jnp.where(valid, loss, 0)
 
 
-@REGISTRY.register("nce_rce")
+@REGISTRY.register("nce_rce", kind="classification")
 def nce_rce(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -591,7 +591,7 @@ def nce_rce(
   return jnp.where(valid, alpha * nce + beta * rce, 0)
 
 
-@REGISTRY.register("mae")
+@REGISTRY.register("mae", kind="classification")
 def mae(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -619,7 +619,7 @@ def mae(
   return jnp.where(valid, 2 * _one_minus_exp(log_p_y), 0)
 
 
-@REGISTRY.register("mse")
+@REGISTRY.register("mse", kind="classification")
 def mse(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -705,13 +705,13 @@ def drw_class_weights(
     Cui et al., "Class-Balanced Loss Based on Effective Number of Samples",
     arXiv:1901.05555; Cao et al., arXiv:1906.07413.
   """
-  check_hyperparameter(beta, "beta", lambda b: 0 <= b < 1, "in [0, 1)")
+  check_number(beta, "beta", lambda b: 0 <= b < 1, "in [0, 1)")
   counts = _check_class_counts(class_counts)
   weights = (1 - beta) / (1 - beta**counts)
   return jnp.asarray(weights * (counts.size / weights.sum()), jnp.float32)
 
 
-@REGISTRY.register("ldam")
+@REGISTRY.register("ldam", kind="classification")
 def ldam(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -750,7 +750,7 @@ def ldam(
   return jnp.where(valid, -log_p_y, 0)
 
 
-@REGISTRY.register("asl")
+@REGISTRY.register("asl", kind="multilabel")
 def asl(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -786,7 +786,7 @@ def asl(
     Ridnik et al., "Asymmetric Loss For Multi-Label Classification",
     arXiv:2009.14119.
   """
-  check_hyperparameter(clip, "clip", lambda c: 0 <= c < 1, "in [0, 1)")
+  check_number(clip, "clip", lambda c: 0 <= c < 1, "in [0, 1)")
   x, mask = prepare_logits(logits, where, dtype)
   y = broadcast_to_logits(labels, x, "labels")
   clip = jnp.asarray(clip, x.dtype)
@@ -806,7 +806,7 @@ def asl(
 # ---------------------------------------------------------------------------
 
 
-@REGISTRY.register("sparsemax_loss")
+@REGISTRY.register("sparsemax_loss", kind="classification")
 def sparsemax_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -837,7 +837,7 @@ def sparsemax_loss(
   return jnp.where(valid, _fenchel_young(x, mask, one_hot, probs, omega), 0)
 
 
-@REGISTRY.register("entmax15_loss")
+@REGISTRY.register("entmax15_loss", kind="classification")
 def entmax15_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -879,7 +879,7 @@ def _metric_loss_parts(logits, labels, where, dtype):
   return norm(probs), norm(targets), norm(probs - targets), valid
 
 
-@REGISTRY.register("jaccard_metric_loss")
+@REGISTRY.register("jaccard_metric_loss", kind="classification")
 def jaccard_metric_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -914,7 +914,7 @@ def jaccard_metric_loss(
   return jnp.where(valid, 2 * diff / jnp.where(valid, total, 1), 0)
 
 
-@REGISTRY.register("dice_metric_loss")
+@REGISTRY.register("dice_metric_loss", kind="classification")
 def dice_metric_loss(
     logits: ArrayLike,
     labels: ArrayLike,

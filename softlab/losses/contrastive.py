@@ -20,6 +20,64 @@ from softlab.losses._registry import REGISTRY
 __all__ = ["CLIPLogitScale", "SigLIPLogitParams", "clip_loss", "siglip_loss"]
 
 
+class SigLIPLogitParams(nn.Module):
+  """The learnable SigLIP temperature and bias: returns (t, b), t = exp(t').
+
+  Attributes:
+    t_prime_init: initial t' (paper: log 10, so t starts at 10).
+    bias_init: initial b (paper: -10, so that the many negatives start with a
+      small loss); None for the paper's no-bias ablation (b = 0, not learned).
+  """
+
+  t_prime_init: float = math.log(10.0)
+  bias_init: float | None = -10.0
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    t_prime = self.param(
+        "t_prime", nn.initializers.constant(self.t_prime_init), (), jnp.float32
+    )
+    if self.bias_init is None:
+      return jnp.exp(t_prime), jnp.zeros((), jnp.float32)
+    bias = self.param(
+        "bias", nn.initializers.constant(self.bias_init), (), jnp.float32
+    )
+    return jnp.exp(t_prime), bias
+
+  def loss_arguments(self) -> dict[str, jax.Array]:
+    """The keyword arguments of `siglip_loss`: {"t": t, "b": b}."""
+    t, b = self()
+    return {"t": t, "b": b}
+
+
+class CLIPLogitScale(nn.Module):
+  """The learnable CLIP temperature: returns t = min(exp(t'), max_scale).
+
+  CLIP initializes the temperature to 1 / 0.07 and clips it at 100; capping
+  t here (zero gradient above the cap) has the effect of CLIP's clamping of
+  t' after every step. Pass `t_prime_init=math.log(10.0)` to start from
+  SigLIP's temperature instead.
+
+  Attributes:
+    t_prime_init: initial t' (CLIP: log(1 / 0.07)).
+    max_scale: the largest t (CLIP: 100).
+  """
+
+  t_prime_init: float = math.log(1 / 0.07)
+  max_scale: float = 100.0
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    t_prime = self.param(
+        "t_prime", nn.initializers.constant(self.t_prime_init), (), jnp.float32
+    )
+    return jnp.minimum(jnp.exp(t_prime), self.max_scale)
+
+  def loss_arguments(self) -> dict[str, jax.Array]:
+    """The keyword arguments of `clip_loss`: {"t": t}."""
+    return {"t": self()}
+
+
 def _prepare_pair(zimg, ztxt, normalize, *scalars):
   """(x, y, scalars) in the compute dtype, x and y L2-normalized if asked."""
   zimg, ztxt = jnp.asarray(zimg), jnp.asarray(ztxt)
@@ -48,7 +106,7 @@ def _sigmoid_rows(x, y, t, b, positives_on_diagonal):
   return -jnp.sum(jax.nn.log_sigmoid(logits), axis=1)
 
 
-@REGISTRY.register("siglip_loss")
+@REGISTRY.register("siglip_loss", kind="pairwise", logit_params=SigLIPLogitParams)
 def siglip_loss(
     zimg: ArrayLike,
     ztxt: ArrayLike,
@@ -104,7 +162,7 @@ def siglip_loss(
   return loss
 
 
-@REGISTRY.register("clip_loss")
+@REGISTRY.register("clip_loss", kind="pairwise", logit_params=CLIPLogitScale)
 def clip_loss(
     zimg: ArrayLike,
     ztxt: ArrayLike,
@@ -146,52 +204,3 @@ def clip_loss(
   image_to_text = logsumexp(t * (x @ all_y.T))
   text_to_image = logsumexp(t * (y @ all_x.T))
   return (image_to_text + text_to_image) / 2 - positive
-
-
-class SigLIPLogitParams(nn.Module):
-  """The learnable SigLIP temperature and bias: returns (t, b), t = exp(t').
-
-  Attributes:
-    t_prime_init: initial t' (paper: log 10, so t starts at 10).
-    bias_init: initial b (paper: -10, so that the many negatives start with a
-      small loss); None for the paper's no-bias ablation (b = 0, not learned).
-  """
-
-  t_prime_init: float = math.log(10.0)
-  bias_init: float | None = -10.0
-
-  @nn.compact
-  def __call__(self) -> tuple[jax.Array, jax.Array]:
-    t_prime = self.param(
-        "t_prime", nn.initializers.constant(self.t_prime_init), (), jnp.float32
-    )
-    if self.bias_init is None:
-      return jnp.exp(t_prime), jnp.zeros((), jnp.float32)
-    bias = self.param(
-        "bias", nn.initializers.constant(self.bias_init), (), jnp.float32
-    )
-    return jnp.exp(t_prime), bias
-
-
-class CLIPLogitScale(nn.Module):
-  """The learnable CLIP temperature: returns t = min(exp(t'), max_scale).
-
-  CLIP initializes the temperature to 1 / 0.07 and clips it at 100; capping
-  t here (zero gradient above the cap) has the effect of CLIP's clamping of
-  t' after every step. Pass `t_prime_init=math.log(10.0)` to start from
-  SigLIP's temperature instead.
-
-  Attributes:
-    t_prime_init: initial t' (CLIP: log(1 / 0.07)).
-    max_scale: the largest t (CLIP: 100).
-  """
-
-  t_prime_init: float = math.log(1 / 0.07)
-  max_scale: float = 100.0
-
-  @nn.compact
-  def __call__(self) -> jax.Array:
-    t_prime = self.param(
-        "t_prime", nn.initializers.constant(self.t_prime_init), (), jnp.float32
-    )
-    return jnp.minimum(jnp.exp(t_prime), self.max_scale)

@@ -28,14 +28,14 @@ from jax.typing import ArrayLike, DTypeLike
 
 from softlab import normalizers
 from softlab.losses._common import (
-    check_hyperparameter,
     class_count,
     label_value,
     masked_log_softmax,
     normalized_cross_entropy,
     prepare_classification,
 )
-from softlab.losses._registry import REGISTRY
+from softlab.losses._registry import REGISTRY, StatefulLoss
+from softlab.validation import broadcast_to, check_number
 
 __all__ = [
     "aldr_kl",
@@ -110,7 +110,7 @@ def _prepare(logits, labels, where, dtype, normalize_logits):
 # ---------------------------------------------------------------------------
 
 
-@REGISTRY.register("ldr_kl")
+@REGISTRY.register("ldr_kl", kind="classification")
 def ldr_kl(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -145,12 +145,47 @@ def ldr_kl(
     Zhu, Ying & Yang, "Label Distributionally Robust Losses for Multi-class
     Classification: Consistency, Robustness and Adaptivity", arXiv:2112.14869.
   """
-  check_hyperparameter(lam, "lam", lambda v: v > 0, "> 0")
+  check_number(lam, "lam", lambda v: v > 0, "> 0")
   x, mask, one_hot, valid = _prepare(logits, labels, where, dtype, normalize_logits)
   return jnp.where(valid, _ldr_kl(x, mask, one_hot, lam, margin), 0)
 
 
-@REGISTRY.register("aldr_kl")
+def aldr_kl_stateful(
+    *,
+    lam0: float = 10.0,
+    alpha: float = 2.0,
+    margin: float = 0.1,
+    normalize_logits: str | None = None,
+) -> StatefulLoss:
+  """ALDR-KL with its per-example lambdas as state: an optax-style (init, apply) pair.
+
+  init(num_examples, dtype=float32) -> {"lambda": [num_examples] filled with lam0}.
+  apply(logits, labels, state, ids, *, where=None) -> (values, new_state): reads
+  each example's lambda at its id (lam0 for ids outside the state, e.g.
+  padding), computes `aldr_kl` and writes the updated lambdas back at those
+  ids (ids outside the state write nothing).
+
+  Args: the hyperparameters of `aldr_kl`.
+
+  Returns:
+    StatefulLoss(init, apply).
+  """
+  check_number(lam0, "lam0", lambda v: v > 0, "> 0")
+
+  def init(num_examples, dtype=jnp.float32):
+    return {"lambda": jnp.full(num_examples, lam0, dtype)}
+
+  def apply(logits, labels, state, ids, *, where=None):
+    stored = state["lambda"]
+    lam = stored.at[ids].get(mode="fill", fill_value=lam0)
+    values, lam = aldr_kl(logits, labels, lam, where=where, lam0=lam0, alpha=alpha,
+                          margin=margin, normalize_logits=normalize_logits)
+    return values, {"lambda": stored.at[ids].set(lam, mode="drop")}
+
+  return StatefulLoss(init, apply)
+
+
+@REGISTRY.register("aldr_kl", kind="classification", stateful=aldr_kl_stateful)
 def aldr_kl(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -194,16 +229,11 @@ def aldr_kl(
     Zhu, Ying & Yang, "Label Distributionally Robust Losses for Multi-class
     Classification: Consistency, Robustness and Adaptivity", arXiv:2112.14869.
   """
-  check_hyperparameter(lam0, "lam0", lambda v: v > 0, "> 0")
-  check_hyperparameter(alpha, "alpha", lambda v: v > 1, "> 1")
+  check_number(lam0, "lam0", lambda v: v > 0, "> 0")
+  check_number(alpha, "alpha", lambda v: v > 1, "> 1")
   x, mask, one_hot, valid = _prepare(logits, labels, where, dtype, normalize_logits)
   lam = jnp.asarray(lam)
-  try:
-    lam_old = jnp.broadcast_to(lam, valid.shape).astype(x.dtype)
-  except ValueError:
-    raise ValueError(
-        f"lam of shape {lam.shape} does not broadcast to the examples {valid.shape}"
-    ) from None
+  lam_old = broadcast_to(lam, valid.shape, name="lam", target="the examples", dtype=x.dtype)
   log_k = jnp.log(jnp.maximum(class_count(mask, x.dtype), 1))
   log_probs = masked_log_softmax(x / lam_old[..., None], mask)
   probs = normalizers.softmax(x / lam_old[..., None], where=mask)
@@ -221,7 +251,7 @@ def aldr_kl(
 # ---------------------------------------------------------------------------
 
 
-@REGISTRY.register("crammer_singer")
+@REGISTRY.register("crammer_singer", kind="classification")
 def crammer_singer(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -251,7 +281,7 @@ def crammer_singer(
   return jnp.where(valid, jnp.max(gaps, axis=-1), 0)
 
 
-@REGISTRY.register("weston_watkins")
+@REGISTRY.register("weston_watkins", kind="classification")
 def weston_watkins(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -282,7 +312,7 @@ def weston_watkins(
   return jnp.where(valid, total, 0)
 
 
-@REGISTRY.register("rll")
+@REGISTRY.register("rll", kind="classification")
 def rll(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -312,7 +342,7 @@ def rll(
     Kumar & Sastry, "Robust Loss Functions for Learning Multi-class
     Classifiers", IEEE SMC 2018 (no arXiv id).
   """
-  check_hyperparameter(alpha, "alpha", lambda v: v > 0, "> 0")
+  check_number(alpha, "alpha", lambda v: v > 0, "> 0")
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   probs = normalizers.softmax(x, where=mask)
   log_terms = jnp.log(alpha + probs)
@@ -324,7 +354,7 @@ def rll(
   return jnp.where(valid, loss, 0)
 
 
-@REGISTRY.register("js")
+@REGISTRY.register("js", kind="classification")
 def js(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -355,7 +385,7 @@ def js(
     Englesson & Azizpour, "Generalized Jensen-Shannon Divergence Loss for
     Learning with Noisy Labels", arXiv:2105.04522.
   """
-  check_hyperparameter(pi1, "pi1", lambda v: 0 < v < 1, "in (0, 1)")
+  check_number(pi1, "pi1", lambda v: 0 < v < 1, "in (0, 1)")
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_p_y = label_value(masked_log_softmax(x, mask), one_hot)
   pi1 = jnp.asarray(pi1, x.dtype)
@@ -368,7 +398,7 @@ def js(
   return jnp.where(valid, divergence / (-(1 - pi1) * log_rest), 0)
 
 
-@REGISTRY.register("nce_agce")
+@REGISTRY.register("nce_agce", kind="classification")
 def nce_agce(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -403,8 +433,8 @@ def nce_agce(
     Zhou et al., "Asymmetric Loss Functions for Learning with Noisy Labels",
     arXiv:2106.03110.
   """
-  check_hyperparameter(a, "a", lambda v: v > 0, "> 0")
-  check_hyperparameter(q, "q", lambda v: v > 0, "> 0")
+  check_number(a, "a", lambda v: v > 0, "> 0")
+  check_number(q, "q", lambda v: v > 0, "> 0")
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_probs = masked_log_softmax(x, mask)
   p_y_minus_1 = jnp.expm1(label_value(log_probs, one_hot))
@@ -413,7 +443,7 @@ def nce_agce(
   return jnp.where(valid, loss, 0)
 
 
-@REGISTRY.register("nce_aul")
+@REGISTRY.register("nce_aul", kind="classification")
 def nce_aul(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -448,8 +478,8 @@ def nce_aul(
     Zhou et al., "Asymmetric Loss Functions for Learning with Noisy Labels",
     arXiv:2106.03110.
   """
-  check_hyperparameter(a, "a", lambda v: v > 1, "> 1")
-  check_hyperparameter(p, "p", lambda v: v > 0, "> 0")
+  check_number(a, "a", lambda v: v > 1, "> 1")
+  check_number(p, "p", lambda v: v > 0, "> 0")
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_probs = masked_log_softmax(x, mask)
   one_minus_p_y = -jnp.expm1(label_value(log_probs, one_hot))

@@ -22,14 +22,14 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softlab.losses._common import (
-    check_hyperparameter,
-    check_labels,
+    class_labels,
     compute_dtype,
     l2_normalize,
     label_value,
     logsumexp,
 )
 from softlab.losses._registry import REGISTRY
+from softlab.validation import check_number, check_positive
 
 __all__ = [
     "ADAFACE_INITIAL_NORM_STATS",
@@ -98,7 +98,7 @@ def _prepare(cos, labels):
   other devices (class-sharded form), which marks no target here.
   """
   cos = _check_cos(cos)
-  labels = check_labels(labels, cos)
+  labels = class_labels(labels, cos)
   return cos, labels[:, None] == jnp.arange(cos.shape[1])
 
 
@@ -141,16 +141,12 @@ def _combined_margin(cos, m1, m2, m3):
   return jnp.where(monotone, jnp.cos(angle), cos - m2 * jnp.sin(m2)) - m3
 
 
-def _check_positive(value, name):
-  check_hyperparameter(value, name, lambda v: v > 0, "> 0")
-
-
 # ---------------------------------------------------------------------------
 # Softmax margin losses.
 # ---------------------------------------------------------------------------
 
 
-@REGISTRY.register("normalized_softmax")
+@REGISTRY.register("normalized_softmax", kind="margin")
 def normalized_softmax(
     cos: ArrayLike, labels: ArrayLike, *, s: float = 64.0, axis_name=None
 ) -> jax.Array:
@@ -169,14 +165,14 @@ def normalized_softmax(
     Wang et al., "NormFace: L2 Hypersphere Embedding for Face Verification",
     arXiv:1704.06369.
   """
-  _check_positive(s, "s")
+  check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   return _softmax_loss(
       s * label_value(cos, is_target), s * cos, is_target, axis_name
   )
 
 
-@REGISTRY.register("arcface")
+@REGISTRY.register("arcface", kind="margin")
 def arcface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -213,13 +209,13 @@ def arcface(
     Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
     Recognition", arXiv:1801.07698.
   """
-  _check_positive(s, "s")
+  check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   target = _combined_margin(label_value(cos, is_target), m1, m2, m3)
   return _softmax_loss(s * target, s * cos, is_target, axis_name)
 
 
-@REGISTRY.register("cosface")
+@REGISTRY.register("cosface", kind="margin")
 def cosface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -249,7 +245,7 @@ def cosface(
   return arcface(cos, labels, s=s, m1=1.0, m2=0.0, m3=m, axis_name=axis_name)
 
 
-@REGISTRY.register("subcenter_arcface")
+@REGISTRY.register("subcenter_arcface", kind="margin")
 def subcenter_arcface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -289,7 +285,7 @@ def subcenter_arcface(
   )
 
 
-@REGISTRY.register("elasticface")
+@REGISTRY.register("elasticface", kind="margin")
 def elasticface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -323,7 +319,7 @@ def elasticface(
     Boutros et al., "ElasticFace: Elastic Margin Loss for Deep Face
     Recognition", arXiv:2109.09416.
   """
-  _check_positive(s, "s")
+  check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   margins = m + sigma * jax.random.normal(key, cos.shape[:1], cos.dtype)
   target = _combined_margin(label_value(cos, is_target), 1.0, margins, 0.0)
@@ -370,7 +366,7 @@ def _clipped_norms(norms):
   return jnp.clip(norms.astype(compute_dtype(norms)), 0.001, 100)
 
 
-@REGISTRY.register("adaface")
+@REGISTRY.register("adaface", kind="margin")
 def adaface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -415,7 +411,7 @@ def adaface(
     Kim, Jain & Liu, "AdaFace: Quality Adaptive Margin for Face Recognition",
     arXiv:2204.00964.
   """
-  _check_positive(s, "s")
+  check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   norms = jax.lax.stop_gradient(_clipped_norms(norms))
   if norms.shape != cos.shape[:1]:
@@ -429,7 +425,7 @@ def adaface(
   return _softmax_loss(s * target, s * cos, is_target, axis_name)
 
 
-@REGISTRY.register("circle_loss")
+@REGISTRY.register("circle_loss", kind="margin")
 def circle_loss(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -462,7 +458,7 @@ def circle_loss(
     Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
     Optimization", arXiv:2002.10857.
   """
-  _check_positive(gamma, "gamma")
+  check_positive(gamma, "gamma")
   cos, is_target = _prepare(cos, labels)
   s_p = label_value(cos, is_target)
   a_p = jax.lax.stop_gradient(jax.nn.relu(1 + m - s_p))
@@ -485,7 +481,7 @@ def _sphereface2_g(cos, t):
   return 2 * ((jnp.clip(cos, -1, 1) + 1) / 2) ** t - 1
 
 
-@REGISTRY.register("sphereface2")
+@REGISTRY.register("sphereface2", kind="margin")
 def sphereface2(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -524,9 +520,9 @@ def sphereface2(
     Wen et al., "SphereFace2: Binary Classification is All You Need for Deep
     Face Recognition", arXiv:2108.01513.
   """
-  _check_positive(r, "r")
-  check_hyperparameter(lam, "lam", lambda v: 0 < v < 1, "in (0, 1)")
-  check_hyperparameter(t, "t", lambda v: v >= 1, ">= 1")
+  check_positive(r, "r")
+  check_number(lam, "lam", lambda v: 0 < v < 1, "in (0, 1)")
+  check_number(t, "t", lambda v: v >= 1, ">= 1")
   cos, is_target = _prepare(cos, labels)
   g = _sphereface2_g(cos, t)
   b = jnp.asarray(b, cos.dtype)
@@ -582,7 +578,7 @@ def _resolve_margin_loss(margin_loss):
   return margin_loss
 
 
-@REGISTRY.register("partial_fc")
+@REGISTRY.register("partial_fc", kind="margin")
 def partial_fc(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -640,7 +636,7 @@ def partial_fc(
   all_logits = jax.ShapeDtypeStruct(
       (local_batch, classes * devices), jnp.float32
   )
-  labels = check_labels(labels, all_logits)
+  labels = class_labels(labels, all_logits)
   if axis_name is not None:
     embeddings = jax.lax.all_gather(embeddings, axis_name, tiled=True)
     labels = jax.lax.all_gather(labels, axis_name, tiled=True)

@@ -10,9 +10,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
+from softlab import validation
 from softlab.losses._common import compute_dtype, merge_logsumexp
 from softlab.losses._registry import REGISTRY
 
@@ -185,7 +185,7 @@ def _fused_bwd(config, residuals, g):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-@REGISTRY.register("linear_cross_entropy")
+@REGISTRY.register("linear_cross_entropy", kind="vocab_head")
 def linear_cross_entropy(
     hidden: ArrayLike,
     weight: ArrayLike,
@@ -259,40 +259,21 @@ def linear_cross_entropy(
         f"hidden of shape {hidden.shape} must end in d = {weight.shape[0]}"
         f" (weight of shape {weight.shape})"
     )
-  if labels.shape != hidden.shape[:-1] or not jnp.issubdtype(
-      labels.dtype, jnp.integer
-  ):
-    raise ValueError(
-        f"labels must be integers of shape {hidden.shape[:-1]}, got"
-        f" {labels.dtype}{list(labels.shape)}"
-    )
-  keep = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where)
-  if keep.shape != labels.shape or keep.dtype != jnp.bool_:
-    raise ValueError(
-        f"where must be a boolean array of shape {labels.shape}, got"
-        f" {keep.dtype}{list(keep.shape)}"
-    )
-  concrete = not any(isinstance(a, jax.core.Tracer) for a in (labels, keep))
-  if axis_name is None and concrete and bool(jnp.any(keep)):
-    kept = np.asarray(labels)[np.asarray(keep)]
-    if kept.min() < 0 or kept.max() >= weight.shape[1]:
-      raise ValueError(
-          f"labels must lie in [0, {weight.shape[1]}) for a vocabulary of"
-          f" {weight.shape[1]} where kept, got values in"
-          f" [{kept.min()}, {kept.max()}]"
-      )
+  labels = validation.check_array(labels, "labels", dtype=int, shape=hidden.shape[:-1])
+  keep = jnp.ones(labels.shape, bool) if where is None else where
+  keep = validation.check_array(keep, "where", dtype=bool, shape=labels.shape)
+  if axis_name is None:
+    validation.check_label_range(labels, weight.shape[1], where=keep,
+                                 classes="vocabulary entries (where kept)")
   if block_size is not None and not (
       isinstance(block_size, int) and block_size > 0
   ):
     raise ValueError(
         f"block_size must be a positive int or None, got {block_size!r}"
     )
-  if not z_loss >= 0:
-    raise ValueError(f"z_loss must be >= 0, got {z_loss}")
-  if logit_soft_cap is not None and not logit_soft_cap > 0:
-    raise ValueError(
-        f"logit_soft_cap must be > 0 or None, got {logit_soft_cap}"
-    )
+  validation.check_number(z_loss, "z_loss", lambda v: v >= 0, ">= 0")
+  if logit_soft_cap is not None:
+    validation.check_number(logit_soft_cap, "logit_soft_cap", lambda v: v > 0, "> 0 or None")
   tokens, vocab = labels.size, weight.shape[1]
   block = (
       _default_block_size(tokens, vocab) if block_size is None else block_size

@@ -17,7 +17,7 @@ from softlab.registry import Registry
 REGISTRY = Registry("trainer")
 
 Params = Any
-Extra = Any  # per-run state beside the parameters (e.g. ALDR-KL's per-example lambda)
+Extra = Any  # per-run state beside the parameters (e.g. a stateful loss's state)
 Metrics = dict[str, jax.Array]
 
 
@@ -83,11 +83,12 @@ def building(path: str):
     raise ConfigError(f"config.{path}: {error}") from None
 
 
-def loss_options(config, loss_fn, *example) -> dict:
+def loss_options(config, loss_fn, *example, call=None) -> dict:
   """config.loss's hyperparameters (all but name and dtype), checked up front.
 
-  Unknown fields and bad values are ConfigErrors naming config.loss, found by
-  calling `loss_fn(*example, **hyperparameters)` on a tiny concrete example
+  The valid fields are loss_fn's keyword-only parameters. Unknown fields and
+  bad values are ConfigErrors naming config.loss, found by calling
+  `(call or loss_fn)(*example, **hyperparameters)` on a tiny concrete example
   instead of deep inside the first compiled step.
   """
   hyper = options(config, "loss", drop=("name", "dtype"))
@@ -99,7 +100,7 @@ def loss_options(config, loss_fn, *example) -> dict:
     raise ConfigError(f"config.loss: unknown field(s) {', '.join(unknown)} for "
                       f"{config.loss.name}; valid: {', '.join(valid)}")
   try:
-    loss_fn(*example, **hyper)
+    (call or loss_fn)(*example, **hyper)
   except (TypeError, ValueError) as error:
     raise ConfigError(f"config.loss: {error}") from None
   return hyper

@@ -1,7 +1,10 @@
-"""Classification: inputs -> logits -> any classification or LDR loss.
+"""Classification: inputs -> logits -> any classification or multilabel loss.
 
-ALDR-KL's per-example lambda lives in the train state (`extra["lam"]`,
-indexed by training-example id), so it survives checkpoints like the weights.
+Multilabel losses get the labels as a one-hot label matrix. A stateful loss
+(ALDR-KL's per-example lambda) keeps its state in the train state
+(`extra["loss_state"]`, indexed by training-example id), so it survives
+checkpoints like the weights; each per-example state entry is logged averaged
+over the noisy and the clean training examples (`train/lambda_noisy`, ...).
 Set inputs (batches with a "mask") go to the model as (inputs, mask); when a
 batch names the item to retrieve ("target"), evaluation also reports the
 attention weight the model puts on it (models that sow attention weights).
@@ -9,84 +12,99 @@ attention weight the model puts on it (models that sow attention weights).
 adaptive-temperature softmax at test time.
 """
 
-import inspect
-
 import jax
 import jax.numpy as jnp
 
-from softlab import losses, metrics
+from softlab import metrics
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
-                                   field, lookup, loss_options)
+                                   loss_options)
+from softlab.trainers.kinds import choose_loss, feeds, stateful_dry_run
 
-ADAPTIVE_LOSSES = ("aldr_kl",)
+# Loss kind -> (integer labels, number of classes) -> the loss's second input.
+TARGETS = {
+    "classification": lambda labels, num_classes: labels,
+    "multilabel": lambda labels, num_classes: jax.nn.one_hot(labels, num_classes),
+}
+feeds("classification", TARGETS, stateful=True)
 
 
 @REGISTRY.register("classification")
 def classification(config, dataset, mesh) -> Experiment:
   """An MLP / ViT-tiny classifier trained with `config.loss.name`."""
   model, eval_model = build_models(config, dataset.info)
-  name = field(config, "loss.name")
-  loss_fn = lookup(losses.get, name, "loss.name")
+  loss_fn, info = choose_loss(config, "classification")
   loss_dtype = dtype_of(config, "loss.dtype")
-  adaptive = name in ADAPTIVE_LOSSES
   train = dataset.train_arrays
-  one_logit_row = (jnp.zeros((1, dataset.info["num_classes"])), jnp.zeros(1, jnp.int32))
-  if adaptive:
-    if train is None:
-      raise ConfigError(f"config.loss.name: {name} keeps a lambda per training example, so it "
-                        f"needs a dataset with a fixed training set, not {config.data.name!r}")
-    hyper = loss_options(config, loss_fn, *one_logit_row, jnp.ones(1))
-    lam0 = hyper.get("lam0", inspect.signature(loss_fn).parameters["lam0"].default)
-  else:
+  num_classes = dataset.info["num_classes"]
+
+  def targets(labels):
+    return TARGETS[info.kind](labels, num_classes)
+
+  one_logit_row = (jnp.zeros((1, num_classes)), targets(jnp.zeros(1, jnp.int32)))
+  if info.stateful is None:
     hyper = loss_options(config, loss_fn, *one_logit_row)
+    stateful = None
+  else:
+    if train is None:
+      state = ", ".join(info.stateful().init(0))
+      raise ConfigError(f"config.loss.name: {config.loss.name} keeps a {state} per training "
+                        "example, so it needs a dataset with a fixed training set, not "
+                        f"{config.data.name!r}")
+    hyper = loss_options(config, info.stateful, *one_logit_row,
+                         call=stateful_dry_run(info.stateful))
+    stateful = info.stateful(**hyper)
   example = model_inputs({k: v[:1] for k, v in dataset.train_batch(0).items()})
 
   def init_params(rng):
     return model.init(rng, *example)
 
   def init_extra(params):
-    if not adaptive:
+    if stateful is None:
       return {}
-    return {"lam": jnp.full(len(train["labels"]), lam0, loss_dtype)}
+    return {"loss_state": stateful.init(len(train["labels"]), loss_dtype)}
 
   def loss(params, extra, batch, rng):
     logits = model.apply(params, *model_inputs(batch)).astype(loss_dtype)
-    if adaptive:
-      values, lam = loss_fn(logits, batch["labels"], extra["lam"][batch["ids"]], **hyper)
-      ids = jnp.where(batch["weight"] > 0, batch["ids"], len(train["labels"]))
-      extra = {"lam": extra["lam"].at[ids].set(lam, mode="drop")}
+    if stateful is None:
+      values = loss_fn(logits, targets(batch["labels"]), **hyper)
     else:
-      values = loss_fn(logits, batch["labels"], **hyper)
+      ids = jnp.where(batch["weight"] > 0, batch["ids"], len(train["labels"]))
+      values, state = stateful.apply(logits, targets(batch["labels"]), extra["loss_state"], ids)
+      extra = {"loss_state": state}
     weight = batch["weight"]
     mean = jnp.sum(weight * values) / jnp.sum(weight)
     return mean, (batch_metrics(logits, batch["labels"], values, weight > 0, loss_dtype), extra)
 
   def evaluate(params, extra, batch):
-    """The training loss (ALDR-KL at its initial lambda) and metrics on held-out data."""
+    """The training loss (a stateful one from a fresh state) and metrics on held-out data."""
     logits, state = eval_model.apply(params, *model_inputs(batch), mutable=["intermediates"])
     logits = logits.astype(loss_dtype)
-    if adaptive:
-      initial = jnp.full(batch["labels"].shape, lam0, loss_dtype)
-      values, _ = loss_fn(logits, batch["labels"], initial, **hyper)
-    else:
-      values = loss_fn(logits, batch["labels"], **hyper)
+    values = fresh_loss(logits, batch["labels"])
     results = batch_metrics(logits, batch["labels"], values, batch["weight"] > 0, loss_dtype)
     if "target" in batch:
       results.update(attention_on_target(state, batch["target"]))
     return results
 
+  def fresh_loss(logits, labels):
+    """Per-example loss values; a stateful loss's from its initial state."""
+    if stateful is None:
+      return loss_fn(logits, targets(labels), **hyper)
+    count = labels.shape[0]
+    values, _ = stateful.apply(logits, targets(labels), stateful.init(count, loss_dtype),
+                               jnp.arange(count))
+    return values
+
   def describe_extra(extra):
+    """Each per-example state entry averaged over the noisy and the clean examples."""
     noisy = jnp.asarray(train["is_noisy"])
-    lam = extra["lam"]
-    return {
-        "lambda_noisy": jnp.sum(jnp.where(noisy, lam, 0)) / jnp.maximum(jnp.sum(noisy), 1),
-        "lambda_clean": jnp.sum(jnp.where(noisy, 0, lam)) / jnp.maximum(jnp.sum(~noisy), 1),
-    }
+    return {f"{key}_{group}": jnp.sum(jnp.where(chosen, leaf, 0)) / jnp.maximum(jnp.sum(chosen), 1)
+            for key, leaf in extra["loss_state"].items()
+            for group, chosen in (("noisy", noisy), ("clean", ~noisy))}
 
   return Experiment(
       init_params=init_params, init_extra=init_extra,
       loss=loss, evaluate=evaluate,
-      describe_extra=describe_extra if adaptive and "is_noisy" in train else None,
+      describe_extra=describe_extra if stateful is not None and "is_noisy" in train else None,
   )
 
 

@@ -1,9 +1,11 @@
-"""Contrastive image-text training with SigLIP or CLIP, the loss sharded over
-the mesh's "data" axis with shard_map (SigLIP: ring of text blocks, per-device
-memory O(b^2); CLIP: all-gather). Zero-shot accuracy: each test image is
-classified by its most similar class prompt ("a photo of the digit seven").
+"""Contrastive image-text training with any pairwise loss (SigLIP, CLIP), the
+loss sharded over the mesh's "data" axis with shard_map (SigLIP: ring of text
+blocks, per-device memory O(b^2); CLIP: all-gather). Zero-shot accuracy: each
+test image is classified by its most similar class prompt ("a photo of the
+digit seven").
 """
 
+import dataclasses
 import math
 
 import jax
@@ -11,32 +13,33 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from softlab import losses
-from softlab.trainers.base import REGISTRY, ConfigError, Experiment, build_models, field, options
+from softlab.trainers.base import REGISTRY, ConfigError, Experiment, build_models, options
+from softlab.trainers.kinds import choose_loss, feeds
 
-LOSSES = ("siglip_loss", "clip_loss")
+feeds("contrastive", ("pairwise",))
+
+# How the logit parameters' loss arguments are logged (train/temperature, train/bias).
+LOGGED_AS = {"t": "temperature", "b": "bias"}
 
 
 @REGISTRY.register("contrastive")
 def contrastive(config, dataset, mesh) -> Experiment:
-  """Two towers trained with `config.loss.name` in (siglip_loss, clip_loss).
+  """Two towers trained with the pairwise loss `config.loss.name`.
 
-  Loss options: t_prime_init (default log 10, both losses) and, for SigLIP,
-  bias_init (default -10; None = no bias).
+  Loss options: the fields of the loss's logit-parameter module (LossInfo.
+  logit_params), e.g. t_prime_init (default log 10 here, SigLIP's, for every
+  loss) and, for SigLIP, bias_init (default -10; None = no bias).
   """
   model, eval_model = build_models(config, dataset.info)
-  name = field(config, "loss.name")
-  if name not in LOSSES:
-    raise ConfigError(f"config.loss.name: {name!r} is not a contrastive loss; valid: "
-                      f"{', '.join(LOSSES)}")
+  loss_fn, info = choose_loss(config, "contrastive")
   hyper = options(config, "loss", drop=("name",))
-  t_prime_init = hyper.pop("t_prime_init", math.log(10.0))
-  if name == "siglip_loss":
-    logit_params = losses.SigLIPLogitParams(t_prime_init=t_prime_init,
-                                            bias_init=hyper.pop("bias_init", -10.0))
-  else:
-    logit_params = losses.CLIPLogitScale(t_prime_init=t_prime_init)
-  if hyper:
-    raise ConfigError(f"config.loss: unknown field(s) {', '.join(sorted(hyper))} for {name}")
+  valid = [f.name for f in dataclasses.fields(info.logit_params)
+           if f.name not in ("parent", "name")]
+  unknown = sorted(set(hyper) - set(valid))
+  if unknown:
+    raise ConfigError(f"config.loss: unknown field(s) {', '.join(unknown)} for "
+                      f"{config.loss.name}; valid: {', '.join(valid)}")
+  logit_params = info.logit_params(**{"t_prime_init": math.log(10.0), **hyper})
   first = dataset.train_batch(0)
   pairs = len(first["images"])
   if pairs % mesh.size:
@@ -50,23 +53,17 @@ def contrastive(config, dataset, mesh) -> Experiment:
     return {"towers": model.init(towers, first["images"][:1], first["tokens"][:1]),
             "logit": logit_params.init(logit)}
 
-  def pair_losses(zimg, ztxt, t, b):
-    if name == "siglip_loss":
-      return losses.siglip_loss(zimg, ztxt, t=t, b=b, axis_name="data")
-    return losses.clip_loss(zimg, ztxt, t=t, axis_name="data")
+  def pair_losses(zimg, ztxt, arguments):
+    return loss_fn(zimg, ztxt, **arguments, axis_name="data")
 
-  sharded = jax.shard_map(pair_losses, mesh=mesh, in_specs=(P("data"), P("data"), P(), P()),
+  sharded = jax.shard_map(pair_losses, mesh=mesh, in_specs=(P("data"), P("data"), P()),
                           out_specs=P("data"))
 
   def loss(params, extra, batch, rng):
     zimg, ztxt = model.apply(params["towers"], batch["images"], batch["tokens"])
-    if name == "siglip_loss":
-      t, b = logit_params.apply(params["logit"])
-      logged = {"temperature": t, "bias": b}
-    else:
-      t, b = logit_params.apply(params["logit"]), jnp.zeros(())
-      logged = {"temperature": t}
-    values = sharded(zimg, ztxt, t, b)
+    arguments = logit_params.apply(params["logit"], method="loss_arguments")
+    values = sharded(zimg, ztxt, arguments)
+    logged = {LOGGED_AS.get(key, key): value for key, value in arguments.items()}
     return jnp.mean(values), ({"loss": values, **logged}, extra)
 
   def evaluate(params, extra, batch):

@@ -11,6 +11,10 @@ Optional config fields:
   quantized to each bit width (`loss_int8`, ...; softlab.models.quantize_weights).
 Training logs `train/attention_rms`, the RMS of the attention outputs averaged
 over layers (the sigmoid-attention paper's early-training stability signal).
+
+The training loss is any classification loss (on the logits, also logging
+`train/accuracy`) or vocab_head loss (on the final hidden states and the
+output projection, e.g. `linear_cross_entropy`, which never forms the logits).
 """
 
 import jax
@@ -18,9 +22,32 @@ import jax.numpy as jnp
 
 from softlab import attention, losses, metrics, models
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
-                                   field, loss_options)
+                                   loss_options)
+from softlab.trainers.kinds import choose_loss, feeds
 
-LOSSES = ("softmax_cross_entropy", "linear_cross_entropy")
+
+def logits_loss(model, params, inputs, targets, loss_fn, hyper, dtype):
+  """Classification kind: (per-token values, per-token metrics, sown state) from the logits."""
+  logits, state = model.apply(params, inputs, mutable=["intermediates"])
+  logits = logits.astype(dtype)
+  values = loss_fn(logits, targets, **hyper)
+  return values, {"accuracy": metrics.accuracy(logits, targets)}, state
+
+
+def vocab_head_loss(model, params, inputs, targets, loss_fn, hyper, dtype):
+  """Vocab_head kind: (per-token values, no metrics, sown state) from (hidden, weight)."""
+  (hidden, weight), state = model.apply(params, inputs, head=False, mutable=["intermediates"])
+  values = loss_fn(hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype),
+                   targets.reshape(-1), **hyper).reshape(targets.shape)
+  return values, {}, state
+
+
+# Loss kind -> (its model outputs for a vocabulary of V (a dry-run example), its adapter).
+ADAPTERS = {
+    "classification": (lambda vocab: (jnp.zeros((1, vocab)),), logits_loss),
+    "vocab_head": (lambda vocab: (jnp.zeros((1, 1)), jnp.zeros((1, vocab))), vocab_head_loss),
+}
+feeds("lm", ADAPTERS)
 
 
 def sown(state, name):
@@ -56,16 +83,10 @@ def diagnose(state, weight):
 def lm(config, dataset, mesh) -> Experiment:
   """Next-token prediction on token windows [B, T + 1] (`batch["tokens"]`)."""
   model, eval_model = build_models(config, dataset.info)
-  name = field(config, "loss.name")
-  if name not in LOSSES:
-    raise ConfigError(f"config.loss.name: {name!r} is not a language-model loss; valid: "
-                      f"{', '.join(LOSSES)}")
-  vocab, labels = dataset.info["vocab_size"], jnp.zeros(1, jnp.int32)
-  if name == "linear_cross_entropy":
-    hyper = loss_options(config, losses.linear_cross_entropy, jnp.zeros((1, 1)),
-                         jnp.zeros((1, vocab)), labels)
-  else:
-    hyper = loss_options(config, losses.softmax_cross_entropy, jnp.zeros((1, vocab)), labels)
+  loss_fn, info = choose_loss(config, "lm")
+  example_outputs, adapter = ADAPTERS[info.kind]
+  hyper = loss_options(config, loss_fn, *example_outputs(dataset.info["vocab_size"]),
+                       jnp.zeros(1, jnp.int32))
   loss_dtype = dtype_of(config, "loss.dtype")
   train_length = dataset.info["seq_len"]
   bits = config.get("eval_quantize_bits", ())
@@ -83,17 +104,8 @@ def lm(config, dataset, mesh) -> Experiment:
 
   def loss(params, extra, batch, rng):
     inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
-    if name == "linear_cross_entropy":
-      (hidden, weight), state = model.apply(params, inputs, head=False, mutable=["intermediates"])
-      values = losses.linear_cross_entropy(
-          hidden.reshape(-1, hidden.shape[-1]).astype(loss_dtype), weight.astype(loss_dtype),
-          targets.reshape(-1), **hyper).reshape(targets.shape)
-      step_metrics = {}
-    else:
-      logits, state = model.apply(params, inputs, mutable=["intermediates"])
-      logits = logits.astype(loss_dtype)
-      values = losses.softmax_cross_entropy(logits, targets, **hyper)
-      step_metrics = {"accuracy": per_example(metrics.accuracy(logits, targets))}
+    values, per_token, state = adapter(model, params, inputs, targets, loss_fn, hyper, loss_dtype)
+    step_metrics = {key: per_example(value) for key, value in per_token.items()}
     step_metrics["attention_rms"] = attention_rms(state, batch["weight"])
     values = per_example(values)
     weight = batch["weight"]

@@ -8,11 +8,13 @@ also runs the LDR losses: tests/losses/test_ldr.py adds its cases to
 import functools
 from typing import Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -328,8 +330,10 @@ def names():
 # primitives are shared by all cases (a new shape recompiles each of them).
 
 
-def check_values(c):
-  got = call(c, X, where=X_MASK)
+def check_values(c, variant=lambda f: f):
+  """Float32 values against the reference; `variant` wraps the call (chex: jit or not)."""
+  target = X_TARGETS[c.target]
+  got = variant(lambda x, target, where: call(c, x, where=where, target=target))(X, target, X_MASK)
   assert got.shape == (2 * B,) and got.dtype == jnp.float32
   assert np.all(np.isfinite(got))
   np.testing.assert_allclose(got, rowwise(c, X, X_MASK), rtol=2e-5, atol=2e-5)
@@ -391,8 +395,8 @@ def check_low_precision(c):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+# check_values runs in ReferenceValues, with and without jit.
 GENERIC_CHECKS = {
-    "values": check_values,
     "float64": check_float64,
     "gradients": check_gradients,
     "masked_rows": check_masked_rows,
@@ -412,6 +416,15 @@ def run_check(check, c, request):
 @pytest.mark.parametrize("name", names())
 def test_generic(name, check, request):
   run_check(check, CASES[name], request)
+
+
+class ReferenceValues(chex.TestCase):
+  """Every case against its float64 NumPy reference, with and without jit (as optax's tests)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters((name, name) for name in names())
+  def test_values(self, name):
+    check_values(CASES[name], self.variant)
 
 
 # ---------------------------------------------------------------------------

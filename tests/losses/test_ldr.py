@@ -4,10 +4,12 @@ The generic checks (values incl. extreme logits, float64, gradients, masks,
 jit/vmap, low precision, no NaN/inf) come from test_classification's harness.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from hypothesis import given
 from hypothesis import strategies as st
 from test_classification import (
@@ -22,6 +24,7 @@ from test_classification import (
     Case,
     case,
     check_finite_everywhere,
+    check_values,
     log_softmax,
     lse,
     ref_nce,
@@ -135,6 +138,15 @@ GENERIC = [
 @pytest.mark.parametrize("name, check", GENERIC)
 def test_generic(name, check, request):
   run_check(check, CASES[name], request)
+
+
+class ReferenceValues(chex.TestCase):
+  """Every case against its float64 NumPy reference, with and without jit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters((name, name) for name in sorted(CASES))
+  def test_values(self, name):
+    check_values(CASES[name], self.variant)
 
 
 @given(x=st.one_of(FINITE, CLUSTERED), where=MASKS, labels=LABEL_ARRAYS, seed=st.integers(0, 99))
@@ -257,6 +269,38 @@ def test_aldr_kl_state_kept_by_a_jitted_trainer():
     assert np.isfinite(loss)
   assert np.all(state >= lam0 / 2) and np.all(state <= lam0)
   assert np.all(state < lam0)  # second visits see non-uniform predictions
+
+
+def test_aldr_kl_stateful_is_the_functional_loss_on_stored_lambdas():
+  loss = L.aldr_kl_stateful(lam0=10.0, alpha=2.0, normalize_logits="mean_abs")
+  state = loss.init(9)
+  assert state["lambda"].shape == (9,) and np.all(state["lambda"] == 10.0)
+  ids = jnp.array([4, 0, 9, 7, 2, 5])  # 9 lies outside the state: padding
+  stored = jnp.asarray(np.linspace(6.0, 9.0, 9), jnp.float32)
+  values, new = loss.apply(RANDOM, LABELS, {"lambda": stored}, ids, where=MASK)
+  lam = np.array([stored[4], stored[0], 10.0, stored[7], stored[2], stored[5]])
+  want, want_lam = L.aldr_kl(RANDOM, LABELS, lam, where=MASK, lam0=10.0, alpha=2.0,
+                             normalize_logits="mean_abs")
+  np.testing.assert_allclose(values, want, rtol=1e-6)
+  expected = np.asarray(stored).copy()
+  expected[[4, 0, 7, 2, 5]] = np.asarray(want_lam)[[0, 1, 3, 4, 5]]
+  np.testing.assert_array_equal(new["lambda"], expected)
+  # Under jit; the state keeps its dtype.
+  _, kept = jax.jit(loss.apply)(RANDOM, LABELS, loss.init(9, jnp.bfloat16), ids)
+  assert kept["lambda"].dtype == jnp.bfloat16
+  with pytest.raises(ValueError, match="lam0 must be > 0"):
+    L.aldr_kl_stateful(lam0=0.0)
+
+
+def test_every_loss_declares_its_kind():
+  for name in L.names():
+    info = L.info(name)
+    assert info.kind in L.KINDS, name
+  assert L.info("aldr_kl").stateful is L.aldr_kl_stateful
+  assert L.info("aldr_kl").describe() == "stateful classification"
+  assert "aldr_kl (stateful classification)" in L.REGISTRY.listing()
+  with pytest.raises(ValueError, match="unknown kind 'logits'"):
+    L.REGISTRY.register("a_new_loss", kind="logits")
 
 
 def test_js_limits(x64):

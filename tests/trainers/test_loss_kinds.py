@@ -1,0 +1,111 @@
+"""Every registered loss trains for 2 steps with a trainer of its kind.
+
+The runs are chosen from the loss registry: each loss through the first
+trainer that feeds its kind, and every (trainer, kind) adapter at least once.
+Losses of a kind no trainer feeds yet are pending: computed from the registry
+and `kinds.NO_TRAINER_YET`, listed in `test_pending_losses_*` and checked to
+fail with the one-line "none yet" error.
+"""
+
+import inspect
+import math
+
+import jax
+import pytest
+
+from softlab import losses
+from softlab.config import load_config, override
+from softlab.trainers import ConfigError, kinds, loop
+
+QUICK = {"train.steps": 2, "train.log_every": 1, "train.eval_every": 2,
+         "train.checkpoint_every": 2, "train.num_devices": 1}
+# Each trainer's config, shrunk to seconds.
+BASES = {
+    "classification": ("configs/ldr/ce.py", {}),
+    "lm": ("configs/lm/softmax.py", {
+        "train.batch_size": 4, "data.seq_len": 16, "data.eval_lengths": (16,),
+        "data.eval_windows": 4, "train.eval_batch_size": 4, "model.d_model": 16,
+        "model.num_layers": 1, "model.num_heads": 2}),
+    "contrastive": ("configs/contrastive/siglip.py", {
+        "train.batch_size": 8, "model.image_hidden": (16,), "model.text_width": 16,
+        "model.embed_dim": 8}),
+}
+# Hyperparameters without a default, by loss (digits: 10 classes, about balanced).
+REQUIRED = {"ldam": {"margins": tuple(float(m) for m in losses.ldam_margins([126] * 10))}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def quick_compilation():
+  """XLA without most optimizations: compiling dominates these 2-step runs (~2x faster)."""
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
+def runs():
+  """(loss name, trainer): every trainable loss once, every trainer's kinds once."""
+  chosen, covered = [], set()
+  for name in losses.names():
+    info = losses.info(name)
+    able = kinds.trainers_for(info)
+    if able:
+      chosen.append((name, able[0]))
+      covered.add((able[0], info.describe()))
+  for name in losses.names():
+    info = losses.info(name)
+    for trainer in kinds.trainers_for(info):
+      if (trainer, info.describe()) not in covered:
+        chosen.append((name, trainer))
+        covered.add((trainer, info.describe()))
+  return chosen
+
+
+def pending():
+  """The losses no trainer feeds yet."""
+  return [name for name in losses.names() if not kinds.trainers_for(losses.info(name))]
+
+
+def config_for(name, trainer):
+  path, updates = BASES[trainer]
+  config = override(load_config(path), {**QUICK, **updates})
+  fields = {"name": name, **REQUIRED.get(name, {})}
+  if trainer != "contrastive":
+    fields["dtype"] = "float32"
+  return override(config, {"loss": fields})
+
+
+def test_required_hyperparameters_are_supplied():
+  for name, _ in runs():
+    parameters = inspect.signature(losses.get(name)).parameters.values()
+    required = {p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty}
+    if losses.info(name).kind != "pairwise":  # the pairwise arguments come from logit_params
+      assert required <= set(REQUIRED.get(name, {})), name
+
+
+@pytest.mark.parametrize("name, trainer", runs(), ids=[f"{t}-{n}" for n, t in runs()])
+def test_every_loss_trains_two_steps(name, trainer, tmp_path):
+  summary = loop.train(config_for(name, trainer), str(tmp_path))
+  assert summary["step"] == 2
+  assert math.isfinite(summary["train/loss"])
+  if losses.info(name).stateful:
+    assert {"train/lambda_noisy", "train/lambda_clean"} <= set(summary)
+
+
+def test_pending_losses_are_the_kinds_without_a_trainer():
+  names = pending()
+  print("pending (no trainer feeds their kind yet):",
+        {name: losses.info(name).kind for name in names})
+  assert {losses.info(name).kind for name in names} == set(kinds.NO_TRAINER_YET)
+  assert set(names) | {name for name, _ in runs()} == set(losses.names())
+
+
+ONE_PENDING_PER_KIND = sorted({losses.info(name).kind: name for name in pending()}.values())
+
+
+@pytest.mark.parametrize("name", ONE_PENDING_PER_KIND)
+def test_pending_losses_fail_with_a_one_line_error(name, tmp_path):
+  with pytest.raises(ConfigError, match=rf"'{name}' is a \w+ loss; the classification trainer "
+                                        r"takes classification, multilabel losses; trainers for "
+                                        r"\w+ losses: none yet \("):
+    loop.train(config_for(name, "classification"), str(tmp_path))
