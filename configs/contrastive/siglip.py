@@ -19,4 +19,5 @@ def get_config():
   config.optimizer = dict(name="adamw", lr=1e-3, weight_decay=1e-4, schedule="constant")
   config.train = dict(steps=1000, batch_size=64, log_every=50, eval_every=200,
                       checkpoint_every=500, dtype="float32")
+  config.evals = dict(zero_shot=dict(name="zero_shot"))
   return config

@@ -2,21 +2,19 @@
 
 ALDR-KL's per-example lambda lives in the train state (`extra["lam"]`,
 indexed by training-example id), so it survives checkpoints like the weights.
-Set inputs (batches with a "mask") go to the model as (inputs, mask); when a
-batch names the item to retrieve ("target"), evaluation also reports the
-attention weight the model puts on it (models that sow attention weights).
+Set inputs (batches with a "mask") go to the model as (inputs, mask).
 `config.eval_model` (optional) overrides model fields at evaluation only, e.g.
-adaptive-temperature softmax at test time.
+adaptive-temperature softmax at test time. Evaluators (`config.evals`) read
+`predict`: logits, labels, the per-example loss and sown values by name.
 """
 
 import inspect
 
-import jax
 import jax.numpy as jnp
 
 from softlab import losses, metrics
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
-                                   field, lookup, loss_options)
+                                   field, lookup, loss_options, sowing, sown_values)
 
 ADAPTIVE_LOSSES = ("aldr_kl",)
 
@@ -61,19 +59,18 @@ def classification(config, dataset, mesh) -> Experiment:
     mean = jnp.sum(weight * values) / jnp.sum(weight)
     return mean, (batch_metrics(logits, batch["labels"], values, weight > 0, loss_dtype), extra)
 
-  def evaluate(params, extra, batch):
-    """The training loss (ALDR-KL at its initial lambda) and metrics on held-out data."""
-    logits, state = eval_model.apply(params, *model_inputs(batch), mutable=["intermediates"])
+  def predict(params, extra, batch, *, sown=()):
+    """Logits and the training loss (ALDR-KL at its initial lambda) on held-out data."""
+    logits, state = sowing(eval_model, sown).apply(params, *model_inputs(batch),
+                                                   mutable=["intermediates"])
     logits = logits.astype(loss_dtype)
     if adaptive:
       initial = jnp.full(batch["labels"].shape, lam0, loss_dtype)
       values, _ = loss_fn(logits, batch["labels"], initial, **hyper)
     else:
       values = loss_fn(logits, batch["labels"], **hyper)
-    results = batch_metrics(logits, batch["labels"], values, batch["weight"] > 0, loss_dtype)
-    if "target" in batch:
-      results.update(attention_on_target(state, batch["target"]))
-    return results
+    return {"logits": logits, "labels": batch["labels"], "loss": values,
+            "sown": sown_values(state, sown)}
 
   def describe_extra(extra):
     noisy = jnp.asarray(train["is_noisy"])
@@ -85,7 +82,7 @@ def classification(config, dataset, mesh) -> Experiment:
 
   return Experiment(
       init_params=init_params, init_extra=init_extra,
-      loss=loss, evaluate=evaluate,
+      loss=loss, predict=predict,
       describe_extra=describe_extra if adaptive and "is_noisy" in train else None,
   )
 
@@ -103,11 +100,3 @@ def batch_metrics(logits, labels, values, real, dtype):
 def model_inputs(batch) -> tuple:
   """The model's positional inputs: (inputs,) or (inputs, mask) for sets."""
   return (batch["inputs"], batch["mask"]) if "mask" in batch else (batch["inputs"],)
-
-
-def attention_on_target(state, target) -> dict:
-  """Weight on the target item and the largest weight, of the first query of the
-  model's last sown attention layer, averaged over heads (attention fade)."""
-  weights = jax.tree.leaves(state["intermediates"])[-1][..., 0, :].mean(axis=1)  # [B, L]
-  on_target = jnp.take_along_axis(weights, target[:, None], axis=1)[:, 0]
-  return {"attention_on_target": on_target, "attention_max": weights.max(axis=1)}

@@ -1,7 +1,8 @@
 """Contrastive image-text training with SigLIP or CLIP, the loss sharded over
 the mesh's "data" axis with shard_map (SigLIP: ring of text blocks, per-device
-memory O(b^2); CLIP: all-gather). Zero-shot accuracy: each test image is
-classified by its most similar class prompt ("a photo of the digit seven").
+memory O(b^2); CLIP: all-gather). `predict` gives evaluators (zero_shot,
+retrieval) the image, caption and class-prompt ("a photo of the digit
+seven") embeddings.
 """
 
 import math
@@ -69,11 +70,15 @@ def contrastive(config, dataset, mesh) -> Experiment:
     values = sharded(zimg, ztxt, t, b)
     return jnp.mean(values), ({"loss": values, **logged}, extra)
 
-  def evaluate(params, extra, batch):
-    images = eval_model.apply(params["towers"], batch["images"], method="encode_images")
-    texts = eval_model.apply(params["towers"], prompts, method="encode_texts")
-    correct = jnp.argmax(losses.cosine_logits(images, texts), axis=-1) == batch["labels"]
-    return {"zero_shot_accuracy": correct.astype(jnp.float32)}
+  def predict(params, extra, batch, *, sown=()):
+    """Image and class-prompt embeddings, and the captions' when the batch has them."""
+    towers = params["towers"]
+    out = {"image_embeddings": eval_model.apply(towers, batch["images"], method="encode_images"),
+           "class_embeddings": eval_model.apply(towers, prompts, method="encode_texts"),
+           "labels": batch["labels"], "sown": {}}
+    if "tokens" in batch:
+      out["text_embeddings"] = eval_model.apply(towers, batch["tokens"], method="encode_texts")
+    return out
 
   return Experiment(init_params=init_params,
-                    init_extra=lambda params: {}, loss=loss, evaluate=evaluate)
+                    init_extra=lambda params: {}, loss=loss, predict=predict)
