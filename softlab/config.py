@@ -1,11 +1,17 @@
-"""Loading experiment config files and applying overrides, outside of absl flags.
+"""Loading experiment config files and applying overrides: the one path the
+command line (`softlab train`) and studies (`softlab ablate`) share.
 
 A config file is a Python file with `get_config()` (or `get_config(arg)`,
 selected as `path:arg`, as big_vision does) returning an
 `ml_collections.ConfigDict`. A config may derive from a sibling:
 `config = load_config(pathlib.Path(__file__).with_name("softmax.py"))`.
+Overrides are dotted paths ({"loss.name": "stablemax_cross_entropy"}); on the
+command line `--config.a.b=text`, the text read as the field's current type
+(`parse_value`). Which fields a section may hold is checked by whoever builds
+it (a registry builder, the loop for `train` and the top level).
 """
 
+import ast
 import hashlib
 import importlib.util
 import os
@@ -29,13 +35,27 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+# Fields a section keeps when its `name` switches to another component.
+SHARED_FIELDS = ("name", "dtype", "seed")
+
+
 def override(config: ml_collections.ConfigDict, updates: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """A copy of `config` with dotted-path updates ({"loss.name": "stablemax_cross_entropy"}).
 
   New fields may be added to existing sections (a loss hyperparameter the base
-  config did not set); a path through a missing section is an error.
+  config did not set); a path through a missing section is an error. Setting
+  a section's `name` to another component drops the old component's fields
+  (all but SHARED_FIELDS) first, so `data.name=npz` with `data.path=...`
+  builds the npz dataset alone.
   """
   config = ml_collections.ConfigDict(config.to_dict())
+  switches = [p for p, v in updates.items() if p.endswith(".name") and p.count(".") == 1
+              and isinstance(config.get(p.partition(".")[0]), ml_collections.ConfigDict)
+              and config[p.partition(".")[0]].get("name") != v]
+  for path in switches:
+    section = config[path.partition(".")[0]]
+    for key in [k for k in section if k not in SHARED_FIELDS]:
+      del section[key]
   for path, value in updates.items():
     *sections, key = path.split(".")
     node = config
@@ -46,3 +66,34 @@ def override(config: ml_collections.ConfigDict, updates: Mapping[str, Any]) -> m
     with node.ignore_type():
       node[key] = value
   return config
+
+
+def parse_value(config: ml_collections.ConfigDict, path: str, text: str) -> Any:
+  """The command-line text for config.<path> as a value of the field's current type.
+
+  Numbers, booleans and strings follow the existing field; a new field, a None
+  field or a tuple/list/dict is read as a Python literal (plain text if it is
+  none). ValueError "flag --config.<path>=<text>: <why>" otherwise.
+  """
+  node = config
+  for part in path.split(".")[:-1]:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  key = path.rpartition(".")[2]
+  current = node.get(key) if isinstance(node, ml_collections.ConfigDict) else None
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"expected true or false, got {text!r}")
+      return text.lower() in ("true", "1")
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, str):
+      return text
+  except ValueError as error:
+    raise ValueError(f"flag --config.{path}={text}: {error}") from None
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text

@@ -145,8 +145,13 @@ def init_state(run: Run) -> dict:
   return jax.jit(init, out_shardings=NamedSharding(run.mesh, P()))()
 
 
-def train_step(run: Run, state: dict, batch: Mapping[str, jax.Array]) -> tuple[dict, dict]:
-  """One optimizer step on `batch`; metrics as weighted sums (see `train_metrics`)."""
+def train_step(run: Run, state: dict, batch: Mapping[str, jax.Array], *,
+               with_metrics: bool = True) -> tuple[dict, dict]:
+  """One optimizer step on `batch`; metrics as weighted sums (see `train_metrics`).
+
+  With with_metrics=False only the loss comes back, and XLA drops the metrics'
+  computation: the loop steps this way between log steps.
+  """
   rng = jax.random.fold_in(jax.random.key(run.seed), state["step"])
 
   def objective(params):
@@ -159,6 +164,8 @@ def train_step(run: Run, state: dict, batch: Mapping[str, jax.Array]) -> tuple[d
   params = optax.apply_updates(state["params"], updates)
   new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
                "extra": extra}
+  if not with_metrics:
+    return new_state, {"loss": loss}
   return new_state, {
       "sums": weighted_sums({**metrics, "loss": loss}, batch["weight"]),
       "loss": loss,
@@ -253,8 +260,9 @@ def _train(config, workdir, distributed, show_progress):
       return json.load(f)
   run = setup(config)
   state, start = restore_or_init(run, checkpoints)
-  step_fn = jax.jit(functools.partial(train_step, run), donate_argnums=0,
-                    out_shardings=NamedSharding(run.mesh, P()))
+  step_fns = {logging: jax.jit(functools.partial(train_step, run, with_metrics=logging),
+                               donate_argnums=0, out_shardings=NamedSharding(run.mesh, P()))
+              for logging in (False, True)}
   next_batch = batch_source(run)
   writer = MetricsWriter(workdir, resume_from=start, enabled=is_main)
   progress = Progress(total=steps, start=start, enabled=is_main and show_progress)
@@ -273,10 +281,10 @@ def _train(config, workdir, distributed, show_progress):
   try:
     with interrupt_on_sigterm():
       for step in range(start, steps):
-        state, metrics = step_fn(state, next_batch(step))
         done = step + 1
-        unchecked.append((done, metrics["loss"]))
         log = done % run.log_every == 0 or done == steps
+        state, metrics = step_fns[log](state, next_batch(step))
+        unchecked.append((done, metrics["loss"]))
         evaluating = done % run.eval_every == 0 or done == steps or any(
             done % e.every == 0 for e in run.evaluators.values())
         saving = done % run.checkpoint_every == 0 or done == steps
