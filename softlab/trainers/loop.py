@@ -216,7 +216,7 @@ def restore_or_init(run: Run, checkpoints: ocp.CheckpointManager, *,
     try:
       return checkpoints.restore(step, args=ocp.args.StandardRestore(abstract)), step
     except Exception as error:  # orbax raises many kinds for damaged files
-      reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+      reason = (str(error).strip().splitlines() or [""])[0][:120]
       report(f"softlab: checkpoint at step {step} in {checkpoints.directory} cannot be restored"
              f" ({type(error).__name__}: {reason}); falling back to the previous one")
       checkpoints.delete(step)
