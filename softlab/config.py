@@ -43,7 +43,8 @@ def override(config: ml_collections.ConfigDict, updates: Mapping[str, Any]) -> m
   """A copy of `config` with dotted-path updates ({"loss.name": "stablemax_cross_entropy"}).
 
   New fields may be added to existing sections (a loss hyperparameter the base
-  config did not set); a path through a missing section is an error. Setting
+  config did not set); a path through a missing section is an error, except
+  that a new `evals` entry is created (`evals.q.name=quantized`). Setting
   a section's `name` to another component drops the old component's fields
   (all but SHARED_FIELDS) first, so `data.name=npz` with `data.path=...`
   builds the npz dataset alone.
@@ -59,9 +60,12 @@ def override(config: ml_collections.ConfigDict, updates: Mapping[str, Any]) -> m
   for path, value in updates.items():
     *sections, key = path.split(".")
     node = config
-    for section in sections:
+    for depth, section in enumerate(sections):
       if section not in node:
-        raise ValueError(f"override {path}: config has no section {section!r}")
+        if sections[0] != "evals" or depth > 1:
+          raise ValueError(f"override {path}: config has no section {section!r}")
+        with node.ignore_type():
+          node[section] = ml_collections.ConfigDict()
       node = node[section]
     with node.ignore_type():
       node[key] = value

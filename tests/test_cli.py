@@ -63,3 +63,15 @@ def test_a_misspelt_field_is_one_clean_line(tmp_path):
   assert result.stderr == ("softlab: config.train.log_evry names a field the config does not "
                            "have; valid: steps, batch_size, eval_batch_size, log_every, eval_every,"
                            " checkpoint_every, dtype, num_devices, x64\n")
+
+
+def test_an_evaluator_is_added_from_the_command_line(tmp_path):
+  result = softlab("train", "configs/lm/softmax.py", "--workdir", str(tmp_path),
+                   "--config.evals.q.name=quantized", "--config.evals.q.bits=(8, 4)",
+                   "--config.evals.q.splits=('val_64',)", "--config.train.steps=1",
+                   "--config.model.d_model=32", "--config.model.num_layers=1",
+                   "--config.data.eval_windows=2", "--config.train.eval_batch_size=2")
+  assert result.returncode == 0, result.stderr
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert {"val_64/loss_int8", "val_64/loss_int4", "val_128/loss"} <= set(summary)
+  assert "val_128/loss_int8" not in summary
