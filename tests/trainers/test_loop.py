@@ -312,6 +312,13 @@ def test_float64_is_switched_on_by_train_x64():
   assert logits.dtype == np.float64
 
 
+def test_an_evaluator_needing_values_the_model_does_not_sow_is_a_config_error(tmp_path):
+  config = small_config(**{"train.steps": 1, "evals.attention": {"name": "attention_on_target"}})
+  with pytest.raises(ConfigError, match="config.evals: an evaluator needs the sown "
+                     "attention_weights, which config.model does not sow"):
+    loop.train(config, str(tmp_path))
+
+
 def test_unknown_train_and_top_level_fields_are_config_errors():
   with pytest.raises(ConfigError, match=r"config.train.stepz names a field the config does not "
                      r"have; valid: steps, "):
