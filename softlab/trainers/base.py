@@ -63,8 +63,8 @@ def sown_values(state, names) -> dict[str, list]:
         break
   missing = [name for name, values in found.items() if not values]
   if missing:
-    raise ConfigError(f"config.evals: an evaluator needs the sown {', '.join(missing)}, "
-                      "which config.model does not sow")
+    raise ConfigError(f"config.model sows no {', '.join(missing)}, which an evaluator in "
+                      "config.evals or the trainer needs")
   return found
 
 

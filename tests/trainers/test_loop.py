@@ -314,8 +314,8 @@ def test_float64_is_switched_on_by_train_x64():
 
 def test_an_evaluator_needing_values_the_model_does_not_sow_is_a_config_error(tmp_path):
   config = small_config(**{"train.steps": 1, "evals.attention": {"name": "attention_on_target"}})
-  with pytest.raises(ConfigError, match="config.evals: an evaluator needs the sown "
-                     "attention_weights, which config.model does not sow"):
+  with pytest.raises(ConfigError, match="config.model sows no attention_weights, which an "
+                     "evaluator in config.evals or the trainer needs"):
     loop.train(config, str(tmp_path))
 
 
