@@ -35,7 +35,9 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
-# Fields a section keeps when its `name` switches to another component.
+# Sections whose fields belong to the component `name` picks (the optimizers share theirs),
+# and the fields such a section keeps when its name switches to another component.
+COMPONENT_SECTIONS = ("data", "model", "loss")
 SHARED_FIELDS = ("name", "dtype", "seed")
 
 
@@ -45,16 +47,16 @@ def override(config: ml_collections.ConfigDict, updates: Mapping[str, Any]) -> m
   New fields may be added to existing sections (a loss hyperparameter the base
   config did not set); a path through a missing section is an error, except
   that a new `evals` entry is created (`evals.q.name=quantized`). Setting
-  a section's `name` to another component drops the old component's fields
-  (all but SHARED_FIELDS) first, so `data.name=npz` with `data.path=...`
-  builds the npz dataset alone.
+  the `name` of data, model or loss to another component drops the old
+  component's fields (all but SHARED_FIELDS) first, so `data.name=npz` with
+  `data.path=...` builds the npz dataset alone.
   """
   config = ml_collections.ConfigDict(config.to_dict())
-  switches = [p for p, v in updates.items() if p.endswith(".name") and p.count(".") == 1
-              and isinstance(config.get(p.partition(".")[0]), ml_collections.ConfigDict)
-              and config[p.partition(".")[0]].get("name") != v]
-  for path in switches:
-    section = config[path.partition(".")[0]]
+  switches = [p.partition(".")[0] for p, v in updates.items()
+              if p.partition(".")[0] in COMPONENT_SECTIONS and p.partition(".")[2] == "name"
+              and p.partition(".")[0] in config and config[p.partition(".")[0]].get("name") != v]
+  for name in switches:
+    section = config[name]
     for key in [k for k in section if k not in SHARED_FIELDS]:
       del section[key]
   for path, value in updates.items():
