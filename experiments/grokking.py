@@ -15,7 +15,7 @@ _COMMON = {"data.train_fraction": 0.7, "train.steps": 3000, "train.eval_every": 
            "train.log_every": 100, "train.checkpoint_every": 1000}
 VARIANTS = {
     "softmax_f32": {**_COMMON},
-    "softmax_f64": {**_COMMON, "loss.dtype": "float64"},
+    "softmax_f64": {**_COMMON, "loss.dtype": "float64", "train.x64": True},
     "stablemax": {**_COMMON, "loss.name": "stablemax_cross_entropy", "optimizer.b2": 0.999},
     "perp_adamw": {**_COMMON, "optimizer.perpgrad": True},
     "adamw_wd": {**_COMMON, "optimizer.weight_decay": 1.0, "optimizer.lr": 3e-3},

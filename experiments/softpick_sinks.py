@@ -13,8 +13,9 @@ ARXIV = "2504.20966"
 CLAIM = ("Softpick matches softmax's loss while its attention-sink rate is near 0 (high for "
          "softmax), its hidden states have much lower kurtosis, and its attention is sparser.")
 BASE_CONFIG = "../configs/lm/softmax.py"
-_COMMON = {"model.num_layers": 4, "eval_diagnostics": True, "eval_quantize_bits": (8, 4),
-           "train.eval_every": 500, "train.log_every": 50}
+_COMMON = {"model.num_layers": 4, "train.eval_every": 500, "train.log_every": 50,
+           "evals.diagnostics": {"name": "attention_diagnostics", "splits": ("val_64",)},
+           "evals.quantized": {"name": "quantized", "bits": (8, 4)}}
 VARIANTS = {
     "softmax": dict(_COMMON),
     "softpick": {**_COMMON, "model.normalizer": "softpick"},

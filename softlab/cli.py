@@ -4,50 +4,37 @@
   softlab train CONFIG[:ARG] --workdir DIR [--config.a.b=value ...] [--multihost]
   softlab ablate STUDY [--scale=F] [--force] [--workers=N] | softlab ablate --list
 
-Mistakes a user can make (an unknown name, a missing or mistyped field, a
-workdir holding another config, a missing file) print one line and exit 2. A
-run stopped by a non-finite loss prints one line and exits 3 (`ablate`: after
-the study's other runs finish).
+`train` and `ablate` load configs the same way (softlab.config: load_config,
+then dotted overrides). Mistakes a user can make (an unknown name, a missing or
+mistyped field, a workdir holding another config or that cannot be written, a
+missing file) print one line and exit 2. A run stopped by a non-finite loss
+prints one line and exits 3 (`ablate`: after the study's other runs finish).
 """
 
+import argparse
 import importlib
-import os
 import sys
 import textwrap
-
-from absl import app, flags, logging
-from ml_collections import config_flags
 
 from softlab import registry
 
 # Modules whose import fills the registries `softlab list` prints.
 REGISTRY_MODULES = ("softlab.normalizers", "softlab.losses", "softlab.optim", "softlab.data",
-                    "softlab.models", "softlab.trainers")
-
-USAGE = """usage:
-  softlab list
-  softlab train CONFIG[:ARG] --workdir DIR [--config.section.key=value ...] [--multihost]
-  softlab ablate experiments/STUDY.py [--scale=F] [--force] [--workers=N]
-  softlab ablate --list"""
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/**/*.py)")
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and summary")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "multihost: host:port of process 0 (auto-detected on clusters)")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multihost: number of processes")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multihost: this process's index")
-_SCALE = flags.DEFINE_float("scale", 1.0,
-                            "ablate: multiply the study's size (train and schedule steps) by this")
-_FORCE = flags.DEFINE_bool("force", False, "ablate: rerun variants whose results already exist")
-_WORKERS = flags.DEFINE_integer("workers", None, "ablate: parallel runs (default: CPU count)")
-_LIST = flags.DEFINE_bool("list", False, "ablate: list the studies in experiments/")
+                    "softlab.models", "softlab.trainers", "softlab.evaluators")
 
 
 def fail(message: str, code: int = 2):
   """Prints `softlab: message` on stderr and exits with `code`."""
   print(f"softlab: {message}", file=sys.stderr)
   sys.exit(code)
+
+
+class Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line."""
+
+  def error(self, message):
+    command = self.prog.removeprefix("softlab").strip()
+    fail(f"{command}: {message}" if command else message)
 
 
 def list_registered() -> str:
@@ -64,27 +51,39 @@ def list_registered() -> str:
   return "\n".join(blocks)
 
 
-def command_list(args: list[str]) -> None:
-  if args:
-    fail(f"list takes no arguments, got {' '.join(args)}")
+def command_list(args) -> None:
   print(list_registered())
 
 
-def command_train(args: list[str]) -> None:
-  if args:
-    fail(f"unexpected argument(s) {' '.join(args)}\n{USAGE}")
-  if _CONFIG.value is None:
-    fail(f"train needs a CONFIG file\n{USAGE}")
-  if not _WORKDIR.value:
+def config_from_command_line(spec: str, overrides: list[str]):
+  """The config file `spec` (path[:arg]) with `--config.a.b=value` overrides applied."""
+  from softlab.config import load_config, override, parse_value
+
+  config = load_config(spec)
+  updates = {}
+  for item in overrides:
+    path, equals, text = item.removeprefix("--config.").partition("=")
+    if not equals or not path:
+      fail(f"override {item}: write --config.section.field=value")
+    updates[path] = parse_value(config, path, text)
+  return override(config, updates)
+
+
+def command_train(args) -> None:
+  if not args.workdir:
     fail("train needs --workdir DIR")
+  try:
+    config = config_from_command_line(args.config, args.overrides)
+  except ValueError as error:
+    fail(str(error))
   from softlab.trainers import ConfigError, loop  # the heavy imports, only when training
 
   distributed = None
-  if _MULTIHOST.value:
-    distributed = {"coordinator_address": _COORDINATOR.value,
-                   "num_processes": _NUM_PROCESSES.value, "process_id": _PROCESS_ID.value}
+  if args.multihost:
+    distributed = {"coordinator_address": args.coordinator_address,
+                   "num_processes": args.num_processes, "process_id": args.process_id}
   try:
-    summary = loop.train(_CONFIG.value, _WORKDIR.value, distributed=distributed)
+    summary = loop.train(config, args.workdir, distributed=distributed)
   except ConfigError as error:
     fail(str(error))
   except FloatingPointError as error:
@@ -92,57 +91,79 @@ def command_train(args: list[str]) -> None:
   print(loop.main_summary_line(summary))
 
 
-def command_ablate(args: list[str]) -> None:
+def command_ablate(args) -> None:
   from softlab import study
 
-  if _LIST.value:
+  if args.list:
     for path, title in study.list_studies():
       print(f"{path}: {title}")
     return
-  if len(args) != 1:
-    fail(f"ablate needs one study file\n{USAGE}")
-  if _SCALE.value <= 0:
-    fail(f"--scale must be > 0, got {_SCALE.value}")
+  if args.study is None:
+    fail("ablate needs one study file (or --list)")
+  if args.scale <= 0:
+    fail(f"--scale must be > 0, got {args.scale}")
   try:
-    study.run_study(args[0], force=_FORCE.value, scale=_SCALE.value, workers=_WORKERS.value)
+    study.run_study(args.study, force=args.force, scale=args.scale, workers=args.workers)
   except ValueError as error:
     fail(str(error))
   except FloatingPointError as error:
     fail(str(error), code=3)
 
 
-COMMANDS = {"list": command_list, "train": command_train, "ablate": command_ablate}
+def make_parser() -> Parser:
+  parser = Parser(prog="softlab", description="softmax alternatives: registries, training "
+                  "runs from config files, paper ablation studies.")
+  commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+  listing = commands.add_parser("list", help="print every registered name, by kind")
+  listing.set_defaults(run=command_list)
+  train = commands.add_parser(
+      "train", help="train one config (resumes from the workdir's checkpoints)",
+      usage="softlab train CONFIG[:ARG] --workdir DIR [--config.section.field=value ...]"
+            " [--multihost]")
+  train.add_argument("config", help="config file (configs/**/*.py), optionally :ARG")
+  train.add_argument("--workdir", help="directory for checkpoints, metrics and summary")
+  train.add_argument("--multihost", action="store_true",
+                     help="call jax.distributed.initialize() first")
+  train.add_argument("--coordinator_address",
+                     help="multihost: host:port of process 0 (auto-detected on clusters)")
+  train.add_argument("--num_processes", type=int, help="multihost: number of processes")
+  train.add_argument("--process_id", type=int, help="multihost: this process's index")
+  train.set_defaults(run=command_train)
+  ablate = commands.add_parser("ablate", help="run a paper ablation study (experiments/*.py)")
+  ablate.add_argument("study", nargs="?", help="study file")
+  ablate.add_argument("--scale", type=float, default=1.0,
+                      help="multiply the study's size (train and schedule steps) by this")
+  ablate.add_argument("--force", action="store_true",
+                      help="rerun variants whose results already exist")
+  ablate.add_argument("--workers", type=int, help="parallel runs (default: CPU count)")
+  ablate.add_argument("--list", action="store_true", help="list the studies in experiments/")
+  ablate.set_defaults(run=command_ablate)
+  return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+  """Parsed arguments; `--config.*` overrides of train may come anywhere after CONFIG."""
+  parser = make_parser()
+  if argv and not argv[0].startswith("-") and argv[0] not in ("list", "train", "ablate"):
+    fail(f"unknown command {argv[0]!r}; valid: list, train, ablate")
+  if argv[:1] == ["train"]:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    args.overrides = overrides
+    return args
+  return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> None:
+  from absl import logging
+
   logging.set_verbosity(logging.WARNING)  # orbax and jax log every checkpoint at INFO
-  if len(argv) < 2 or argv[1] not in COMMANDS:
-    given = repr(argv[1]) if len(argv) > 1 else "none"
-    fail(f"unknown command {given}; valid: {', '.join(COMMANDS)}\n{USAGE}")
-  COMMANDS[argv[1]](argv[2:])
-
-
-def positional_config(argv: list[str]) -> list[str]:
-  """`softlab train CONFIG ...` -> `softlab train --config=CONFIG ...` for absl."""
-  if len(argv) > 2 and argv[1] == "train" and not argv[2].startswith("-"):
-    path = argv[2].partition(":")[0]
-    if not os.path.isfile(path):
-      fail(f"config file not found: {path}")
-    return [argv[0], argv[1], f"--config={argv[2]}", *argv[3:]]
-  return argv
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing whose errors (bad override, unknown field) are one line."""
-  try:
-    return flags.FLAGS(positional_config(argv))
-  except flags.Error as error:
-    fail(str(error).splitlines()[0])
-  except (AttributeError, KeyError) as error:
-    overrides = " ".join(a for a in argv if a.startswith("--config."))
-    fail(f"a config override names a field the config does not have: {error} (in {overrides})")
+  if not argv:
+    fail("no command; valid: list, train, ablate (softlab --help)")
+  args = parse(argv)
+  args.run(args)
 
 
 def run() -> None:
   """Console-script entry point."""
-  app.run(main, flags_parser=parse_flags)
+  main(sys.argv[1:])

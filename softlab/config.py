@@ -1,11 +1,17 @@
-"""Loading experiment config files and applying overrides, outside of absl flags.
+"""Loading experiment config files and applying overrides: the one path the
+command line (`softlab train`) and studies (`softlab ablate`) share.
 
 A config file is a Python file with `get_config()` (or `get_config(arg)`,
 selected as `path:arg`, as big_vision does) returning an
 `ml_collections.ConfigDict`. A config may derive from a sibling:
 `config = load_config(pathlib.Path(__file__).with_name("softmax.py"))`.
+Overrides are dotted paths ({"loss.name": "stablemax_cross_entropy"}); on the
+command line `--config.a.b=text`, the text read as the field's current type
+(`parse_value`). Which fields a section may hold is checked by whoever builds
+it (a registry builder, the loop for `train` and the top level).
 """
 
+import ast
 import hashlib
 import importlib.util
 import os
@@ -29,20 +35,71 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+# Sections whose fields belong to the component `name` picks (the optimizers share theirs),
+# and the fields such a section keeps when its name switches to another component.
+COMPONENT_SECTIONS = ("data", "model", "loss")
+SHARED_FIELDS = ("name", "dtype", "seed")
+
+
 def override(config: ml_collections.ConfigDict, updates: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """A copy of `config` with dotted-path updates ({"loss.name": "stablemax_cross_entropy"}).
 
   New fields may be added to existing sections (a loss hyperparameter the base
-  config did not set); a path through a missing section is an error.
+  config did not set); a path through a missing section is an error, except
+  that a new `evals` entry is created (`evals.q.name=quantized`). Setting
+  the `name` of data, model or loss to another component drops the old
+  component's fields (all but SHARED_FIELDS) first, so `data.name=npz` with
+  `data.path=...` builds the npz dataset alone.
   """
   config = ml_collections.ConfigDict(config.to_dict())
+  switches = [p.partition(".")[0] for p, v in updates.items()
+              if p.partition(".")[0] in COMPONENT_SECTIONS and p.partition(".")[2] == "name"
+              and p.partition(".")[0] in config and config[p.partition(".")[0]].get("name") != v]
+  for name in switches:
+    section = config[name]
+    for key in [k for k in section if k not in SHARED_FIELDS]:
+      del section[key]
   for path, value in updates.items():
     *sections, key = path.split(".")
     node = config
-    for section in sections:
+    for depth, section in enumerate(sections):
       if section not in node:
-        raise ValueError(f"override {path}: config has no section {section!r}")
+        if sections[0] != "evals" or depth > 1:
+          raise ValueError(f"override {path}: config has no section {section!r}")
+        with node.ignore_type():
+          node[section] = ml_collections.ConfigDict()
       node = node[section]
     with node.ignore_type():
       node[key] = value
   return config
+
+
+def parse_value(config: ml_collections.ConfigDict, path: str, text: str) -> Any:
+  """The command-line text for config.<path> as a value of the field's current type.
+
+  Numbers, booleans and strings follow the existing field; a new field, a None
+  field or a tuple/list/dict is read as a Python literal (plain text if it is
+  none). ValueError "flag --config.<path>=<text>: <why>" otherwise.
+  """
+  node = config
+  for part in path.split(".")[:-1]:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  key = path.rpartition(".")[2]
+  current = node.get(key) if isinstance(node, ml_collections.ConfigDict) else None
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"expected true or false, got {text!r}")
+      return text.lower() in ("true", "1")
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, str):
+      return text
+  except ValueError as error:
+    raise ValueError(f"flag --config.{path}={text}: {error}") from None
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text

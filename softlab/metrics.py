@@ -206,16 +206,8 @@ def msp_auroc(
     Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and
     Out-of-Distribution Examples in Neural Networks", arXiv:1610.02136.
   """
-  in_logits = _as_logits(in_logits, "in_logits")
-  out_logits = _as_logits(out_logits, "out_logits")
-  def score(z):
-    return jnp.max(normalizers.log_softmax(z.astype(jnp.float32)), axis=-1).ravel()
-
-  positives = _keep(in_where, in_logits.shape[:-1], "in_where").ravel()
-  negatives = _keep(out_where, out_logits.shape[:-1], "out_where").ravel()
-  scores = jnp.concatenate([score(in_logits), score(out_logits)])
-  keep = jnp.concatenate([positives, negatives])
-  is_positive = jnp.concatenate([positives, jnp.zeros_like(negatives)])
+  scores, keep, is_positive, positives, negatives = _msp_scores(in_logits, out_logits, in_where,
+                                                               out_where)
   ranked = jnp.sort(jnp.where(keep, scores, jnp.inf))
   below = jnp.searchsorted(ranked, scores, side="left")
   not_above = jnp.searchsorted(ranked, scores, side="right")
@@ -226,3 +218,61 @@ def msp_auroc(
   pairs = n_pos * n_neg
   auroc = (rank_sum - n_pos * (n_pos + 1) / 2) / jnp.maximum(pairs, 1)
   return jnp.where(pairs > 0, auroc, 0.5)
+
+
+def msp_aupr(
+    in_logits: ArrayLike,
+    out_logits: ArrayLike,
+    *,
+    in_where: ArrayLike | None = None,
+    out_where: ArrayLike | None = None,
+) -> jax.Array:
+  """Area under the precision-recall curve of the max softmax probability, in-
+  distribution examples as positives (AUPR-In).
+
+  The average precision AP = sum_t (R_t - R_{t-1}) P_t over the distinct score
+  thresholds t (precision P and recall R of "score >= t"), which is the mean
+  over positives of the precision at the positive's own score; ties count as
+  one threshold (as scikit-learn's average_precision_score). Scores as in
+  `msp_auroc`.
+
+  Args:
+    in_logits: [..., K] logits of in-distribution examples (positives).
+    out_logits: [..., K] logits of out-of-distribution examples.
+    in_where: in_logits.shape[:-1] boolean, True = keep.
+    out_where: out_logits.shape[:-1] boolean, True = keep.
+
+  Returns:
+    Scalar float32 AUPR in [0, 1] (0 if no positive is kept).
+
+  References:
+    Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and
+    Out-of-Distribution Examples in Neural Networks", arXiv:1610.02136.
+  """
+  scores, keep, is_positive, positives, _ = _msp_scores(in_logits, out_logits, in_where,
+                                                        out_where)
+  all_sorted = jnp.sort(jnp.where(keep, scores, -jnp.inf))
+  positive_sorted = jnp.sort(jnp.where(is_positive, scores, -jnp.inf))
+  n = scores.shape[0]
+  at_least = n - jnp.searchsorted(all_sorted, scores, side="left")  # kept with score >= s
+  positive_at_least = n - jnp.searchsorted(positive_sorted, scores, side="left")
+  precision = positive_at_least / jnp.maximum(at_least, 1)
+  n_pos = jnp.sum(positives, dtype=jnp.float32)
+  return jnp.sum(jnp.where(is_positive, precision, 0), dtype=jnp.float32) / jnp.maximum(n_pos, 1)
+
+
+def _msp_scores(in_logits, out_logits, in_where, out_where):
+  """(scores, keep, is_positive, positives, negatives): max log-softmax scores of the in- then
+  out-of-distribution examples, and which are kept / kept positives."""
+  in_logits = _as_logits(in_logits, "in_logits")
+  out_logits = _as_logits(out_logits, "out_logits")
+
+  def score(z):
+    return jnp.max(normalizers.log_softmax(z.astype(jnp.float32)), axis=-1).ravel()
+
+  positives = _keep(in_where, in_logits.shape[:-1], "in_where").ravel()
+  negatives = _keep(out_where, out_logits.shape[:-1], "out_where").ravel()
+  scores = jnp.concatenate([score(in_logits), score(out_logits)])
+  keep = jnp.concatenate([positives, negatives])
+  is_positive = jnp.concatenate([positives, jnp.zeros_like(negatives)])
+  return scores, keep, is_positive, positives, negatives

@@ -21,8 +21,9 @@ and optionally:
                       "markdown" entry goes into RESULTS.md
   report(results)     -> markdown of study-specific tables for RESULTS.md
 
-`run_study` runs every missing (variant, seed) in parallel processes, then
-writes experiments/<study>/results.json, RESULTS.md and <metric>.png. A run
+`run_study` runs every missing (variant, seed) in parallel processes (the
+parent shows their progress: each running run's step, runs done / total and an
+ETA, read from the runs' metrics.jsonl), then writes experiments/<study>/results.json, RESULTS.md and <metric>.png. A run
 whose config.json differs from the config the study gives it now (another
 --scale, edited VARIANTS) is rerun from scratch. A run stopped by a non-finite
 loss is reported and the others go on; the study then raises
@@ -35,6 +36,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Mapping
 
@@ -161,6 +163,7 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
       clear_run(run_dir(study, *run))
   failed = []
   context = multiprocessing.get_context("spawn")
+  progress = StudyProgress({run: (run_dir(study, *run), configs[run].train.steps) for run in todo})
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                               max_tasks_per_child=1) as pool:
     futures = {
@@ -168,14 +171,20 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
                     run_dir(study, *run), threads): run
         for run in todo
     }
-    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-      variant, seed = futures[future]
-      try:
-        outcome = f"{future.result():.0f}s"
-      except FloatingPointError as error:
-        failed.append(f"{variant} seed {seed}")
-        outcome = str(error)
-      print(f"[{done}/{len(todo)}] {variant} seed {seed}: {outcome}", flush=True)
+    pending = set(futures)
+    while pending:
+      finished, pending = concurrent.futures.wait(
+          pending, timeout=progress.interval, return_when=concurrent.futures.FIRST_COMPLETED)
+      for future in finished:
+        variant, seed = futures[future]
+        try:
+          outcome = f"{future.result():.0f}s"
+        except FloatingPointError as error:
+          failed.append(f"{variant} seed {seed}")
+          outcome = str(error)
+        progress.finish(futures[future], f"{variant} seed {seed}: {outcome}")
+      progress.refresh()
+  progress.close()
   if failed:
     raise FloatingPointError(
         f"{len(failed)} of {len(todo)} runs stopped on a non-finite loss ({', '.join(failed)});"
@@ -192,6 +201,94 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
   write_outputs(study, results)
   print(f"verdict: {status.upper()} - {explanation}")
   return results
+
+
+def last_step(metrics_path: str) -> int:
+  """The step of the last complete record in a metrics.jsonl (0 if none), from its tail."""
+  try:
+    with open(metrics_path, "rb") as f:
+      offset = max(0, f.seek(0, os.SEEK_END) - 65536)
+      f.seek(offset)
+      lines = f.read().decode(errors="replace").split("\n")
+  except FileNotFoundError:
+    return 0
+  # The first line may be cut by the offset, the last has no newline yet (or is empty).
+  for line in reversed(lines[1 if offset else 0:-1]):
+    try:
+      return int(json.loads(line)["step"])
+    except (ValueError, KeyError):
+      continue
+  return 0
+
+
+class StudyProgress:
+  """What a study's parent process shows while its runs train in workers.
+
+  `refresh()` reads each unfinished run's step from its metrics.jsonl and
+  shows "[done/total] <variant seed>: step s/S, ... | ETA"; on a terminal a
+  tqdm bar over all runs' steps, otherwise a plain line every `interval`
+  seconds when something changed. `finish(run, text)` prints a finished run.
+  """
+
+  def __init__(self, runs: Mapping, *, interval: float | None = None, stream=None):
+    self.runs = dict(runs)  # run -> (workdir, total steps)
+    self.stream = stream or sys.stdout
+    self.tty = self.stream.isatty()
+    self.interval = interval if interval is not None else (1.0 if self.tty else 30.0)
+    self.done: dict = {}
+    self.steps = {run: 0 for run in self.runs}
+    self.start = time.perf_counter()
+    self.shown = None
+    self.bar = None
+    if self.tty and self.runs:
+      from tqdm import tqdm
+
+      self.bar = tqdm(total=sum(total for _, total in self.runs.values()), unit="step",
+                      dynamic_ncols=True, file=self.stream)
+
+  def finish(self, run, text: str) -> None:
+    self.done[run] = True
+    self.steps[run] = self.runs[run][1]
+    message = f"[{len(self.done)}/{len(self.runs)}] {text}"
+    if self.bar is not None:
+      self.bar.write(message)
+    else:
+      print(message, file=self.stream, flush=True)
+
+  def refresh(self) -> str:
+    """Reads the runs' steps and shows the status line (returned)."""
+    for run, (workdir, _) in self.runs.items():
+      if run not in self.done:
+        self.steps[run] = last_step(os.path.join(workdir, "metrics.jsonl"))
+    line = self.status()
+    if self.bar is not None:
+      self.bar.update(sum(self.steps.values()) - self.bar.n)
+      self.bar.set_postfix_str(line, refresh=True)
+    elif line != self.shown:
+      print(line, file=self.stream, flush=True)
+    self.shown = line
+    return line
+
+  def status(self) -> str:
+    running = [f"{variant} seed {seed}: step {self.steps[(variant, seed)]}/{total}"
+               for (variant, seed), (_, total) in self.runs.items()
+               if (variant, seed) not in self.done and self.steps[(variant, seed)] > 0]
+    return (f"[{len(self.done)}/{len(self.runs)} done] " + ("; ".join(running) or "starting")
+            + f" | ETA {self.eta()}")
+
+  def eta(self) -> str:
+    """Remaining steps at the rate seen since the first progress ('?' before any)."""
+    progressed = sum(self.steps.values())
+    remaining = sum(total for _, total in self.runs.values()) - progressed
+    if progressed == 0:
+      return "?"
+    rate = progressed / max(time.perf_counter() - self.start, 1e-9)
+    seconds = int(remaining / rate)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
 
 
 def config_change(workdir: str, config) -> str | None:

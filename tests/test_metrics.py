@@ -137,6 +137,46 @@ def test_msp_auroc_matches_a_pairwise_reference():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def aupr_numpy(pos, neg):
+  """Average precision over the distinct thresholds t: sum (R_t - R_prev) P_t, float64."""
+  pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+  scores = np.concatenate([pos, neg])
+  area, recall_before = 0.0, 0.0
+  for t in np.unique(scores)[::-1]:
+    true_positives = np.sum(pos >= t)
+    precision = true_positives / np.sum(scores >= t)
+    recall = true_positives / len(pos)
+    area += (recall - recall_before) * precision
+    recall_before = recall
+  return area
+
+
+def test_msp_aupr_matches_a_threshold_reference():
+  rng = np.random.default_rng(3)
+  in_logits = (3 * rng.standard_normal((30, 6))).astype(np.float32)
+  out_logits = rng.standard_normal((25, 6)).astype(np.float32)
+  out_logits[:5] = in_logits[:5]  # exact ties across the two sets
+  in_logits[10:13] = in_logits[13]  # and within the positives
+  score = lambda z: np.max(np.log(softmax_numpy(np.asarray(z, np.float64))), -1)
+  msp32 = lambda z: np.asarray(jax.nn.log_softmax(jnp.asarray(z)).max(-1), np.float64)
+  got = M.msp_aupr(in_logits, out_logits)
+  np.testing.assert_allclose(got, aupr_numpy(msp32(in_logits), msp32(out_logits)), rtol=1e-6)
+  np.testing.assert_allclose(got, aupr_numpy(score(in_logits), score(out_logits)), rtol=1e-2)
+  in_where, out_where = rng.random(30) > 0.3, rng.random(25) > 0.3
+  got = M.msp_aupr(in_logits, out_logits, in_where=in_where, out_where=out_where)
+  want = aupr_numpy(msp32(in_logits)[in_where], msp32(out_logits)[out_where])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_msp_aupr_extremes():
+  confident = jnp.array([[10.0, 0.0, 0.0]] * 4)
+  uniform = jnp.zeros((3, 3))
+  assert float(M.msp_aupr(confident, uniform)) == 1.0
+  assert float(M.msp_aupr(uniform, confident)) == pytest.approx(3 / 7)  # positives ranked last
+  assert float(M.msp_aupr(uniform, uniform)) == 0.5  # one tie: precision 3 / 6
+  assert float(M.msp_aupr(confident, uniform, in_where=np.zeros(4, bool))) == 0.0
+
+
 def test_msp_auroc_extremes():
   confident = jnp.array([[10.0, 0.0, 0.0]] * 4)
   uniform = jnp.zeros((3, 3))

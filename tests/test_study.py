@@ -1,5 +1,7 @@
 """The ablation runner end to end on a tiny study written by the test."""
 
+import functools
+import io
 import json
 import os
 import subprocess
@@ -159,3 +161,35 @@ def test_diverging_run_is_one_line_and_the_others_finish(tmp_path, diverging_npz
   assert "diverges seed 0: non-finite train/loss (nan) at step 1; last good" in result.stdout
   assert (tmp_path / "tiny" / "runs" / "adamw" / "seed0" / "summary.json").exists()
   assert not (tmp_path / "tiny" / "results.json").exists()
+
+
+def test_progress_reads_each_running_runs_step_and_estimates_the_rest(tmp_path):
+  runs = {("a", 0): (str(tmp_path / "a"), 100), ("b", 0): (str(tmp_path / "b"), 100),
+          ("c", 0): (str(tmp_path / "c"), 100)}
+  os.makedirs(tmp_path / "a")
+  with open(tmp_path / "a" / "metrics.jsonl", "w") as f:
+    f.write('{"step": 0}\n{"step": 40, "train/loss": 1.0}\n{"step": 50, "train/lo')  # cut off
+  stream = io.StringIO()
+  progress = study.StudyProgress(runs, interval=0.01, stream=stream)
+  progress.start -= 10.0  # 10 s ago: 40 + 100 steps done -> 160 left at 14 steps/s
+  progress.finish(("b", 0), "b seed 0: 9s")
+  line = progress.refresh()
+  assert line.startswith("[1/3 done] a seed 0: step 40/100 | ETA 0:00:1")
+  assert "c seed 0" not in line  # not started yet
+  assert int(line.rsplit(":", 1)[1]) == pytest.approx(160 / 14, abs=1)
+  assert stream.getvalue().splitlines() == ["[1/3] b seed 0: 9s", line]
+  progress.refresh()  # nothing changed: no new plain line
+  assert len(stream.getvalue().splitlines()) == 2
+  assert study.last_step(str(tmp_path / "missing.jsonl")) == 0
+
+
+def test_ablate_prints_progress_lines_while_runs_work(one_seed_study, tmp_path, monkeypatch,
+                                                      capsys):
+  monkeypatch.setattr(study.StudyProgress, "__init__", functools.partialmethod(
+      study.StudyProgress.__init__, interval=0.2))
+  study.run_study(one_seed_study, workers=2)
+  out = capsys.readouterr().out.splitlines()
+  status = [line for line in out if line.startswith("[") and " done] " in line]
+  assert status and status[-1].startswith("[2/2 done]") and " | ETA " in status[-1], out
+  finished = [line for line in out if line.startswith(("[1/2] ", "[2/2] "))]
+  assert len(finished) == 2 and all(" seed 0: " in line for line in finished), out

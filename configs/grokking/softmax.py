@@ -23,4 +23,5 @@ def get_config():
                           schedule="constant", perpgrad=False)
   config.train = dict(steps=2000, batch_size=config_dict.placeholder(int), log_every=20,
                       eval_every=100, checkpoint_every=500, dtype="float32")
+  config.evals = dict(classification=dict(name="classification"))
   return config

@@ -20,4 +20,5 @@ def get_config():
                           boundaries=(50 * 19, 75 * 19), decay_factor=0.1)
   config.train = dict(steps=100 * 19, batch_size=64, log_every=190, eval_every=190,
                       checkpoint_every=950, dtype="float32")
+  config.evals = dict(classification=dict(name="classification"))
   return config

@@ -20,4 +20,5 @@ def get_config():
                           grad_clip_norm=1.0)
   config.train = dict(steps=1500, batch_size=32, log_every=50, eval_every=250,
                       checkpoint_every=500, eval_batch_size=32, dtype="float32")
+  config.evals = dict(lm=dict(name="lm"))
   return config

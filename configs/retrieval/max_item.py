@@ -22,6 +22,8 @@ def get_config(eval_normalizer=None):
   config.optimizer = dict(name="adam", lr=1e-3, schedule="constant")
   config.train = dict(steps=2000, batch_size=128, log_every=50, eval_every=500,
                       checkpoint_every=1000, eval_batch_size=256, dtype="float32")
+  config.evals = dict(classification=dict(name="classification"),
+                      attention=dict(name="attention_on_target"))
   if eval_normalizer:
     config.eval_model = dict(normalizer=eval_normalizer)
   return config

@@ -76,7 +76,8 @@ def digit_captions(options, *, batch_size, eval_batch_size, seed):
 
   Each step draws fresh captions for its images. Evaluation is zero-shot:
   `info["class_prompts"]` holds one caption per class ("a photo of the digit
-  <name>") and a test image is classified by its most similar prompt.
+  <name>") and a test image is classified by its most similar prompt; the test
+  images also carry one fixed caption each ("tokens") for retrieval.
   """
   test_fraction = options.pop("test_fraction", 0.3)
   length = options.pop("caption_length", 6)
@@ -104,6 +105,10 @@ def digit_captions(options, *, batch_size, eval_batch_size, seed):
           "caption_length": length, "class_prompts": prompts}
   return Dataset(
       train_batch=train_batch,
-      eval_splits={"test": chunk({"images": inputs[test], "labels": labels[test]}, eval_batch_size)},
+      eval_splits={"test": chunk({"images": inputs[test], "labels": labels[test],
+                                  "tokens": random_captions(rng_for(seed, 9), labels[test],
+                                                            length=length, noise_words=noise_words,
+                                                            label_noise=label_noise)},
+                                 eval_batch_size)},
       info=info,
   )

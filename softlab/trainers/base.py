@@ -27,26 +27,53 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-  """How batches become a loss and metrics; everything else is the loop's job.
+  """How batches become a loss and predictions; everything else is the loop's job.
 
-  Metric values are either per-example arrays [B] (the loop averages them
-  over real examples with the batch "weight") or scalars that are already
-  averages over the batch's real examples (the loop weights them by the
-  batch's total weight when combining eval batches).
+  Training metric values are either per-example arrays [B] or scalars that are
+  already averages over the batch's real examples; the loop reports both as
+  weighted sums over the real examples divided by their total weight
+  (softlab.evaluators.weighted_sums), as evaluators do.
 
   Attributes:
     init_params: rng -> parameters.
     init_extra: parameters -> extra state (an empty dict when there is none).
     loss: (params, extra, batch, rng) -> (scalar loss, (metrics, new extra)).
-    evaluate: (params, extra, batch) -> metrics on an eval batch.
+    predict: (params, extra, batch, *, sown=()) -> the evaluation model's outputs
+      on a batch, for evaluators: "loss" (per-example evaluation loss) and, as
+      the trainer has them, "logits" and "labels" / "targets",
+      "image_embeddings", "text_embeddings", "class_embeddings"; "sown" maps
+      each name in `sown` to the values the model sowed under it, in layer order.
     describe_extra: extra -> scalar metrics logged at eval time (may be None).
   """
 
   init_params: Callable[[jax.Array], Params]
   init_extra: Callable[[Params], Extra]
   loss: Callable[[Params, Extra, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, tuple[Metrics, Extra]]]
-  evaluate: Callable[[Params, Extra, Mapping[str, jax.Array]], Metrics]
+  predict: Callable[..., dict[str, Any]]
   describe_extra: Callable[[Extra], Metrics] | None = None
+
+
+def sown_values(state, names) -> dict[str, list]:
+  """name -> every value sown under `name` in `state["intermediates"]`, in layer order."""
+  found = {name: [] for name in names}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state.get("intermediates", {})):
+    for key in path:
+      if getattr(key, "key", None) in found:
+        found[key.key].append(leaf)
+        break
+  missing = [name for name, values in found.items() if not values]
+  if missing:
+    raise ConfigError(f"config.model sows no {', '.join(missing)}, which an evaluator in "
+                      "config.evals or the trainer needs")
+  return found
+
+
+def sowing(model, names):
+  """`model`, cloned to sow its attention weights when "attention_weights" is in `names`
+  (transformers sow them only on request: they are computed densely)."""
+  if "attention_weights" in names and hasattr(model, "attention_options"):
+    return model.clone(attention_options={**model.attention_options, "sow_weights": True})
+  return model
 
 
 def field(config, path: str):

@@ -5,11 +5,10 @@ Multilabel losses get the labels as a one-hot label matrix. A stateful loss
 (`extra["loss_state"]`, indexed by training-example id), so it survives
 checkpoints like the weights; each per-example state entry is logged averaged
 over the noisy and the clean training examples (`train/lambda_noisy`, ...).
-Set inputs (batches with a "mask") go to the model as (inputs, mask); when a
-batch names the item to retrieve ("target"), evaluation also reports the
-attention weight the model puts on it (models that sow attention weights).
+Set inputs (batches with a "mask") go to the model as (inputs, mask).
 `config.eval_model` (optional) overrides model fields at evaluation only, e.g.
-adaptive-temperature softmax at test time.
+adaptive-temperature softmax at test time. Evaluators (`config.evals`) read
+`predict`: logits, labels, the per-example loss and sown values by name.
 """
 
 import jax
@@ -17,7 +16,7 @@ import jax.numpy as jnp
 
 from softlab import metrics
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
-                                   loss_options)
+                                   loss_options, sowing, sown_values)
 from softlab.trainers.kinds import choose_loss, feeds, stateful_dry_run
 
 # Loss kind -> (integer labels, number of classes) -> the loss's second input.
@@ -75,15 +74,13 @@ def classification(config, dataset, mesh) -> Experiment:
     mean = jnp.sum(weight * values) / jnp.sum(weight)
     return mean, (batch_metrics(logits, batch["labels"], values, weight > 0, loss_dtype), extra)
 
-  def evaluate(params, extra, batch):
-    """The training loss (a stateful one from a fresh state) and metrics on held-out data."""
-    logits, state = eval_model.apply(params, *model_inputs(batch), mutable=["intermediates"])
+  def predict(params, extra, batch, *, sown=()):
+    """Logits and the training loss (a stateful one from a fresh state) on held-out data."""
+    logits, state = sowing(eval_model, sown).apply(params, *model_inputs(batch),
+                                                   mutable=["intermediates"])
     logits = logits.astype(loss_dtype)
-    values = fresh_loss(logits, batch["labels"])
-    results = batch_metrics(logits, batch["labels"], values, batch["weight"] > 0, loss_dtype)
-    if "target" in batch:
-      results.update(attention_on_target(state, batch["target"]))
-    return results
+    return {"logits": logits, "labels": batch["labels"], "loss": fresh_loss(logits, batch["labels"]),
+            "sown": sown_values(state, sown)}
 
   def fresh_loss(logits, labels):
     """Per-example loss values; a stateful loss's from its initial state."""
@@ -103,7 +100,7 @@ def classification(config, dataset, mesh) -> Experiment:
 
   return Experiment(
       init_params=init_params, init_extra=init_extra,
-      loss=loss, evaluate=evaluate,
+      loss=loss, predict=predict,
       describe_extra=describe_extra if stateful is not None and "is_noisy" in train else None,
   )
 
@@ -121,11 +118,3 @@ def batch_metrics(logits, labels, values, real, dtype):
 def model_inputs(batch) -> tuple:
   """The model's positional inputs: (inputs,) or (inputs, mask) for sets."""
   return (batch["inputs"], batch["mask"]) if "mask" in batch else (batch["inputs"],)
-
-
-def attention_on_target(state, target) -> dict:
-  """Weight on the target item and the largest weight, of the first query of the
-  model's last sown attention layer, averaged over heads (attention fade)."""
-  weights = jax.tree.leaves(state["intermediates"])[-1][..., 0, :].mean(axis=1)  # [B, L]
-  on_target = jnp.take_along_axis(weights, target[:, None], axis=1)[:, 0]
-  return {"attention_on_target": on_target, "attention_max": weights.max(axis=1)}

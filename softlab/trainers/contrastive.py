@@ -1,8 +1,8 @@
 """Contrastive image-text training with any pairwise loss (SigLIP, CLIP), the
 loss sharded over the mesh's "data" axis with shard_map (SigLIP: ring of text
-blocks, per-device memory O(b^2); CLIP: all-gather). Zero-shot accuracy: each
-test image is classified by its most similar class prompt ("a photo of the
-digit seven").
+blocks, per-device memory O(b^2); CLIP: all-gather). `predict` gives
+evaluators (zero_shot, retrieval) the image, caption and class-prompt ("a
+photo of the digit seven") embeddings.
 """
 
 import dataclasses
@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from softlab import losses
 from softlab.trainers.base import REGISTRY, ConfigError, Experiment, build_models, options
 from softlab.trainers.kinds import choose_loss, feeds
 
@@ -66,11 +65,15 @@ def contrastive(config, dataset, mesh) -> Experiment:
     logged = {LOGGED_AS.get(key, key): value for key, value in arguments.items()}
     return jnp.mean(values), ({"loss": values, **logged}, extra)
 
-  def evaluate(params, extra, batch):
-    images = eval_model.apply(params["towers"], batch["images"], method="encode_images")
-    texts = eval_model.apply(params["towers"], prompts, method="encode_texts")
-    correct = jnp.argmax(losses.cosine_logits(images, texts), axis=-1) == batch["labels"]
-    return {"zero_shot_accuracy": correct.astype(jnp.float32)}
+  def predict(params, extra, batch, *, sown=()):
+    """Image and class-prompt embeddings, and the captions' when the batch has them."""
+    towers = params["towers"]
+    out = {"image_embeddings": eval_model.apply(towers, batch["images"], method="encode_images"),
+           "class_embeddings": eval_model.apply(towers, prompts, method="encode_texts"),
+           "labels": batch["labels"], "sown": {}}
+    if "tokens" in batch:
+      out["text_embeddings"] = eval_model.apply(towers, batch["tokens"], method="encode_texts")
+    return out
 
   return Experiment(init_params=init_params,
-                    init_extra=lambda params: {}, loss=loss, evaluate=evaluate)
+                    init_extra=lambda params: {}, loss=loss, predict=predict)

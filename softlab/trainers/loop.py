@@ -1,18 +1,36 @@
 """The generic training loop every experiment trainer runs.
 
-Read top to bottom: config -> mesh -> data -> model & optimizer -> shard ->
-step fn (jit, donated state) -> restore checkpoint -> loop (log, eval,
-checkpoint) -> final summary. Experiment trainers (classification, lm,
-contrastive) only say how a batch becomes a loss and metrics.
+Top-level pieces, each callable on its own (tests run one `train_step`):
+  setup(config)                   config -> mesh -> data -> model & optimizer -> evaluators
+  init_state(run)                 fresh, replicated train state
+  train_step(run, state, batch)   one optimizer step -> (state, weighted metric sums)
+  eval_step(evaluator, state, batch)  one evaluation batch -> weighted metric sums
+  evaluate(run, state, step)      every evaluator due at `step` -> metrics
+  restore_or_init(run, checkpoints)   the newest restorable checkpoint, or a fresh state
+`train` runs them: restore -> loop (log, eval, checkpoint) -> final summary.
+Experiment trainers (classification, lm, contrastive) only say how a batch
+becomes a loss and predictions; evaluators (`config.evals`) turn predictions
+into metrics. Train and eval metrics share one convention: weighted sums over
+the real examples plus their total weight, divided on the host.
+
+The host never waits for the device between log steps: the loss of each step
+stays on the device until the next log, evaluation or checkpoint step, where a
+non-finite loss stops the run naming its first bad step (the checkpoints
+written before are all finite).
 """
 
 import contextlib
+import dataclasses
+import functools
 import json
 import math
 import os
 import signal
+import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +40,187 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from softlab import data, optim
+from softlab import data, evaluators, optim
+from softlab.evaluators.common import means, weighted_sums
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, building, field, integer,
                                    lookup)
 from softlab.trainers.reporting import MetricsWriter, Progress, read_records
+from softlab.trainers.sharding import make_mesh, shard, to_host
 
 TIMING_KEYS = ("train/steps_per_second",)
+# Every field config.train may hold; anything else is a typo.
+TRAIN_FIELDS = ("steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
+                "checkpoint_every", "dtype", "num_devices", "x64")
+TOP_FIELDS = ("trainer", "seed", "data", "model", "loss", "optimizer", "train", "evals",
+              "eval_model")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """Everything built from a config that the steps need."""
+
+  config: Any
+  experiment: Experiment
+  dataset: data.Dataset
+  mesh: Any
+  tx: optax.GradientTransformation
+  schedule: Callable
+  evaluators: Mapping[str, evaluators.Evaluator]
+  seed: int
+  steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+
+
+def x64_enabled(config) -> bool:
+  """config.train.x64: the one switch for 64-bit JAX (float64 dtypes need it)."""
+  train = field(config, "train")
+  enabled = train.get("x64", False)
+  if not isinstance(enabled, bool):
+    raise ConfigError(f"config.train.x64 must be True or False, got {enabled!r}")
+  for path in ("train.dtype", "loss.dtype"):
+    section, _, key = path.partition(".")
+    if config.get(section, {}).get(key) == "float64" and not enabled:
+      raise ConfigError(f"config.{path}=float64 needs config.train.x64=True")
+  return enabled
+
+
+def check_fields(config) -> None:
+  """A field the loop does not know at the top level or in config.train is a typo."""
+  for path, node, valid in (("config", config, TOP_FIELDS),
+                            ("config.train", field(config, "train"), TRAIN_FIELDS)):
+    for key in node:
+      if key not in valid:
+        raise ConfigError(f"{path}.{key} names a field the config does not have; valid: "
+                          f"{', '.join(valid)}")
+
+
+def setup(config) -> Run:
+  """config -> mesh -> data -> model & optimizer -> evaluators (call inside `x64_scope`)."""
+  # ------------------------------------------------------------------ config
+  check_fields(config)
+  make_experiment = lookup(REGISTRY.get, field(config, "trainer"), "trainer")
+  seed = integer(config, "seed")
+  steps = integer(config, "train.steps", minimum=1)
+  eval_every = integer(config, "train.eval_every", max(1, steps // 10), minimum=1)
+
+  # -------------------------------------------------------------------- mesh
+  mesh = make_mesh(integer(config, "train.num_devices", minimum=1))
+
+  # -------------------------------------------------------------------- data
+  with building("data"):
+    dataset = data.build(
+        field(config, "data"),
+        batch_size=integer(config, "train.batch_size", minimum=1),
+        eval_batch_size=integer(config, "train.eval_batch_size", 1024, minimum=1),
+        seed=integer(config, "data.seed", seed),  # the data seed is resolved here only
+    )
+
+  # ---------------------------------------------------- model & optimizer
+  experiment: Experiment = make_experiment(config, dataset, mesh)
+  with building("optimizer"):
+    optimizer_config = field(config, "optimizer")
+    tx = optim.make_optimizer(optimizer_config)
+    schedule = optim.make_schedule(optimizer_config)
+
+  # -------------------------------------------------------------- evaluators
+  built = evaluators.build(config.get("evals", {}), experiment, dataset, mesh,
+                           default_every=eval_every)
+  return Run(config=config, experiment=experiment, dataset=dataset, mesh=mesh, tx=tx,
+             schedule=schedule, evaluators=built, seed=seed, steps=steps,
+             log_every=integer(config, "train.log_every", max(1, steps // 100), minimum=1),
+             eval_every=eval_every,
+             checkpoint_every=integer(config, "train.checkpoint_every", eval_every, minimum=1))
+
+
+def init_state(run: Run) -> dict:
+  """Step 0: parameters from the seed, optimizer and extra state, replicated on the mesh."""
+
+  def init():
+    params = run.experiment.init_params(jax.random.key(run.seed))
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": run.tx.init(params), "extra": run.experiment.init_extra(params)}
+
+  return jax.jit(init, out_shardings=NamedSharding(run.mesh, P()))()
+
+
+def train_step(run: Run, state: dict, batch: Mapping[str, jax.Array], *,
+               with_metrics: bool = True) -> tuple[dict, dict]:
+  """One optimizer step on `batch`; metrics as weighted sums (see `train_metrics`).
+
+  With with_metrics=False only the loss comes back, and XLA drops the metrics'
+  computation: the loop steps this way between log steps.
+  """
+  rng = jax.random.fold_in(jax.random.key(run.seed), state["step"])
+
+  def objective(params):
+    return run.experiment.loss(params, state["extra"], batch, rng)
+
+  (loss, (metrics, extra)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+  # SAM asks for the gradient elsewhere on this batch; other optimizers ignore it.
+  grad_fn = lambda params, _: jax.grad(lambda p: objective(p)[0])(params)
+  updates, opt_state = run.tx.update(grads, state["opt_state"], state["params"], grad_fn=grad_fn)
+  params = optax.apply_updates(state["params"], updates)
+  new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+               "extra": extra}
+  if not with_metrics:
+    return new_state, {"loss": loss}
+  return new_state, {
+      "sums": weighted_sums({**metrics, "loss": loss}, batch["weight"]),
+      "loss": loss,
+      "grad_norm": optax.tree.norm(grads),
+      "weight_norm": optax.tree.norm(params),
+      "learning_rate": run.schedule(state["step"]),
+  }
+
+
+def train_metrics(step_metrics: Mapping) -> dict[str, float]:
+  """A train_step's metrics on the host: "train/<key>" means plus the step's norms and rate."""
+  host = to_host(step_metrics)
+  logged = {f"train/{k}": v for k, v in means(host.pop("sums")).items()}
+  host.pop("loss")
+  return {**logged, **{f"train/{k}": v for k, v in host.items()}}
+
+
+def eval_step(evaluator: evaluators.Evaluator, state: dict, batch) -> dict[str, float]:
+  """One evaluation batch (host arrays): the evaluator's weighted sums on the host."""
+  return evaluator.split_sums(state["params"], state["extra"], [batch])
+
+
+def evaluate(run: Run, state: dict, step: int, *, every: bool = False) -> dict[str, float]:
+  """The metrics of every evaluator due at `step` (all of them with every=True) and the
+  trainer's description of its extra state."""
+  metrics = {}
+  for evaluator in run.evaluators.values():
+    if every or step % evaluator.every == 0 or step == run.steps:
+      metrics.update(evaluator.run(state["params"], state["extra"]))
+  if run.experiment.describe_extra is not None and (every or step % run.eval_every == 0
+                                                    or step == run.steps):
+    described = to_host(jax.jit(run.experiment.describe_extra)(state["extra"]))
+    metrics.update({f"train/{k}": v for k, v in described.items()})
+  return metrics
+
+
+def restore_or_init(run: Run, checkpoints: ocp.CheckpointManager, *,
+                    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+                    ) -> tuple[dict, int]:
+  """(state, its step): the newest checkpoint that restores, else a fresh state at step 0.
+
+  A checkpoint that cannot be restored (corrupt or partial files) is reported
+  in one line and deleted, and the previous one is tried.
+  """
+  state = init_state(run)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  for step in sorted(checkpoints.all_steps(), reverse=True):
+    try:
+      return checkpoints.restore(step, args=ocp.args.StandardRestore(abstract)), step
+    except Exception as error:  # orbax raises many kinds for damaged files
+      reason = (str(error).strip().splitlines() or [""])[0][:120]
+      report(f"softlab: checkpoint at step {step} in {checkpoints.directory} cannot be restored"
+             f" ({type(error).__name__}: {reason}); falling back to the previous one")
+      checkpoints.delete(step)
+  return state, 0
 
 
 def train(config, workdir: str, *, distributed: Mapping | None = None,
@@ -41,160 +234,92 @@ def train(config, workdir: str, *, distributed: Mapping | None = None,
       values are auto-detected) to run as one process of many; None for one.
     show_progress: a progress bar (terminal) or log lines; off for batch runs.
   """
-  float64 = "float64" in (field(config, "train").get("dtype"), field(config, "loss").get("dtype"))
-  with jax.enable_x64(float64):
+  with jax.enable_x64(x64_enabled(config)):
     return _train(config, workdir, distributed, show_progress)
 
 
 def _train(config, workdir, distributed, show_progress):
-  # ------------------------------------------------------------------ config
-  make_experiment = lookup(REGISTRY.get, field(config, "trainer"), "trainer")
-  seed = integer(config, "seed")
-  steps = integer(config, "train.steps", minimum=1)
-  log_every = integer(config, "train.log_every", max(1, steps // 100), minimum=1)
-  eval_every = integer(config, "train.eval_every", max(1, steps // 10), minimum=1)
-  checkpoint_every = integer(config, "train.checkpoint_every", eval_every, minimum=1)
   if distributed is not None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
     jax.distributed.initialize(**{k: v for k, v in distributed.items() if v is not None})
   is_main = jax.process_index() == 0
+  check_workdir(workdir)
+  steps = integer(config, "train.steps", minimum=1)
   checkpoints = ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=True),
   )
-  start = checkpoints.latest_step() or 0
-  if start > steps:
-    raise ConfigError(f"config.train.steps={steps} is below step {start} of the checkpoint in"
-                      f" {workdir}; set train.steps >= {start} or use a new --workdir")
+  latest = checkpoints.latest_step() or 0
+  if latest > steps:
+    raise ConfigError(f"config.train.steps={steps} is below step {latest} of the checkpoint in"
+                      f" {workdir}; set train.steps >= {latest} or use a new --workdir")
   prepare_workdir(config, workdir, write=is_main)
   summary_path = os.path.join(workdir, "summary.json")
-  if start == steps and os.path.exists(summary_path):
+  if latest == steps and os.path.exists(summary_path):
     with open(summary_path) as f:
       return json.load(f)
-
-  # -------------------------------------------------------------------- mesh
-  mesh = make_mesh(integer(config, "train.num_devices", minimum=1))
-  replicated = NamedSharding(mesh, P())
-
-  # -------------------------------------------------------------------- data
-  with building("data"):
-    dataset = data.build(
-        field(config, "data"),
-        batch_size=integer(config, "train.batch_size", minimum=1),
-        eval_batch_size=integer(config, "train.eval_batch_size", 1024, minimum=1),
-        seed=integer(config, "data.seed", seed),
-    )
-
-  # ---------------------------------------------------- model & optimizer
-  experiment: Experiment = make_experiment(config, dataset, mesh)
-  with building("optimizer"):
-    optimizer_config = field(config, "optimizer")
-    tx = optim.make_optimizer(optimizer_config)
-    schedule = optim.make_schedule(optimizer_config)
-
-  # ------------------------------------------------------------------- shard
-  def init_state():
-    params = experiment.init_params(jax.random.key(seed))
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(params), "extra": experiment.init_extra(params)}
-
-  state = jax.jit(init_state, out_shardings=replicated)()
-
-  # ----------------------------------------------------------------- step fn
-  def train_step(state, batch):
-    rng = jax.random.fold_in(jax.random.key(seed), state["step"])
-
-    def objective(params):
-      return experiment.loss(params, state["extra"], batch, rng)
-
-    (loss, (metrics, extra)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state["params"])
-    # SAM asks for the gradient elsewhere on this batch; other optimizers ignore it.
-    grad_fn = lambda params, _: jax.grad(lambda p: objective(p)[0])(params)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"], grad_fn=grad_fn)
-    params = optax.apply_updates(state["params"], updates)
-    logged = {f"train/{k}": v for k, v in weighted_means(metrics, batch["weight"]).items()}
-    logged.update({
-        "train/loss": loss,
-        "train/grad_norm": optax.tree.norm(grads),
-        "train/weight_norm": optax.tree.norm(params),
-        "train/learning_rate": schedule(state["step"]),
-    })
-    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
-                 "extra": extra}
-    return new_state, logged
-
-  def eval_step(state, batch):
-    metrics = experiment.evaluate(state["params"], state["extra"], batch)
-    return weighted_sums(metrics, batch["weight"])
-
-  train_step = jax.jit(train_step, donate_argnums=0, out_shardings=replicated)
-  eval_step = jax.jit(eval_step, out_shardings=replicated)
-
-  # ------------------------------------------------------ restore checkpoint
-  if checkpoints.latest_step() is not None:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = checkpoints.restore(start, args=ocp.args.StandardRestore(abstract))
+  run = setup(config)
+  state, start = restore_or_init(run, checkpoints)
+  step_fns = {logging: jax.jit(functools.partial(train_step, run, with_metrics=logging),
+                               donate_argnums=0, out_shardings=NamedSharding(run.mesh, P()))
+              for logging in (False, True)}
+  next_batch = batch_source(run)
   writer = MetricsWriter(workdir, resume_from=start, enabled=is_main)
-
-  def evaluate(step):
-    metrics = {}
-    for split, batches in dataset.eval_splits.items():
-      totals = [to_host(eval_step(state, shard(b, mesh))) for b in batches]
-      weight = sum(t.pop("weight") for t in totals)
-      for key in totals[0]:
-        metrics[f"{split}/{key}"] = sum(t[key] for t in totals) / weight
-    if experiment.describe_extra is not None:
-      described = to_host(jax.jit(experiment.describe_extra)(state["extra"]))
-      metrics.update({f"train/{k}": v for k, v in described.items()})
-    return metrics
-
-  # -------------------------------------------------------------------- loop
   progress = Progress(total=steps, start=start, enabled=is_main and show_progress)
+
   if start == 0:
-    initial = evaluate(0)
+    initial = evaluate(run, state, 0, every=True)
     writer.write(0, initial)
     progress.update(0, initial)
   last_train, last_eval = {}, {}
   if start == steps:  # finished, but stopped before summary.json was written
     last_train = final_train_metrics(writer.path, steps)
-    last_eval = evaluate(steps)
+    last_eval = evaluate(run, state, steps, every=True)
   tick, ticked_step = time.perf_counter(), start
   recorded = start  # the last step whose records are in metrics.jsonl
+  unchecked = []  # (step, device loss) not yet checked for finiteness
   try:
     with interrupt_on_sigterm():
       for step in range(start, steps):
-        state, metrics = train_step(state, shard(dataset.train_batch(step), mesh))
         done = step + 1
-        metrics = to_host(metrics)
-        if not math.isfinite(metrics["train/loss"]):
-          last_good = checkpoints.latest_step()
-          raise FloatingPointError(
-              f"non-finite train/loss ({metrics['train/loss']}) at step {done}; last good"
-              f" checkpoint: {'none' if last_good is None else f'step {last_good}'} in {workdir}")
+        log = done % run.log_every == 0 or done == steps
+        state, metrics = step_fns[log](state, next_batch(step))
+        unchecked.append((done, metrics["loss"]))
+        evaluating = done % run.eval_every == 0 or done == steps or any(
+            done % e.every == 0 for e in run.evaluators.values())
+        saving = done % run.checkpoint_every == 0 or done == steps
+        if not (log or evaluating or saving):
+          recorded = done
+          continue
+        check_finite(unchecked, checkpoints, workdir)
+        unchecked = []
         logged = {}
-        if done % log_every == 0 or done == steps:
+        if log:
+          metrics = train_metrics(metrics)
           now = time.perf_counter()
           metrics["train/steps_per_second"] = (done - ticked_step) / max(now - tick, 1e-9)
           tick, ticked_step = now, done
           logged.update(metrics)
           last_train = metrics
-        if done % eval_every == 0 or done == steps:
-          last_eval = evaluate(done)
-          logged.update(last_eval)
+        if evaluating:
+          evaluated = evaluate(run, state, done)
+          last_eval.update(evaluated)
+          logged.update(evaluated)
         if logged:
           writer.write(done, logged)
           progress.update(done, logged)
         recorded = done
-        if done % checkpoint_every == 0 or done == steps:
+        if saving:
           checkpoints.save(done, args=ocp.args.StandardSave(state))
   except KeyboardInterrupt:
-    # Keep the last completed step if its records are written: not when the
-    # interrupt hit a step in flight (its donated input is gone) or came before
-    # that step's records, which a resume from it would never write. Metrics
-    # past the checkpoint are replayed.
+    # Keep the last completed step if its records are written and its loss is
+    # finite: not when the interrupt hit a step in flight (its donated input is
+    # gone) or came before that step's records, which a resume from it would
+    # never write. Metrics past the checkpoint are replayed.
     intact = not any(x.is_deleted() for x in jax.tree.leaves(state))
-    if intact and int(to_host(state["step"])) == recorded != checkpoints.latest_step():
+    finite = all(math.isfinite(float(np.asarray(loss))) for _, loss in unchecked)
+    if (intact and finite and int(to_host(state["step"])) == recorded
+        and recorded != checkpoints.latest_step()):
       checkpoints.save(recorded, args=ocp.args.StandardSave(state))
     checkpoints.wait_until_finished()
     raise
@@ -209,6 +334,29 @@ def _train(config, workdir, distributed, show_progress):
     with open(summary_path, "w") as f:
       json.dump(summary, f, indent=2, sort_keys=True)
   return summary
+
+
+def batch_source(run: Run) -> Callable[[int], dict]:
+  """step -> the sharded training batch; a full-batch dataset is placed on the devices once."""
+  train = run.dataset.train_arrays
+  batch_size = field(run.config, "train").get("batch_size")
+  if train is not None and (batch_size is None or batch_size >= len(train["labels"])):
+    fixed = shard(run.dataset.train_batch(0), run.mesh)
+    return lambda step: fixed
+  return lambda step: shard(run.dataset.train_batch(step), run.mesh)
+
+
+def check_finite(unchecked: list, checkpoints, workdir: str) -> None:
+  """Raises FloatingPointError naming the first step whose train/loss is not finite."""
+  losses = jax.device_get([loss for _, loss in unchecked])
+  for (step, _), loss in zip(unchecked, losses):
+    loss = float(np.asarray(loss))
+    if not math.isfinite(loss):
+      checkpoints.wait_until_finished()
+      last_good = checkpoints.latest_step()
+      raise FloatingPointError(
+          f"non-finite train/loss ({loss}) at step {step}; last good checkpoint:"
+          f" {'none' if last_good is None else f'step {last_good}'} in {workdir}")
 
 
 def final_train_metrics(metrics_path: str, steps: int) -> dict:
@@ -231,62 +379,25 @@ def interrupt_on_sigterm():
     signal.signal(signal.SIGTERM, previous)
 
 
-def make_mesh(num_devices: int | None):
-  """A 1-D mesh with a "data" axis over the first `num_devices` devices (all by default)."""
-  devices = jax.devices()
-  if num_devices:
-    if num_devices > len(devices):
-      raise ConfigError(f"config.train.num_devices={num_devices}, but only {len(devices)} exist")
-    devices = devices[:num_devices]
-  # Auto axes: XLA propagates the batch sharding through the model (GSPMD).
-  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
-
-
-def shard(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """The global host batch as arrays split over the mesh's "data" axis.
-
-  The batch is padded with zero-weight examples to a multiple of the number of
-  devices. Each process only transfers the rows its own devices hold, so on
-  many hosts every process feeds its shard of the same global batch.
-  """
-  size = len(batch["weight"])
-  padded = -(-size // mesh.size) * mesh.size
-  sharded = {}
-  for key, value in batch.items():
-    value = np.asarray(value)
-    if padded != size:
-      value = np.concatenate([value, np.zeros((padded - size,) + value.shape[1:], value.dtype)])
-    sharding = NamedSharding(mesh, P("data", *([None] * (value.ndim - 1))))
-    sharded[key] = jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
-  return sharded
-
-
-def weighted_means(metrics, weight):
-  """Per-example metrics averaged over real examples; scalars pass through."""
-  total = jnp.sum(weight)
-  return {k: (jnp.sum(weight * v) / total if jnp.ndim(v) else v) for k, v in metrics.items()}
-
-
-def weighted_sums(metrics, weight):
-  """Sums that combine across eval batches: sum(weight * m), and the total weight."""
-  total = jnp.sum(weight)
-  sums = {k: (jnp.sum(weight * v) if jnp.ndim(v) else v * total) for k, v in metrics.items()}
-  return {**sums, "weight": total}
-
-
-def to_host(tree) -> dict:
-  """Replicated device scalars as Python floats (works on any process)."""
-  return jax.tree.map(lambda x: float(np.asarray(x.addressable_data(0))), tree)
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir`; a ConfigError in one line if it is a file or cannot be written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} is a file, not a folder")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as error:
+    reason = error.strerror or error
+    raise ConfigError(f"--workdir {workdir} cannot be written ({reason})") from None
 
 
 def prepare_workdir(config, workdir: str, *, write: bool) -> None:
-  """Creates `workdir` and its config.json, or checks that it holds this config.
+  """Writes the workdir's config.json, or checks that it holds this config.
 
   Only train.steps may differ from a previous run's config, so a finished run
   can be continued for longer.
   """
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort(sort_keys=True))
   if os.path.exists(path):
@@ -321,4 +432,3 @@ def main_summary_line(summary: Mapping[str, float]) -> str:
   """The line printed at the end of a run: losses and accuracies (the rest is in summary.json)."""
   keys = [k for k in sorted(summary) if k.endswith(("loss", "accuracy"))]
   return f"step {summary['step']}: " + "  ".join(f"{k}={summary[k]:.4g}" for k in keys)
-

@@ -114,6 +114,12 @@ def test_digit_captions_name_the_digit_and_prompts_exist():
     words = [vocabulary[t] for t in tokens if t]
     assert digits.DIGIT_NAMES[label] in words
   assert dataset.info["class_prompts"].shape == (10, 6)
+  test = dataset.eval_splits["test"][0]  # fixed captions of the test images, for retrieval
+  assert test["tokens"].shape == (len(test["labels"]), 6)
+  for tokens, label in zip(test["tokens"], test["labels"]):
+    assert digits.DIGIT_NAMES[label] in [vocabulary[t] for t in tokens if t]
+  again = build(name="digit_captions", batch_size=16).eval_splits["test"][0]["tokens"]
+  np.testing.assert_array_equal(again, test["tokens"])
 
 
 def test_npz_loader(tmp_path):

@@ -1,13 +1,16 @@
 """The generic loop end to end: devices, resume after SIGKILL, errors, outputs."""
 
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -213,3 +216,112 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, div
                            "model.use_bias": True})
   with pytest.raises(FloatingPointError, match=r"non-finite train/loss \(nan\) at step 1; last good checkpoint: none"):
     loop.train(config, str(tmp_path / "run"))
+
+
+# ------------------------------------------------------------- the loop's pieces
+@pytest.fixture(scope="module")
+def small_run():
+  return loop.setup(small_config(**{"train.steps": 2}))
+
+
+def test_one_train_step_gives_pinned_metrics(small_run):
+  # nanodo's train_test style: one step on the fixed full batch, numbers pinned.
+  state = loop.init_state(small_run)
+  batch = loop.batch_source(small_run)(0)
+  step = jax.jit(functools.partial(loop.train_step, small_run))
+  state, metrics = step(state, batch)
+  got = loop.train_metrics(metrics)
+  assert int(state["step"]) == 1
+  assert got == pytest.approx({
+      "train/loss": 3.1353282, "train/accuracy": 10 / 212, "train/softmax_collapse": 0.0,
+      "train/zero_loss": 0.0, "train/grad_norm": 0.12517114, "train/weight_norm": 20.705612,
+      "train/learning_rate": 0.01}, rel=1e-5)
+  # The loss is the mean cross-entropy of the initial parameters' logits (float64 NumPy).
+  initial = loop.init_state(small_run)
+  logits = np.asarray(small_run.experiment.predict(initial["params"], {}, batch)["logits"],
+                      np.float64)
+  log_p = logits - logits.max(-1, keepdims=True)
+  log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+  labels = np.asarray(batch["labels"])
+  assert got["train/loss"] == pytest.approx(-log_p[np.arange(len(labels)), labels].mean(),
+                                            rel=1e-5)  # float32 loss
+  _, light = jax.jit(functools.partial(loop.train_step, small_run, with_metrics=False))(
+      loop.init_state(small_run), batch)
+  assert sorted(light) == ["loss"] and float(light["loss"]) == pytest.approx(3.1353282, rel=1e-6)
+
+
+def test_eval_step_sums_combine_into_evaluate(small_run):
+  state = loop.init_state(small_run)
+  evaluator = small_run.evaluators["classification"]
+  batches = small_run.dataset.eval_splits["test"]
+  sums = [loop.eval_step(evaluator, state, b) for b in batches]
+  weight = sum(s["weight"] for s in sums)
+  assert weight == sum(len(b["weight"]) for b in batches)
+  metrics = loop.evaluate(small_run, state, 0)
+  for key in ("loss", "accuracy"):
+    assert metrics[f"test/{key}"] == pytest.approx(sum(s[key] for s in sums) / weight, rel=1e-9)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, finished, capfd):
+  workdir = shutil.copytree(finished, tmp_path / "run")
+  os.remove(workdir / "summary.json")
+  data_files = sorted((workdir / "checkpoints" / "12").rglob("ocdbt.process_0/d/*"),
+                      key=lambda p: p.stat().st_size)
+  with open(data_files[-1], "r+b") as f:
+    f.truncate(100)
+  summary = loop.train(small_config(), str(workdir))
+  lines = [line for line in capfd.readouterr().err.splitlines() if "cannot be restored" in line]
+  assert len(lines) == 1 and "checkpoint at step 12" in lines[0], lines
+  assert "falling back to the previous one" in lines[0]
+  assert summary["step"] == 12
+  assert_same_records(records(workdir), records(finished))
+
+
+def test_non_finite_loss_between_log_steps_names_the_first_bad_step(tmp_path, diverging_npz):
+  config = small_config(**{"data": {"name": "npz", "path": diverging_npz},
+                           "model.use_bias": True, "train.log_every": 3,
+                           "train.eval_every": 3, "train.checkpoint_every": 3})
+  with pytest.raises(FloatingPointError, match=r"non-finite train/loss \(nan\) at step 1; "):
+    loop.train(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints" / "3")
+
+
+@pytest.mark.parametrize("under_file, message", [
+    ("", "is a file, not a folder"), ("run", "cannot be written (Not a directory)")])
+def test_unusable_workdir_is_one_line(tmp_path, under_file, message):
+  (tmp_path / "file").write_text("")
+  workdir = tmp_path / "file" / under_file if under_file else tmp_path / "file"
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    loop.train(small_config(**{"train.steps": 1}), str(workdir))
+  process = softlab("train", GROKKING, "--workdir", str(workdir))
+  out, err = process.communicate(timeout=120)
+  assert process.returncode == 2 and message in err
+  assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_float64_is_switched_on_by_train_x64():
+  config = load_config("configs/grokking/float64.py")
+  assert loop.x64_enabled(config) and not loop.x64_enabled(load_config(GROKKING))
+  with pytest.raises(ConfigError, match=r"config.loss.dtype=float64 needs config.train.x64=True"):
+    loop.x64_enabled(override(config, {"train.x64": False}))
+  config = override(config, {"data.p": 23})
+  with jax.enable_x64(loop.x64_enabled(config)):
+    run = loop.setup(config)
+    state = loop.init_state(run)
+    logits = run.experiment.predict(state["params"], {}, loop.batch_source(run)(0))["logits"]
+  assert logits.dtype == np.float64
+
+
+def test_an_evaluator_needing_values_the_model_does_not_sow_is_a_config_error(tmp_path):
+  config = small_config(**{"train.steps": 1, "evals.attention": {"name": "attention_on_target"}})
+  with pytest.raises(ConfigError, match="config.model sows no attention_weights, which an "
+                     "evaluator in config.evals or the trainer needs"):
+    loop.train(config, str(tmp_path))
+
+
+def test_unknown_train_and_top_level_fields_are_config_errors():
+  with pytest.raises(ConfigError, match=r"config.train.stepz names a field the config does not "
+                     r"have; valid: steps, "):
+    loop.setup(small_config(**{"train.stepz": 3}))
+  with pytest.raises(ConfigError, match=r"config.eval_diagnostics names a field"):
+    loop.setup(override(small_config(), {"eval_diagnostics": True}))

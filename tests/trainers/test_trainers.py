@@ -52,8 +52,12 @@ def test_contrastive_learns_zero_shot_and_rejects_padding(tmp_path):
                str(tmp_path / "whole"))
   with pytest.raises(ConfigError, match="config.loss: unknown field"):
     loop.train(quick("configs/contrastive/siglip.py", **{"train.steps": 1,
-                                                         "loss.dtype": "float64"}),
+                                                         "loss.dtype": "float64",
+                                                         "train.x64": True}),
                str(tmp_path / "dtype"))
+
+
+DIAGNOSTICS_AT_32 = {"name": "attention_diagnostics", "splits": ("val_32",)}
 
 
 def test_lm_learns_and_evaluates_every_length(tmp_path):
@@ -61,7 +65,8 @@ def test_lm_learns_and_evaluates_every_length(tmp_path):
       "train.steps": 40, "train.eval_every": 40, "train.batch_size": 16,
       "data.eval_lengths": (32, 64), "data.seq_len": 32, "data.eval_windows": 8,
       "model.d_model": 32, "model.num_layers": 1, "optimizer.total_steps": 40,
-      "optimizer.warmup_steps": 5, "eval_diagnostics": True, "eval_quantize_bits": (8,)})
+      "optimizer.warmup_steps": 5, "evals.diagnostics": DIAGNOSTICS_AT_32,
+      "evals.quantized": {"name": "quantized", "bits": (8,)}})
   summary = loop.train(config, str(tmp_path))
   losses = losses_by_step(tmp_path)
   assert losses[40] < losses[1] - 1.0
@@ -79,7 +84,7 @@ def test_lm_metrics_leave_out_padding_examples(tmp_path):
   config = quick("configs/lm/softmax.py", **{
       "train.steps": 2, "train.eval_every": 2, "train.batch_size": 6, "train.eval_batch_size": 6,
       "data.eval_lengths": (64,), "data.eval_windows": 6, "model.d_model": 32,
-      "eval_diagnostics": True})
+      "evals.diagnostics": {"name": "attention_diagnostics", "splits": ("val_64",)}})
   one = loop.train(override(config, {"train.num_devices": 1}), str(tmp_path / "one"))
   four = loop.train(override(config, {"train.num_devices": 4}), str(tmp_path / "four"))
   for key in ("train/attention_rms", "train/loss", "val_64/sink_rate", "val_64/sparsity",
@@ -166,10 +171,10 @@ def test_two_processes_equal_one_process(tmp_path):
     ("configs/lm/softmax.py", {"loss.z_loss": 1e-4}, r"config.loss: unknown field\(s\) z_loss"),
     ("configs/lm/softmax.py", {"loss.name": "linear_cross_entropy", "loss.z_loss": -1.0},
      "config.loss: z_loss must be >= 0"),
-    ("configs/lm/softmax.py", {"eval_quantize_bits": 8},
-     "config.eval_quantize_bits must be a tuple of integer bit widths >= 2, got 8"),
-    ("configs/lm/softmax.py", {"eval_quantize_bits": (8, 1)},
-     "config.eval_quantize_bits must be a tuple"),
+    ("configs/lm/softmax.py", {"evals.quantized": {"name": "quantized", "bits": 8}},
+     "config.evals.quantized: bits must be a non-empty tuple of integer bit widths >= 2, got 8"),
+    ("configs/lm/softmax.py", {"evals.quantized": {"name": "quantized", "bits": (8, 1)}},
+     "config.evals.quantized: bits must be a non-empty tuple"),
 ])
 def test_bad_trainer_options_are_config_errors(tmp_path, path, updates, message):
   with pytest.raises(ConfigError, match=message):
