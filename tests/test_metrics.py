@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_jit import jit
 
 import softlab.losses as L
 from softlab import metrics as M
@@ -12,6 +13,9 @@ RNG = np.random.default_rng(0)
 LOGITS = (2 * RNG.standard_normal((40, 5))).astype(np.float32)
 LABELS = RNG.integers(0, 5, 40)
 WHERE = RNG.random(40) > 0.2
+
+# Functions with many small ops are tested compiled: eager dispatch compiles
+# each op on first use, which costs more than one program (fast_jit.jit).
 
 
 def softmax_numpy(z):
@@ -98,16 +102,24 @@ def test_collapse_means_zero_loss_and_zero_gradient():
   # A float32 row past the onset: CE and its gradient are exactly 0.
   logits = jnp.zeros((3, 113)).at[:, 0].set(jnp.array([5.0, 30.0, 60.0]))
   labels = jnp.zeros(3, jnp.int32)
-  loss = L.softmax_cross_entropy(logits, labels)
+
+  @jit
+  def outputs(logits, labels):
+    loss = L.softmax_cross_entropy(logits, labels)
+    grad = jax.grad(lambda x: jnp.sum(L.softmax_cross_entropy(x, labels)))(logits)
+    return (loss, M.zero_loss_fraction(loss),
+            M.softmax_collapse_fraction(logits, dtype=jnp.float32), grad,
+            L.stablemax_cross_entropy(logits, labels))
+
+  loss, zero_fraction, collapse_fraction, grad, stablemax_loss = outputs(logits, labels)
   assert list(np.asarray(loss) == 0) == [False, True, True]
-  np.testing.assert_allclose(M.zero_loss_fraction(loss), 2 / 3)
-  np.testing.assert_allclose(M.softmax_collapse_fraction(logits, dtype=jnp.float32), 2 / 3)
+  np.testing.assert_allclose(zero_fraction, 2 / 3)
+  np.testing.assert_allclose(collapse_fraction, 2 / 3)
   # The label's gradient entry is exactly 0; the others are exp(-gap), far below
   # what moves float32 weights.
-  grad = jax.grad(lambda x: jnp.sum(L.softmax_cross_entropy(x, labels)))(logits)
   assert np.all(grad[1:, 0] == 0) and np.all(np.abs(grad[1:]) < 1e-12) and grad[0, 0] < -1e-3
   # StableMax does not collapse at the same gaps.
-  assert np.all(np.asarray(L.stablemax_cross_entropy(logits, labels)) > 0)
+  assert np.all(np.asarray(stablemax_loss) > 0)
 
 
 def test_zero_loss_fraction_masks():
@@ -129,10 +141,16 @@ def test_msp_auroc_matches_a_pairwise_reference():
   out_logits = rng.standard_normal((25, 6)).astype(np.float32)
   out_logits[:5] = in_logits[:5]  # exact ties across the two sets
   msp = lambda z: softmax_numpy(np.asarray(z, np.float64)).max(-1)
-  got = M.msp_auroc(in_logits, out_logits)
-  np.testing.assert_allclose(got, auroc_numpy(msp(in_logits), msp(out_logits)), rtol=1e-6)
   in_where, out_where = rng.random(30) > 0.3, rng.random(25) > 0.3
-  got = M.msp_auroc(in_logits, out_logits, in_where=in_where, out_where=out_where)
+
+  @jit
+  def auroc(in_where, out_where):
+    return (M.msp_auroc(in_logits, out_logits),
+            M.msp_auroc(in_logits, out_logits, in_where=in_where, out_where=out_where))
+
+  got, got_where = auroc(in_where, out_where)
+  np.testing.assert_allclose(got, auroc_numpy(msp(in_logits), msp(out_logits)), rtol=1e-6)
+  got = got_where
   want = auroc_numpy(msp(in_logits)[in_where], msp(out_logits)[out_where])
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
@@ -180,10 +198,14 @@ def test_msp_aupr_extremes():
 def test_msp_auroc_extremes():
   confident = jnp.array([[10.0, 0.0, 0.0]] * 4)
   uniform = jnp.zeros((3, 3))
-  assert float(M.msp_auroc(confident, uniform)) == 1.0
-  assert float(M.msp_auroc(uniform, confident)) == 0.0
-  assert float(M.msp_auroc(uniform, uniform)) == 0.5
-  assert float(M.msp_auroc(confident, uniform, out_where=np.zeros(3, bool))) == 0.5
+
+  @jit
+  def aurocs(confident, uniform):
+    return (M.msp_auroc(confident, uniform), M.msp_auroc(uniform, confident),
+            M.msp_auroc(uniform, uniform),
+            M.msp_auroc(confident, uniform, out_where=np.zeros(3, bool)))
+
+  assert [float(x) for x in aurocs(confident, uniform)] == [1.0, 0.0, 0.5, 0.5]
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ Imported by the attention test files (pytest puts this directory on sys.path).
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fast_jit import jit  # noqa: F401 (the attention tests compile with C.jit)
 from softlab.attention import dot_product_attention
 
 
@@ -225,16 +225,6 @@ def reference_attention(case: Case, normalizer, kwargs, normalize=None):
   n = case.query.shape[2]
   v = np.repeat(case.value.astype(np.float64), n // case.value.shape[2], axis=2)
   return np.einsum("bnts,bsnh->btnh", weights, v)
-
-
-# The tests compile many small programs whose run time is negligible: skipping
-# LLVM's optimizations halves their compile time (IEEE semantics are kept).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def jit(fn, **kwargs):
-  """jax.jit with FAST_COMPILE."""
-  return jax.jit(fn, compiler_options=FAST_COMPILE, **kwargs)
 
 
 def attention_fn(case: Case, normalizer, fixed, implementation, **options):

@@ -47,8 +47,9 @@ def test_dense_matches_numpy_reference(case_name, variant):
 @pytest.mark.parametrize("normalizer", DENSE_ONLY)
 def test_dense_only_normalizers_apply_the_normalizer_to_rows(case_name, normalizer):
   case = C.CASES[case_name]()
+  normalize_fn = C.jit(lambda x, valid: normalizers.get(normalizer)(x, where=valid))
   normalize = lambda x, valid: np.asarray(
-      normalizers.get(normalizer)(x.astype(np.float32), where=valid), np.float64
+      normalize_fn(x.astype(np.float32), valid), np.float64
   )
   got = C.jit(_dense(case, normalizer, {}))(case.query)
   want = C.reference_attention(case, normalizer, {}, normalize)
@@ -58,14 +59,10 @@ def test_dense_only_normalizers_apply_the_normalizer_to_rows(case_name, normaliz
 @pytest.mark.parametrize("case_name", ["self", "cross"])
 def test_attention_weights_match_reference(case_name):
   case = C.CASES[case_name]()
-  got = attention_weights(
-      case.query,
-      case.key,
-      case.bias,
-      case.mask,
-      normalizer="sigmoid",
-      is_causal=case.is_causal,
+  weights = functools.partial(
+      attention_weights, normalizer="sigmoid", is_causal=case.is_causal
   )
+  got = C.jit(weights)(case.query, case.key, case.bias, case.mask)
   want = C.reference_weights(case, "sigmoid", {})
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-6)
@@ -141,9 +138,11 @@ def test_lssa_scale_is_log_d_log_n():
   # One key at cosine 1 and n - 1 keys at cosine 0: weights softplus(c) and
   # softplus(0), c = (ln d)(ln n).
   d, n = 8, 5
-  query = jnp.zeros((1, 1, 1, d)).at[..., 0].set(3.0)
-  key = jnp.zeros((1, n, 1, d)).at[0, 0, 0, 0].set(2.0)
-  key = key.at[0, 1:, 0, 1].set(1.0)
+  query = np.zeros((1, 1, 1, d), np.float32)
+  query[..., 0] = 3.0
+  key = np.zeros((1, n, 1, d), np.float32)
+  key[0, 0, 0, 0] = 2.0
+  key[0, 1:, 0, 1] = 1.0
   weights = _weights(query, key, normalizer="softplus")[0, 0, 0]
   c = math.log(d) * math.log(n)
   raw = np.array([np.logaddexp(0, c)] + [np.log(2)] * (n - 1))
@@ -186,10 +185,11 @@ def test_softmax_matches_jax_nn():
   # No fully masked rows here: jax.nn averages the values there, we give 0.
   mask = case.mask | (np.arange(case.key.shape[1]) == 0)
   bias[..., 0] = 0.0
-  got = C.jit(dot_product_attention)(case.query, case.key, case.value, bias, mask)
-  want = jax.nn.dot_product_attention(
-      case.query, case.key, case.value, bias, mask, implementation="xla"
-  )
+  both = C.jit(lambda *args: (
+      dot_product_attention(*args),
+      jax.nn.dot_product_attention(*args, implementation="xla"),
+  ))
+  got, want = both(case.query, case.key, case.value, bias, mask)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 

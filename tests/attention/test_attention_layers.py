@@ -28,9 +28,14 @@ PAD[1, ..., 6:] = False
 def test_attention_fn_in_linen_matches_flax_default(implementation):
   fn = make_attention_fn("softmax", implementation=implementation, block_size=4)
   make = functools.partial(nn.MultiHeadDotProductAttention, num_heads=4)
-  params = make().init(jax.random.key(0), X, KV, mask=PAD)
-  want = make().apply(params, X, KV, mask=PAD)
-  got = C.jit(lambda p: make(attention_fn=fn).apply(p, X, KV, mask=PAD))(params)
+
+  @C.jit
+  def outputs(key):
+    params = make().init(key, X, KV, mask=PAD)
+    return (make().apply(params, X, KV, mask=PAD),
+            make(attention_fn=fn).apply(params, X, KV, mask=PAD))
+
+  want, got = outputs(jax.random.key(0))
   np.testing.assert_allclose(got, want, atol=2e-5)
 
 
@@ -39,10 +44,18 @@ def test_attention_fn_in_nnx_matches_flax_default_and_sows():
   default = nnx.MultiHeadAttention(**kwargs)
   ours = nnx.MultiHeadAttention(**kwargs, attention_fn=make_attention_fn("softmax"))
   nnx.update(ours, nnx.state(default))
-  want = default(X, is_causal=True)
-  got, intermediates = nnx.capture(ours, nnx.Intermediate)(
-      X, is_causal=True, sow_weights=True
-  )
+  default_graph, default_state = nnx.split(default)
+  ours_graph, ours_state = nnx.split(ours)
+
+  @C.jit
+  def outputs(default_state, ours_state):
+    want = nnx.merge(default_graph, default_state)(X, is_causal=True)
+    got, intermediates = nnx.capture(nnx.merge(ours_graph, ours_state), nnx.Intermediate)(
+        X, is_causal=True, sow_weights=True
+    )
+    return want, got, intermediates
+
+  want, got, intermediates = outputs(default_state, ours_state)
   np.testing.assert_allclose(got, want, atol=2e-5)
   (weights,) = jax.tree.leaves(intermediates["attention_weights"])
   assert weights.shape == (2, 4, 7, 7)
@@ -54,18 +67,28 @@ def test_attention_fn_sows_weights_in_linen_and_handles_batch_dims():
   fn = make_attention_fn("sigmoid", is_causal=True)
   layer = nn.MultiHeadDotProductAttention(num_heads=2, attention_fn=fn)
   x = np.stack([X, -X])  # batch dims [2, 2]
-  params = layer.init(jax.random.key(0), x)
-  out, state = layer.apply(params, x, sow_weights=True, mutable="intermediates")
+
+  @C.jit
+  def outputs(key):
+    params = layer.init(key, x)
+    return (layer.apply(params, x, sow_weights=True, mutable="intermediates"),
+            layer.apply(params, x.reshape(4, 7, 16)))
+
+  (out, state), flat = outputs(jax.random.key(0))
   assert out.shape == x.shape
   (weights,) = state["intermediates"]["attention_weights"]
   assert weights.shape == (2, 2, 2, 7, 7)
-  flat = layer.apply(params, x.reshape(4, 7, 16)).reshape(x.shape)
+  flat = flat.reshape(x.shape)
   np.testing.assert_allclose(out, flat, atol=1e-6)
 
 
 def _apply(layer, x, inputs_kv=None, mask=None):
-  params = layer.init(jax.random.key(0), x, inputs_kv, mask)
-  return params, C.jit(lambda p: layer.apply(p, x, inputs_kv, mask))(params)
+  @C.jit
+  def init_and_apply(key):
+    params = layer.init(key, x, inputs_kv, mask)
+    return params, layer.apply(params, x, inputs_kv, mask)
+
+  return init_and_apply(jax.random.key(0))
 
 
 @pytest.mark.parametrize(
@@ -84,6 +107,16 @@ def test_layer_matches_functional_api(config):
   p = params["params"]
   if config.get("qk_norm"):
     assert p["query_norm"]["scale"].shape == (4, 8)
+  if "ssmax_s" in p:
+    np.testing.assert_allclose(p["ssmax_s"], 0.5)
+  if "sigmoid_bias" in p:
+    np.testing.assert_allclose(p["sigmoid_bias"], -2.0)
+  want = C.jit(functools.partial(_functional_output, config))(p)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _functional_output(config, p):
+  """The layer's output for params p through dot_product_attention."""
   q = jnp.einsum("btf,fnh->btnh", X, p["query"]["kernel"])
   k = jnp.einsum("bsf,fnh->bsnh", KV, p["key"]["kernel"])
   v = jnp.einsum("bsf,fnh->bsnh", KV, p["value"]["kernel"])
@@ -95,10 +128,8 @@ def test_layer_matches_functional_api(config):
     k = norm(k, p["key_norm"]["scale"])
   kwargs = dict(config.get("normalizer_kwargs") or {})
   if "ssmax_s" in p:
-    np.testing.assert_allclose(p["ssmax_s"], 0.5)
     kwargs["s"] = p["ssmax_s"]
   if "sigmoid_bias" in p:
-    np.testing.assert_allclose(p["sigmoid_bias"], -2.0)
     kwargs["bias"] = p["sigmoid_bias"]
   out = dot_product_attention(
       q,
@@ -112,7 +143,7 @@ def test_layer_matches_functional_api(config):
   want = jnp.einsum("btnh,nhf->btf", out, p["out"]["kernel"])
   if "layer_scale" in p:
     want = want * p["layer_scale"]
-  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  return want
 
 
 @pytest.mark.parametrize(
@@ -127,7 +158,7 @@ def test_layer_sgd_step_lowers_loss(config):
   layer = MultiHeadAttention(num_heads=2, head_dim=8, implementation="chunked",
                              block_size=4, **config)
   target = np.roll(X, 1, axis=-1)
-  params = layer.init(jax.random.key(1), X)
+  params = C.jit(layer.init)(jax.random.key(1), X)
   optimizer = optax.sgd(0.1)
 
   @C.jit
@@ -154,14 +185,19 @@ def test_layer_sows_weights_and_applies_rotary():
 
   layer = MultiHeadAttention(num_heads=2, head_dim=8, normalizer="stablemax",
                              rotary=rotary, sow_weights=True, is_causal=True)
-  params = layer.init(jax.random.key(0), X)
-  out, state = layer.apply(params, X, mutable="intermediates")
+
+  @C.jit
+  def outputs(key):
+    params = layer.init(key, X)
+    out, state = layer.apply(params, X, mutable="intermediates")
+    p = params["params"]
+    q = jnp.einsum("btf,fnh->btnh", X, p["query"]["kernel"])[..., ::-1]
+    k = jnp.einsum("btf,fnh->btnh", X, p["key"]["kernel"])[..., ::-1]
+    return out, state, attention_weights(q, k, normalizer="stablemax", is_causal=True)
+
+  out, state, want = outputs(jax.random.key(0))
   assert calls[-1] == ((2, 7, 2, 8), (2, 7, 2, 8))
   (weights,) = state["intermediates"]["attention_weights"]
-  p = params["params"]
-  q = jnp.einsum("btf,fnh->btnh", X, p["query"]["kernel"])[..., ::-1]
-  k = jnp.einsum("btf,fnh->btnh", X, p["key"]["kernel"])[..., ::-1]
-  want = attention_weights(q, k, normalizer="stablemax", is_causal=True)
   np.testing.assert_allclose(weights, want, atol=1e-6)
   assert out.shape == X.shape
 
@@ -203,6 +239,12 @@ def test_attention_fn_accepts_masks_of_any_rank_and_no_batch_dims():
   fn = make_attention_fn("softpick")
   q = jnp.asarray(RNG.standard_normal((3, 5, 2, 4)), jnp.float32)
   tril = np.tril(np.ones((5, 5), bool))
-  want = dot_product_attention(q, q, q, mask=tril, normalizer="softpick")
-  np.testing.assert_allclose(fn(q, q, q, mask=tril), want, atol=1e-6)
-  np.testing.assert_allclose(fn(q[0], q[0], q[0], mask=tril), want[0], atol=1e-6)
+
+  @C.jit
+  def outputs(q):
+    return (dot_product_attention(q, q, q, mask=tril, normalizer="softpick"),
+            fn(q, q, q, mask=tril), fn(q[0], q[0], q[0], mask=tril))
+
+  want, got, unbatched = outputs(q)
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  np.testing.assert_allclose(unbatched, want[0], atol=1e-6)

@@ -4,16 +4,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_jit import jit
 
 from softlab import models
-from softlab.models.transformer import rope
+from softlab.models import transformer
 
 RNG = np.random.default_rng(0)
+
+# The models are tested through one compiled program per check: eager Flax
+# init / apply dispatches hundreds of small ops, each compiled on first use
+# (fast_jit.jit).
 
 
 def test_rope_rotates_pairs_and_depends_only_on_offsets():
   q = jnp.asarray(RNG.normal(size=(1, 6, 2, 8)), jnp.float32)
   k = jnp.asarray(RNG.normal(size=(1, 6, 2, 8)), jnp.float32)
+  rope = jit(transformer.rope)
   rq, rk = rope(q, jnp.arange(6)), rope(k, jnp.arange(6))
   np.testing.assert_allclose(jnp.linalg.norm(rq, axis=-1), jnp.linalg.norm(q, axis=-1), rtol=1e-5)
   np.testing.assert_allclose(rope(q, jnp.zeros(6, jnp.int32)), q, rtol=1e-6)
@@ -34,12 +40,17 @@ def test_decoder_is_causal_for_every_normalizer(normalizer):
   model = models.build({"name": "transformer", "d_model": 16, "num_layers": 2, "num_heads": 2,
                         "normalizer": normalizer}, {"vocab_size": 11}, dtype=jnp.float32)
   tokens = jnp.asarray(RNG.integers(0, 11, (2, 9)))
-  params = model.init(jax.random.key(0), tokens)
   changed = tokens.at[:, 6:].set((tokens[:, 6:] + 1) % 11)
-  a, b = model.apply(params, tokens), model.apply(params, changed)
+
+  @jit
+  def outputs(key):
+    params = model.init(key, tokens)
+    return (model.apply(params, tokens), model.apply(params, changed),
+            model.apply(params, tokens, head=False))
+
+  a, b, (hidden, weight) = outputs(jax.random.key(0))
   np.testing.assert_allclose(a[:, :6], b[:, :6], rtol=1e-5, atol=1e-6)
   assert not np.allclose(a[:, 6:], b[:, 6:])
-  hidden, weight = model.apply(params, tokens, head=False)
   np.testing.assert_allclose(hidden @ weight, a, rtol=1e-5, atol=1e-5)
 
 
@@ -48,10 +59,16 @@ def test_set_attention_ignores_masked_items_and_sows_weights():
                        dtype=jnp.float32)
   items = jnp.asarray(RNG.normal(size=(3, 7, 4)), jnp.float32)
   mask = jnp.asarray(RNG.random((3, 7)) > 0.3).at[:, 0].set(True)
-  params = model.init(jax.random.key(0), items, mask)
   noisy = jnp.where(mask[..., None], items, 100.0)
-  out, state = model.apply(params, items, mask, mutable=["intermediates"])
-  np.testing.assert_allclose(model.apply(params, noisy, mask), out, rtol=1e-5, atol=1e-6)
+
+  @jit
+  def outputs(key):
+    params = model.init(key, items, mask)
+    return (model.apply(params, items, mask, mutable=["intermediates"]),
+            model.apply(params, noisy, mask))
+
+  (out, state), noisy_out = outputs(jax.random.key(0))
+  np.testing.assert_allclose(noisy_out, out, rtol=1e-5, atol=1e-6)
   weights = jax.tree.leaves(state["intermediates"])[0]
   assert weights.shape == (3, 1, 1, 7)
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
@@ -61,16 +78,24 @@ def test_set_attention_ignores_masked_items_and_sows_weights():
 def test_vit_and_two_tower_shapes():
   vit = models.build({"name": "vit_tiny", "d_model": 16}, {"num_classes": 10}, dtype=jnp.float32)
   images = jnp.zeros((2, 8, 8, 1))
-  assert vit.apply(vit.init(jax.random.key(0), images), images).shape == (2, 10)
+  # Traced, not run: the shapes are the point (one trace, no compilation).
+  out = jax.eval_shape(lambda key: vit.apply(vit.init(key, images), images), jax.random.key(0))
+  assert out.shape == (2, 10)
   towers = models.build({"name": "two_tower", "embed_dim": 8}, {"vocab_size": 20},
                         dtype=jnp.float32)
   tokens = jnp.array([[3, 4, 0, 0], [5, 0, 0, 0]])
-  params = towers.init(jax.random.key(0), jnp.zeros((2, 64)), tokens)
-  zimg, ztxt = towers.apply(params, jnp.zeros((2, 64)), tokens)
-  assert zimg.shape == ztxt.shape == (2, 8)
   # Padding (id 0) does not change a caption's embedding.
   longer = jnp.array([[3, 4, 0, 0, 0, 0], [5, 0, 0, 0, 0, 0]])
-  np.testing.assert_allclose(towers.apply(params, longer, method="encode_texts"), ztxt, rtol=1e-6)
+
+  @jit
+  def outputs(key):
+    params = towers.init(key, jnp.zeros((2, 64)), tokens)
+    return (towers.apply(params, jnp.zeros((2, 64)), tokens),
+            towers.apply(params, longer, method="encode_texts"))
+
+  (zimg, ztxt), longer_ztxt = outputs(jax.random.key(0))
+  assert zimg.shape == ztxt.shape == (2, 8)
+  np.testing.assert_allclose(longer_ztxt, ztxt, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
