@@ -326,10 +326,8 @@ def names():
 # ---------------------------------------------------------------------------
 
 
-# Every generic check runs on arrays of X's shape. float64, gradients and
-# low_precision jit the loss (a few compiled programs cost less than every op
-# eagerly); masked_rows stays eager (under jit the -inf and the where forms of
-# one mask may round differently); ReferenceValues keeps the eager values.
+# Every generic check runs on arrays of X's shape, so the eagerly compiled
+# primitives are shared by all cases (a new shape recompiles each of them).
 
 
 def check_values(c, variant=lambda f: f):
@@ -345,7 +343,7 @@ def check_values(c, variant=lambda f: f):
 
 
 def check_float64(c):
-  got = jax.jit(lambda x: call(c, x, where=X_MASK))(jnp.asarray(X, jnp.float64))
+  got = call(c, jnp.asarray(X, jnp.float64), where=X_MASK)
   assert got.dtype == jnp.float64
   np.testing.assert_allclose(got, rowwise(c, X, X_MASK), rtol=1e-10, atol=1e-10)
 
@@ -354,7 +352,7 @@ def check_gradients(c):
   # The random rows only (the extreme ones sit on kinks and ties): masking a
   # whole row makes its loss and gradient 0, finite differences included.
   where = X_MASK & (np.arange(2 * B) < B)[:, None]
-  f = jax.jit(lambda x: call(c, x, where=where))
+  f = lambda x: call(c, x, where=where)
   check_grads(f, (jnp.asarray(X, jnp.float64),), order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
 
 
@@ -389,11 +387,9 @@ def check_jit_vmap_and_batch_shapes(c):
 
 
 def check_low_precision(c):
-  dtypes = (jnp.bfloat16, jnp.float16)
-  outs = jax.jit(lambda xs: [call(c, x, where=X_MASK) for x in xs])(  # one program
-      [jnp.asarray(X, dtype) for dtype in dtypes])
-  for dtype, got in zip(dtypes, outs):
+  for dtype in (jnp.bfloat16, jnp.float16):
     x = jnp.asarray(X, dtype)
+    got = call(c, x, where=X_MASK)
     assert got.dtype == jnp.float32
     want = rowwise(c, np.asarray(x.astype(jnp.float32)), X_MASK)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
