@@ -273,11 +273,17 @@ def test_hyperparameter_gradients(fn, hyper, value, x64):
 
 def test_gradients_are_finite_with_inf_and_extreme_entries():
   x = jnp.asarray(ADVERSARIAL)
-  for name in ALL_CASES:
-    fn, _, is_log = case(name)
-    weights = jnp.asarray(RNG.standard_normal(x.shape), jnp.float32)
-    keep = jnp.isfinite(x)
-    grad = jax.grad(lambda x: jnp.sum(jnp.where(keep, fn(x), 0) * weights))(x)
+  keep = jnp.isfinite(x)
+  weights = {name: jnp.asarray(RNG.standard_normal(x.shape), jnp.float32) for name in ALL_CASES}
+
+  @jax.jit  # one program for every case
+  def grads(x):
+    return {
+        name: jax.grad(lambda x, fn=case(name)[0]: jnp.sum(jnp.where(keep, fn(x), 0) * weights[name]))(x)
+        for name in ALL_CASES
+    }
+
+  for name, grad in grads(x).items():
     assert np.all(np.isfinite(grad)), name
     assert np.all(grad[~keep] == 0), name
 
@@ -285,7 +291,7 @@ def test_gradients_are_finite_with_inf_and_extreme_entries():
 def test_stablemax_gradient_at_one_is_finite_in_float32():
   # The published implementation divides by zero in the unused branch at x = 1.
   x = jnp.array([1.0, 0.0, -1.0, 1.0], jnp.float32)
-  got = jax.jacobian(N.stablemax)(x)
+  got = jax.jit(jax.jacobian(N.stablemax))(x)
   s = np.array([2.0, 1.0, 0.5, 2.0])
   ds = np.array([1.0, 1.0, 0.25, 1.0])  # s'(x): 1 for x >= 0, 1 / (1 - x)^2 below
   total = s.sum()
@@ -394,8 +400,14 @@ def test_gumbel_softmax_hard_is_one_hot_with_straight_through_gradient():
 def test_gumbel_max_samples_follow_softmax():
   x = jnp.array([1.0, 0.0, -1.0, 0.5])
   keys = jax.random.split(jax.random.key(0), 20_000)
-  samples = jax.vmap(lambda k: N.gumbel_softmax(x, key=k, temperature=0.1, hard=True))(keys)
+  samples = jax.jit(jax.vmap(lambda k: N.gumbel_softmax(x, key=k, temperature=0.1, hard=True)))(keys)
   np.testing.assert_allclose(samples.mean(0), ref_softmax(np.asarray(x, np.float64)), atol=0.015)
+
+
+@functools.cache
+def every_case():
+  """jit(x -> {name: weights}) for all cases: one program for every case."""
+  return jax.jit(lambda x: {name: case(name)[0](x) for name in ALL_CASES})
 
 
 @pytest.mark.parametrize("dtype, tol", [(jnp.bfloat16, 2e-2), (jnp.float16, 2e-3)])
@@ -411,9 +423,10 @@ def test_low_precision_inputs(dtype, tol):
 
 def test_float64_inputs_stay_float64(x64):
   x = jnp.asarray(RANDOM, jnp.float64)
+  outs = every_case()(x)
   for name in ALL_CASES:
-    fn, ref, is_log = case(name)
-    out = fn(x)
+    _, ref, _ = case(name)
+    out = outs[name]
     assert out.dtype == jnp.float64, name
     np.testing.assert_allclose(out, rowwise(ref, x), rtol=1e-12, atol=1e-14, err_msg=name)
 
@@ -429,11 +442,18 @@ def test_jit_vmap_grad_compose(name):
   fn, _, _ = case(name)
   x = jnp.asarray(RANDOM[:, :6])
   f = lambda x: fn(x, where=x > -2)
-  np.testing.assert_allclose(jax.jit(f)(x), f(x), rtol=1e-6, atol=1e-9)
-  np.testing.assert_allclose(jax.vmap(f)(x), f(x), rtol=1e-6, atol=1e-9)
   loss = lambda x: jnp.sum(jnp.where(x > -2, f(x), 0) * jnp.arange(6.0))
-  np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), jax.grad(loss)(x), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(jax.vmap(jax.grad(loss))(x), jax.grad(loss)(x), rtol=1e-5, atol=1e-6)
+
+  @jax.jit  # one program for the transformed functions; the references below run eagerly
+  def transformed(x):
+    return f(x), jax.vmap(f)(x), jax.grad(loss)(x), jax.vmap(jax.grad(loss))(x)
+
+  jitted, vmapped, jitted_grad, vmapped_grad = transformed(x)
+  want, want_grad = f(x), jax.grad(loss)(x)
+  np.testing.assert_allclose(jitted, want, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(vmapped, want, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(jitted_grad, want_grad, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(vmapped_grad, want_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_registry():
@@ -474,41 +494,66 @@ CLUSTERED_ROWS = hnp.arrays(  # many ties and near-ties
 
 
 @functools.cache
-def jitted(name):
-  """(jit(weights), jit(grad of the masked weights' sum)) for property tests."""
-  fn, _, is_log = case(name)
-  value = jax.jit(lambda x, where: fn(x, where=where))
-  grad = jax.jit(jax.grad(lambda x, where: jnp.sum(jnp.where(where, fn(x, where=where), 0))))
-  return value, grad, is_log
+def values_and_grads():
+  """jit((x, where) -> {name: (weights, grad of the masked weights' sum)}) for all cases.
+
+  One program for every case: the property tests compile once per input shape
+  instead of once per case and shape.
+  """
+
+  def evaluate(x, where):
+    out = {}
+    for name in ALL_CASES:
+      fn = case(name)[0]
+      masked_sum = lambda x: jnp.sum(jnp.where(where, fn(x, where=where), 0))
+      out[name] = (fn(x, where=where), jax.grad(masked_sum)(x))
+    return out
+
+  return jax.jit(evaluate)
 
 
 @given(x=st.one_of(FINITE_ROWS, CLUSTERED_ROWS), where=MASKS)
 def test_property_finite_values_and_gradients(x, where):
-  for name in ALL_CASES:
-    value, grad, is_log = jitted(name)
-    out = np.asarray(value(x, where))
-    assert np.all(np.isfinite(out[where if is_log else np.ones_like(where)])), name
-    assert np.all(np.isfinite(grad(x, where))), name
+  for name, (out, grad) in values_and_grads()(x, where).items():
+    is_log = case(name)[2]
+    assert np.all(np.isfinite(np.asarray(out)[where if is_log else np.ones_like(where)])), name
+    assert np.all(np.isfinite(grad)), name
 
 
 @given(x=st.one_of(FINITE_ROWS, CLUSTERED_ROWS), seed=st.integers(0, 2**16))
 def test_property_permutation_equivariance(x, seed):
   perm = np.random.default_rng(seed).permutation(x.shape[-1])
   keep = np.ones(x.shape, bool)
+  permuted, original = values_and_grads()(x[:, perm], keep), values_and_grads()(x, keep)
   for name in ALL_CASES:
-    value, _, _ = jitted(name)
     np.testing.assert_allclose(
-        value(x[:, perm], keep), value(x, keep)[:, perm], rtol=1e-5, atol=1e-6, err_msg=name
+        permuted[name][0], original[name][0][:, perm], rtol=1e-5, atol=1e-6, err_msg=name
     )
+
+
+@functools.cache
+def masked_and_dropped(kept):
+  """jit((x, where, x[where], ones) -> {name: (weights of x under where, weights of x[where])}).
+
+  One program per number of kept entries (the shape of x[where]) for all cases.
+  """
+
+  def evaluate(x, where, dropped, keep_all):
+    out = {}
+    for name in ALL_CASES:
+      fn = case(name)[0]
+      out[name] = (fn(x, where=where), fn(dropped, where=keep_all))
+    return out
+
+  return jax.jit(evaluate)
 
 
 @settings(max_examples=20)  # every distinct mask size compiles anew
 @given(x=hnp.arrays(np.float32, 8, elements=st.floats(-50, 50, width=32)),
        where=hnp.arrays(np.bool_, 8).filter(lambda m: m.any()))
 def test_property_mask_equals_dropping_entries(x, where):
-  for name in ALL_CASES:
-    value, _, is_log = jitted(name)
-    masked = np.asarray(value(x, where))
-    dropped = value(x[where], np.ones(where.sum(), bool))
+  for name, (masked, dropped) in masked_and_dropped(int(where.sum()))(
+      x, where, x[where], np.ones(where.sum(), bool)).items():
+    masked = np.asarray(masked)
     np.testing.assert_allclose(masked[where], dropped, rtol=1e-5, atol=1e-6, err_msg=name)
-    assert np.all(masked[~where] == (-np.inf if is_log else 0.0)), name
+    assert np.all(masked[~where] == (-np.inf if case(name)[2] else 0.0)), name
