@@ -12,8 +12,8 @@ is its own `train/steps_per_second` over the log windows after the first
 function and an optax optimizer with the config's settings, keeps the data on
 the device, fetches the loss every log_every steps, and is timed over the same
 windows. PyTorch eager
-(when torch is installed: `pip install -e ".[bench]"`) runs the MLP with
-torch.optim.AdamW. Blocks alternate A B C A B C ...; prints steps/s per block,
+(when torch is installed: `pip install -e ".[bench]"`) runs the same MLP and
+the same decoder LM with torch.optim.AdamW. Blocks alternate A B C A B C ...; prints steps/s per block,
 medians and the ratios (issue 12 targets: softlab >= 0.95x hand-written JAX on
 both, >= 1.0x PyTorch on the MLP).
 """
@@ -102,7 +102,7 @@ def jax_speed(config) -> float:
   return every * (len(ticks) - 1) / (ticks[-1] - ticks[0])
 
 
-def torch_speed(config) -> float:
+def torch_mlp_speed(config) -> float:
   """PyTorch eager: the same MLP (no bias, ReLU), AdamW and full batch; loss fetched per log."""
   import torch
 
@@ -131,6 +131,89 @@ def torch_speed(config) -> float:
   return every * (len(ticks) - 1) / (ticks[-1] - ticks[0])
 
 
+def torch_lm_speed(config) -> float:
+  """PyTorch eager: the same decoder (pre-norm blocks, RoPE, causal softmax attention with
+  bias-free projections, GELU MLP, tied embeddings), AdamW with warmup-cosine and gradient
+  clipping, the same batches; loss fetched per log."""
+  import math
+
+  import torch
+
+  steps, every = config.train.steps, config.train.log_every
+  m, o = config.model, config.optimizer
+  dataset = data.build(config.data, batch_size=config.train.batch_size, eval_batch_size=32,
+                       seed=config.seed)
+  vocab, width, heads = dataset.info["vocab_size"], m.d_model, m.num_heads
+  head_dim = width // heads
+
+  def rope(x):  # [B, N, T, D], pairs (i, i + D/2) rotated as softlab.models.transformer.rope
+    half = head_dim // 2
+    angles = torch.arange(x.shape[2])[:, None] * 10000.0 ** (-torch.arange(half) / half)
+    cos, sin = angles.cos(), angles.sin()
+    first, second = x[..., :half], x[..., half:]
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+
+  class Block(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.norm1, self.norm2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
+      self.qkv = torch.nn.Linear(width, 3 * width, bias=False)
+      self.out = torch.nn.Linear(width, width, bias=False)
+      self.up = torch.nn.Linear(width, m.mlp_ratio * width)
+      self.down = torch.nn.Linear(m.mlp_ratio * width, width)
+
+    def forward(self, x):
+      b, t, _ = x.shape
+      q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+      attended = torch.nn.functional.scaled_dot_product_attention(rope(q), rope(k), v,
+                                                                  is_causal=True)
+      x = x + self.out(attended.transpose(1, 2).reshape(b, t, width))
+      hidden = torch.nn.functional.gelu(self.up(self.norm2(x)), approximate="tanh")
+      return x + self.down(hidden)
+
+  class DecoderLM(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = torch.nn.Embedding(vocab, width)
+      self.blocks = torch.nn.ModuleList(Block() for _ in range(m.num_layers))
+      self.norm = torch.nn.LayerNorm(width)
+
+    def forward(self, tokens):
+      x = self.embed(tokens)
+      for block in self.blocks:
+        x = block(x)
+      return self.norm(x) @ self.embed.weight.T
+
+  net = DecoderLM()
+  optimizer = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=(o.b1, o.b2),
+                                weight_decay=o.weight_decay)
+
+  def learning_rate_factor(t):
+    if t < o.warmup_steps:
+      return t / o.warmup_steps
+    return 0.5 * (1 + math.cos(math.pi * (t - o.warmup_steps) / (o.total_steps - o.warmup_steps)))
+
+  schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
+  ticks = []
+  for t in range(steps):
+    tokens = torch.as_tensor(dataset.train_batch(t)["tokens"], dtype=torch.long)
+    optimizer.zero_grad(set_to_none=True)
+    logits = net(tokens[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip_norm)
+    optimizer.step()
+    schedule.step()
+    if (t + 1) % every == 0:
+      loss.item()
+      ticks.append(time.perf_counter())
+  return every * (len(ticks) - 1) / (ticks[-1] - ticks[0])
+
+
+# PyTorch eager version of each benchmarked trainer's problem.
+TORCH_SPEED = {"classification": torch_mlp_speed, "lm": torch_lm_speed}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=3)
@@ -148,8 +231,8 @@ def main():
   for name, (path, steps) in CASES.items():
     config = case_config(path, steps)
     sides = {"softlab": softlab_speed, "jax": jax_speed}
-    if torch is not None and config.trainer == "classification":
-      sides["torch"] = torch_speed
+    if torch is not None:
+      sides["torch"] = TORCH_SPEED[config.trainer]
     speeds = {side: [] for side in sides}
     for _ in range(args.rounds):
       for side, measure in sides.items():
