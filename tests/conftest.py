@@ -7,6 +7,10 @@ import os
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
+# The suite's time on CPU is compilation: compile with few optimizations (XLA's
+# numerics are unchanged; only the generated code is slower). Set in the
+# environment, so the `softlab` subprocesses and study workers inherit it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

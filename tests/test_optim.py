@@ -106,7 +106,7 @@ def run_steps(tx, params, steps=2):
   return params
 
 
-@pytest.mark.parametrize("name, schedule", itertools.product(optim.OPTIMIZERS.names(), SCHEDULE_FIELDS))
+@pytest.mark.parametrize("name, schedule", list(itertools.product(optim.OPTIMIZERS.names(), SCHEDULE_FIELDS)))
 def test_every_optimizer_schedule_and_flag_combination_steps(name, schedule):
   params = {"w": jnp.asarray(RNG.standard_normal((3, 2)), jnp.float32), "b": jnp.ones(2)}
   combinations = list(itertools.product([False, True], repeat=3))

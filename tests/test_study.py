@@ -56,6 +56,7 @@ def one_seed_study(tmp_path):
   return str(path)
 
 
+@pytest.mark.slow  # 40 s; the one-seed study tests below run, aggregate and rerun in the default suite
 def test_study_runs_aggregates_skips_and_forces(tiny_study, tmp_path):
   results = study.run_study(tiny_study, workers=2)
   out = tmp_path / "tiny"

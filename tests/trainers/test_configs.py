@@ -16,7 +16,15 @@ def test_the_config_folder_is_found():
   assert len(CONFIGS) >= 10
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, "configs") for p in CONFIGS])
+# The lm normalizer variants differ from lm/softmax.py only in model.normalizer; each
+# normalizer's decoder runs in tests/models, so their 2-step runs are `slow`.
+LM_VARIANTS = {"configs/lm/sigmoid.py", "configs/lm/softplus.py", "configs/lm/softpick.py",
+               "configs/lm/ssmax.py"}
+PARAMS = [pytest.param(p, id=os.path.relpath(p, "configs"),
+                       marks=[pytest.mark.slow] if p in LM_VARIANTS else []) for p in CONFIGS]
+
+
+@pytest.mark.parametrize("path", PARAMS)
 def test_config_runs_two_steps(path, tmp_path):
   config = override(load_config(path), {"train.steps": 2, "train.log_every": 1,
                                         "train.eval_every": 2, "train.checkpoint_every": 2})

@@ -153,6 +153,7 @@ def softlab(*args, **kwargs):
                           stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+@pytest.mark.slow  # 35 s; the interrupt and lost-checkpoint resume tests above run by default
 def test_sigkill_mid_run_then_restart_matches_uninterrupted(tmp_path):
   overrides = ["--config.data.p=23", "--config.train.steps=400", "--config.train.log_every=1",
                "--config.train.eval_every=50", "--config.train.checkpoint_every=25"]

@@ -10,7 +10,6 @@ fail with the one-line "none yet" error.
 import inspect
 import math
 
-import jax
 import pytest
 
 from softlab import losses
@@ -32,15 +31,6 @@ BASES = {
 }
 # Hyperparameters without a default, by loss (digits: 10 classes, about balanced).
 REQUIRED = {"ldam": {"margins": tuple(float(m) for m in losses.ldam_margins([126] * 10))}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def quick_compilation():
-  """XLA without most optimizations: compiling dominates these 2-step runs (~2x faster)."""
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
 
 
 def runs():
