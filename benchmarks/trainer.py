@@ -44,6 +44,17 @@ def case_config(path: str, steps: int):
                            "train.checkpoint_every": steps})
 
 
+def steps_per_second(step, fetch, steps: int, every: int) -> float:
+  """Steps/s of `step(t)` over the log windows after the first; `fetch` waits for a loss."""
+  ticks = []
+  for t in range(steps):
+    loss = step(t)
+    if (t + 1) % every == 0:
+      fetch(loss)
+      ticks.append(time.perf_counter())
+  return every * (len(ticks) - 1) / (ticks[-1] - ticks[0])
+
+
 def softlab_speed(config) -> float:
   """Steps/s of loop.train over the log windows after the first."""
   with tempfile.TemporaryDirectory() as workdir:
@@ -92,14 +103,14 @@ def jax_speed(config) -> float:
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  params, opt_state = init()
-  ticks = []
-  for t in range(steps):
-    params, opt_state, loss = step(params, opt_state, next_batch(t))
-    if (t + 1) % every == 0:
-      float(loss)
-      ticks.append(time.perf_counter())
-  return every * (len(ticks) - 1) / (ticks[-1] - ticks[0])
+  state = init()
+
+  def run_step(t):
+    nonlocal state
+    *state, loss = step(*state, next_batch(t))
+    return loss
+
+  return steps_per_second(run_step, float, steps, every)
 
 
 def torch_mlp_speed(config) -> float:
@@ -119,16 +130,15 @@ def torch_mlp_speed(config) -> float:
   o = config.optimizer
   optimizer = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=(o.b1, o.b2), eps=o.eps,
                                 weight_decay=o.weight_decay)
-  ticks = []
-  for t in range(steps):
+
+  def run_step(t):
     optimizer.zero_grad(set_to_none=True)
     loss = torch.nn.functional.cross_entropy(net(x), y)
     loss.backward()
     optimizer.step()
-    if (t + 1) % every == 0:
-      loss.item()
-      ticks.append(time.perf_counter())
-  return every * (len(ticks) - 1) / (ticks[-1] - ticks[0])
+    return loss
+
+  return steps_per_second(run_step, torch.Tensor.item, steps, every)
 
 
 def torch_lm_speed(config) -> float:
@@ -194,8 +204,8 @@ def torch_lm_speed(config) -> float:
     return 0.5 * (1 + math.cos(math.pi * (t - o.warmup_steps) / (o.total_steps - o.warmup_steps)))
 
   schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
-  ticks = []
-  for t in range(steps):
+
+  def run_step(t):
     tokens = torch.as_tensor(dataset.train_batch(t)["tokens"], dtype=torch.long)
     optimizer.zero_grad(set_to_none=True)
     logits = net(tokens[:, :-1])
@@ -204,10 +214,9 @@ def torch_lm_speed(config) -> float:
     torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip_norm)
     optimizer.step()
     schedule.step()
-    if (t + 1) % every == 0:
-      loss.item()
-      ticks.append(time.perf_counter())
-  return every * (len(ticks) - 1) / (ticks[-1] - ticks[0])
+    return loss
+
+  return steps_per_second(run_step, torch.Tensor.item, steps, every)
 
 
 # PyTorch eager version of each benchmarked trainer's problem.
