@@ -9,8 +9,7 @@ have). With the digit alone (10 classes) every variant scored 0.96-0.98 and the
 batch size could not show; here the full-length runs score 0.77-0.86.
 
 Protocol: every run sees the same 131,072 examples, so batch 16 takes 8,192
-steps and batch 256 takes 512 (the paper also compares batch sizes at a fixed
-number of examples seen). Losses as in the paper: sigmoid with t' = log 10 and
+steps and batch 256 takes 512 (only the batch size differs, not the data seen). Losses as in the paper: sigmoid with t' = log 10 and
 b = -10, both learned; softmax (CLIP, symmetric InfoNCE) with its temperature
 learned from the same t' = log 10 (big_vision's temperature_init = 10). AdamW,
 lr 1e-3 constant, 5 seeds (the seed draws the train/test split, the
