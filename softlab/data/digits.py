@@ -9,6 +9,9 @@ from softlab.data.base import (REGISTRY, Dataset, array_dataset, chunk, noisy_tr
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CAPTION_WORDS = ("a", "the", "photo", "of", "digit", "number", "handwritten", "written",
                  "small", "large", "scan", "picture", "blurry", "clear", "ink", "mark")
+# The four orientations of `digit_captions(orientations=True)`, in label order: as scanned,
+# mirrored left-right, mirrored top-bottom, turned half a turn (both).
+ORIENTATION_NAMES = ("upright", "mirrored", "flipped", "turned")
 PAD = 0
 
 
@@ -44,30 +47,52 @@ def digits(options, *, batch_size, eval_batch_size, seed):
   )
 
 
-def caption_vocabulary() -> tuple[str, ...]:
-  """Token strings by id; id 0 is padding."""
-  return ("<pad>",) + DIGIT_NAMES + CAPTION_WORDS
+def caption_vocabulary(orientations: bool = False) -> tuple[str, ...]:
+  """Token strings by id; id 0 is padding. The orientation words come last and
+  only when asked, so the plain task keeps its vocabulary (and model shapes)."""
+  return ("<pad>",) + DIGIT_NAMES + CAPTION_WORDS + (ORIENTATION_NAMES if orientations else ())
 
 
-def caption_tokens(words: list[str], length: int) -> np.ndarray:
+def caption_tokens(words: list[str], length: int, orientations: bool = False) -> np.ndarray:
   """Token ids of `words`, padded with PAD to `length`."""
-  index = {w: i for i, w in enumerate(caption_vocabulary())}
+  index = {w: i for i, w in enumerate(caption_vocabulary(orientations))}
   ids = [index[w] for w in words][:length]
   return np.array(ids + [PAD] * (length - len(ids)), np.int32)
 
 
-def random_captions(rng, labels, *, length, noise_words, label_noise):
-  """One caption per label: the class word among `noise_words` random filler
-  words, in random order; with probability `label_noise` the class word is
-  another class's (a mismatched pair, as web captions have)."""
-  names = np.array(DIGIT_NAMES)
+def class_words(orientations: bool) -> tuple[tuple[str, ...], ...]:
+  """The words naming each caption class: (digit,) per digit, or (digit,
+  orientation) per class 4 * digit + orientation."""
+  if not orientations:
+    return tuple((name,) for name in DIGIT_NAMES)
+  return tuple((name, turn) for name in DIGIT_NAMES for turn in ORIENTATION_NAMES)
+
+
+def orient(inputs: np.ndarray, orientations: np.ndarray) -> np.ndarray:
+  """Each 8x8 image (flat [N, 64] or [N, 8, 8, 1]) in its orientation (index
+  into ORIENTATION_NAMES): bit 0 mirrors the columns, bit 1 the rows (both:
+  half a turn)."""
+  images = inputs.reshape(len(inputs), 8, 8, -1)
+  column, row = ((orientations & bit).reshape(-1, 1, 1, 1) > 0 for bit in (1, 2))
+  images = np.where(column, images[:, :, ::-1], images)
+  return np.where(row, images[:, ::-1], images).reshape(inputs.shape)
+
+
+def random_captions(rng, labels, *, length, noise_words, label_noise, orientations=False):
+  """One caption per label: the class's words (`class_words`) among
+  `noise_words` random filler words, in random order; with probability
+  `label_noise` the class is a random one instead (a mismatched pair, as web
+  captions have)."""
+  index = {w: i for i, w in enumerate(caption_vocabulary(orientations))}
+  filler = np.array([index[w] for w in CAPTION_WORDS], np.int32)
+  classes = [np.array([index[w] for w in words], np.int32) for words in class_words(orientations)]
   shown = np.where(rng.random(len(labels)) < label_noise,
-                   rng.integers(0, 10, len(labels)), labels)
-  captions = []
-  for digit in shown:
-    words = list(rng.choice(CAPTION_WORDS, noise_words)) + [names[digit]]
-    captions.append(caption_tokens(list(rng.permutation(words)), length))
-  return np.stack(captions)
+                   rng.integers(0, len(classes), len(labels)), labels)
+  captions = np.full((len(labels), length), PAD, np.int32)
+  for row, label in enumerate(shown):
+    ids = rng.permutation(np.concatenate([rng.choice(filler, noise_words), classes[label]]))
+    captions[row, :len(ids)] = ids[:length]
+  return captions
 
 
 @REGISTRY.register("digit_captions")
@@ -78,37 +103,58 @@ def digit_captions(options, *, batch_size, eval_batch_size, seed):
   `info["class_prompts"]` holds one caption per class ("a photo of the digit
   <name>") and a test image is classified by its most similar prompt; the test
   images also carry one fixed caption each ("tokens") for retrieval.
+
+  `orientations=True` makes 40 caption classes: each image is shown in one of
+  ORIENTATION_NAMES (drawn per example and step; fixed per test image), its
+  caption names the digit and the orientation, its label is 4 * digit +
+  orientation, and the prompts are "a photo of digit <name> <orientation>".
+  Symmetric digits (0, 1, 8) look alike in several orientations, so the task
+  stays short of perfect accuracy.
   """
   test_fraction = options.pop("test_fraction", 0.3)
   length = options.pop("caption_length", 6)
   noise_words = options.pop("noise_words", 3)
   label_noise = options.pop("caption_noise", 0.0)
   layout = options.pop("layout", "flat")
+  orientations = options.pop("orientations", False)
   reject_unknown(options, "digit_captions")
-  if noise_words + 1 > length:
-    raise ValueError(f"caption_length={length} cannot hold {noise_words} noise words + the class")
+  if not isinstance(orientations, bool):
+    raise ValueError(f"orientations must be True or False, got {orientations!r}")
+  words_of = class_words(orientations)
+  if noise_words + len(words_of[0]) > length:
+    raise ValueError(f"caption_length={length} cannot hold {noise_words} noise words + the class"
+                     f" ({len(words_of[0])} word(s))")
   require_batch_size(batch_size, "digit_captions")
   inputs, labels = load_digits_arrays(layout)
   train, test = split_indices(len(labels), test_fraction, seed)
   train_inputs, train_labels = inputs[train], labels[train]
+  test_inputs, test_labels = inputs[test], labels[test]
+  if orientations:
+    turns = rng_for(seed, 10).integers(0, len(ORIENTATION_NAMES), len(test_labels))
+    test_inputs, test_labels = orient(test_inputs, turns), test_labels * 4 + turns
+  caption = dict(length=length, noise_words=noise_words, label_noise=label_noise,
+                 orientations=orientations)
 
   def train_batch(step):
     index = train_indices(len(train_labels), batch_size, seed, step)
-    captions = random_captions(rng_for(seed, 8, step), train_labels[index], length=length,
-                               noise_words=noise_words, label_noise=label_noise)
-    return with_weight({"images": train_inputs[index], "tokens": captions,
-                        "labels": train_labels[index]})
+    images, classes = train_inputs[index], train_labels[index]
+    if orientations:
+      turns = rng_for(seed, 11, step).integers(0, len(ORIENTATION_NAMES), len(index))
+      images, classes = orient(images, turns), classes * 4 + turns
+    captions = random_captions(rng_for(seed, 8, step), classes, **caption)
+    return with_weight({"images": images, "tokens": captions, "labels": classes})
 
-  prompts = np.stack([caption_tokens(["a", "photo", "of", "the", "digit", name], length)
-                      for name in DIGIT_NAMES])
-  info = {"num_classes": 10, "input_shape": inputs.shape[1:], "vocab_size": len(caption_vocabulary()),
-          "caption_length": length, "class_prompts": prompts}
+  prefix = ["a", "photo", "of", "digit"] if orientations else ["a", "photo", "of", "the", "digit"]
+  prompts = np.stack([caption_tokens(prefix + list(words), length, orientations)
+                      for words in words_of])
+  info = {"num_classes": len(words_of), "input_shape": inputs.shape[1:],
+          "vocab_size": len(caption_vocabulary(orientations)), "caption_length": length,
+          "class_prompts": prompts}
   return Dataset(
       train_batch=train_batch,
-      eval_splits={"test": chunk({"images": inputs[test], "labels": labels[test],
-                                  "tokens": random_captions(rng_for(seed, 9), labels[test],
-                                                            length=length, noise_words=noise_words,
-                                                            label_noise=label_noise)},
+      eval_splits={"test": chunk({"images": test_inputs, "labels": test_labels,
+                                  "tokens": random_captions(rng_for(seed, 9), test_labels,
+                                                            **caption)},
                                  eval_batch_size)},
       info=info,
   )
