@@ -133,15 +133,17 @@ def verdict(results):
   details = (
       f"softmax f32: test {mean['softmax_f32']['test/accuracy']:.3f} at 0.7 / "
       f"{mean['softmax_f32_040']['test/accuracy']:.3f} at 0.4 (train "
-      f"{mean['softmax_f32']['train/accuracy']:.3f} / {mean['softmax_f32_040']['train/accuracy']:.3f}),"
-      f" SC onset at step {seeds('softmax_f32', 'sc_onset')} / "
+      f"{mean['softmax_f32']['train/accuracy']:.3f} / "
+      f"{mean['softmax_f32_040']['train/accuracy']:.3f}), SC onset at step "
+      f"{seeds('softmax_f32', 'sc_onset')} / "
       f"{seeds('softmax_f32_040', 'sc_onset')}. StableMax at 0.7: test "
       f"{mean['stablemax']['test/accuracy']:.3f} after {seeds('stablemax', 'step')} steps "
       f"({'; '.join(stable_reasons)}), 95% test at step {seeds('stablemax', 'steps_to_95')} vs "
       f"⊥AdamW's {seeds('perp_adamw', 'steps_to_95')}. At 0.4: StableMax test "
       f"{mean['stablemax_040']['test/accuracy']:.3f} after {seeds('stablemax_040', 'step')} steps "
-      f"(train {mean['stablemax_040']['train/accuracy']:.3f}; the paper trains 80,000), ⊥AdamW 95% "
-      f"test at step {seeds('perp_adamw_040', 'steps_to_95')}. AdamW + weight decay (0.7): test "
+      f"(train {mean['stablemax_040']['train/accuracy']:.3f}; the paper trains 80,000), ⊥AdamW "
+      f"95% test at step {seeds('perp_adamw_040', 'steps_to_95')}. AdamW + weight decay (0.7): "
+      f"test "
       f"{mean['adamw_wd']['test/accuracy']:.3f}, 95% at step {seeds('adamw_wd', 'steps_to_95')}.")
   summary = "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items())
   if all(checks.values()):

@@ -181,8 +181,8 @@ def early_stop(config) -> EarlyStop | None:
     value = options.get(key, default)
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                               or not math.isfinite(value) or (key == "min_delta" and value < 0)):
-      raise ConfigError(f"{path}.{key} must be a {'number >= 0' if key == 'min_delta' else 'number'}"
-                        f", got {value!r}")
+      kind = "number >= 0" if key == "min_delta" else "number"
+      raise ConfigError(f"{path}.{key} must be a {kind}, got {value!r}")
     numbers[key] = None if value is None else float(value)
   if patience is None and numbers["target"] is None:
     raise ConfigError(f"{path} needs patience (evaluations without improvement) or a target")
