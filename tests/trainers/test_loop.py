@@ -333,7 +333,18 @@ def stopping_config(**early_stop):
   return small_config(**{"train.early_stop": early_stop})
 
 
-def test_early_stop_ends_at_the_step_a_metric_stops_improving(tmp_path, finished):
+PLATEAU = {"metric": "test/accuracy", "patience": 2}
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+  """The workdir of a run stopped on its test-accuracy plateau: tests copy it or compare with it."""
+  workdir = tmp_path_factory.mktemp("stopped")
+  loop.train(stopping_config(**PLATEAU), str(workdir))
+  return workdir
+
+
+def test_early_stop_ends_at_the_step_a_metric_stops_improving(stopped, finished):
   # Reference: the finished run's test accuracy at its evaluations (0, 4, 8, 12)
   # walked by hand: stop after `patience` evaluations in a row without a new best.
   accuracy = history(finished, "test/accuracy")
@@ -344,14 +355,13 @@ def test_early_stop_ends_at_the_step_a_metric_stops_improving(tmp_path, finished
       expected = step
       break
   assert expected is not None and expected < 12  # the setup really plateaus early
-  summary = loop.train(stopping_config(metric="test/accuracy", patience=2), str(tmp_path))
+  summary = json.loads((stopped / "summary.json").read_text())
   assert summary["step"] == expected
   assert summary["stop_reason"].startswith(
       "early_stop: test/accuracy did not improve by more than 0 in 2 evaluations")
-  assert max(history(tmp_path)) == expected and "train/loss" in summary
+  assert max(history(stopped)) == expected and "train/loss" in summary
   assert summary["test/accuracy"] == pytest.approx(accuracy[expected], abs=1e-6)
-  assert max(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == expected
-  assert json.loads((tmp_path / "summary.json").read_text()) == summary
+  assert max(int(d) for d in os.listdir(stopped / "checkpoints") if d.isdigit()) == expected
 
 
 @pytest.mark.parametrize("early_stop, stop_step", [
@@ -371,13 +381,14 @@ def test_early_stop_runs_to_the_cap_while_improving_and_stops_at_a_target(tmp_pa
     assert summary["stop_reason"] == "early_stop: test/loss reached the target 4 at step 8"
 
 
-def test_an_early_stopped_run_resumes_to_the_same_stop_and_stays_stopped(tmp_path):
-  config = stopping_config(metric="test/accuracy", patience=2)
-  straight = loop.train(config, str(tmp_path / "straight"))
+def test_an_early_stopped_run_resumes_to_the_same_stop_and_stays_stopped(tmp_path, stopped):
+  config = stopping_config(**PLATEAU)
+  straight = json.loads((stopped / "summary.json").read_text())
+  assert loop.train(config, str(stopped)) == straight  # finished: summary.json as it is
   resumed = str(tmp_path / "resumed")
   loop.train(override(config, {"train.steps": 4}), resumed)  # stops at its cap, step 4
   assert loop.train(config, resumed)["step"] == straight["step"]  # replays, then stops
-  assert_same_records(records(resumed), records(tmp_path / "straight"))
+  assert_same_records(records(resumed), records(stopped))
   os.remove(os.path.join(resumed, "summary.json"))  # stopped before the summary was written
   rebuilt = loop.train(override(config, {"train.steps": 20}), resumed)
   assert rebuilt["step"] == straight["step"] and rebuilt["stop_reason"] == straight["stop_reason"]
