@@ -163,7 +163,8 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
       clear_run(run_dir(study, *run))
   failed = []
   context = multiprocessing.get_context("spawn")
-  progress = StudyProgress({run: (run_dir(study, *run), configs[run].train.steps) for run in todo})
+  progress = StudyProgress({run: (run_dir(study, *run), configs[run].train.steps) for run in todo},
+                           capped={run for run in todo if configs[run].train.get("early_stop")})
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                               max_tasks_per_child=1) as pool:
     futures = {
@@ -228,10 +229,15 @@ class StudyProgress:
   shows "[done/total] <variant seed>: step s/S, ... | ETA"; on a terminal a
   tqdm bar over all runs' steps, otherwise a plain line every `interval`
   seconds when something changed. `finish(run, text)` prints a finished run.
+  Runs in `capped` may stop early (config.train.early_stop): their S is a cap,
+  shown "step s/<=S", and while one is unfinished the ETA is an upper bound
+  ("ETA <= ...").
   """
 
-  def __init__(self, runs: Mapping, *, interval: float | None = None, stream=None):
+  def __init__(self, runs: Mapping, *, interval: float | None = None, stream=None,
+               capped=frozenset()):
     self.runs = dict(runs)  # run -> (workdir, total steps)
+    self.capped = set(capped)
     self.stream = stream or sys.stdout
     self.tty = self.stream.isatty()
     self.interval = interval if interval is not None else (1.0 if self.tty else 30.0)
@@ -270,11 +276,13 @@ class StudyProgress:
     return line
 
   def status(self) -> str:
-    running = [f"{variant} seed {seed}: step {self.steps[(variant, seed)]}/{total}"
-               for (variant, seed), (_, total) in self.runs.items()
-               if (variant, seed) not in self.done and self.steps[(variant, seed)] > 0]
+    cap = lambda run: "<=" if run in self.capped else ""
+    running = [f"{run[0]} seed {run[1]}: step {self.steps[run]}/{cap(run)}{total}"
+               for run, (_, total) in self.runs.items()
+               if run not in self.done and self.steps[run] > 0]
+    bound = "<= " if any(run not in self.done for run in self.capped) else ""
     return (f"[{len(self.done)}/{len(self.runs)} done] " + ("; ".join(running) or "starting")
-            + f" | ETA {self.eta()}")
+            + f" | ETA {bound}{self.eta()}")
 
   def eta(self) -> str:
     """Remaining steps at the rate seen since the first progress ('?' before any)."""

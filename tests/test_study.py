@@ -184,6 +184,17 @@ def test_progress_reads_each_running_runs_step_and_estimates_the_rest(tmp_path):
   assert study.last_step(str(tmp_path / "missing.jsonl")) == 0
 
 
+def test_progress_marks_early_stopping_runs_totals_and_the_eta_as_bounds(tmp_path):
+  runs = {("a", 0): (str(tmp_path / "a"), 100), ("b", 0): (str(tmp_path / "b"), 100)}
+  os.makedirs(tmp_path / "a")
+  with open(tmp_path / "a" / "metrics.jsonl", "w") as f:
+    f.write('{"step": 0}\n{"step": 40}\n')
+  progress = study.StudyProgress(runs, interval=0.01, stream=io.StringIO(), capped={("a", 0)})
+  assert progress.refresh().startswith("[0/2 done] a seed 0: step 40/<=100 | ETA <= 0:")
+  progress.finish(("a", 0), "a seed 0: stopped early")
+  assert " | ETA <=" not in progress.refresh()
+
+
 def test_ablate_prints_progress_lines_while_runs_work(one_seed_study, tmp_path, monkeypatch,
                                                       capsys):
   monkeypatch.setattr(study.StudyProgress, "__init__", functools.partialmethod(

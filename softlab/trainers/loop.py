@@ -7,7 +7,9 @@ Top-level pieces, each callable on its own (tests run one `train_step`):
   eval_step(evaluator, state, batch)  one evaluation batch -> weighted metric sums
   evaluate(run, state, step)      every evaluator due at `step` -> metrics
   restore_or_init(run, checkpoints)   the newest restorable checkpoint, or a fresh state
-`train` runs them: restore -> loop (log, eval, checkpoint) -> final summary.
+`train` runs them: restore -> loop (log, eval, checkpoint) -> final summary;
+`config.train.early_stop` (EarlyStop) ends a run before train.steps when an
+evaluation metric stops improving or reaches a target.
 Experiment trainers (classification, lm, contrastive) only say how a batch
 becomes a loss and predictions; evaluators (`config.evals`) turn predictions
 into metrics. Train and eval metrics share one convention: weighted sums over
@@ -34,6 +36,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -50,7 +53,9 @@ from softlab.trainers.sharding import make_mesh, shard, to_host
 TIMING_KEYS = ("train/steps_per_second",)
 # Every field config.train may hold; anything else is a typo.
 TRAIN_FIELDS = ("steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
-                "checkpoint_every", "dtype", "num_devices", "x64")
+                "checkpoint_every", "dtype", "num_devices", "x64", "early_stop")
+EARLY_STOP_FIELDS = ("metric", "mode", "patience", "min_delta", "target")
+EARLY_STOP_MODES = ("max", "min")
 TOP_FIELDS = ("trainer", "seed", "data", "model", "loss", "optimizer", "train", "evals",
               "eval_model")
 
@@ -87,13 +92,101 @@ def x64_enabled(config) -> bool:
 
 
 def check_fields(config) -> None:
-  """A field the loop does not know at the top level or in config.train is a typo."""
+  """A field the loop does not know at the top level, in config.train or in
+  config.train.early_stop is a typo."""
   for path, node, valid in (("config", config, TOP_FIELDS),
                             ("config.train", field(config, "train"), TRAIN_FIELDS)):
     for key in node:
       if key not in valid:
         raise ConfigError(f"{path}.{key} names a field the config does not have; valid: "
                           f"{', '.join(valid)}")
+  early_stop(config)
+
+
+class EarlyStop:
+  """config.train.early_stop: ends a run when an evaluation metric stops improving.
+
+  Fields: `metric` (an evaluation metric, e.g. "test/accuracy"), `mode` ("max":
+  higher is better, the default; "min"), `patience` (evaluations), `min_delta`
+  (default 0), `target`; at least one of patience and target. Checked at every
+  evaluation that reports `metric` (step 0's included): a value better than the
+  best so far by more than min_delta is an improvement; the run stops after
+  `patience` evaluations in a row without one, or as soon as the metric reaches
+  `target`. The stop step gets a full evaluation and a checkpoint, and
+  summary.json says why the run ended ("stop_reason"). The state is a function
+  of the evaluations alone, so a resumed run rebuilds it from metrics.jsonl.
+  """
+
+  def __init__(self, *, metric: str, mode: str = "max", patience: int | None = None,
+               min_delta: float = 0.0, target: float | None = None):
+    self.metric, self.mode, self.patience = metric, mode, patience
+    self.min_delta, self.target = min_delta, target
+    self.best, self.best_step, self.waited = None, 0, 0
+    self.reason = None
+
+  def better(self, value: float, than: float, *, by: float = 0.0) -> bool:
+    return value > than + by if self.mode == "max" else value < than - by
+
+  def observe(self, step: int, metrics: Mapping[str, float]) -> str | None:
+    """Takes one evaluation's metrics; the reason to stop at `step`, or None."""
+    if self.reason is not None or self.metric not in metrics:
+      return self.reason
+    value = float(metrics[self.metric])
+    if self.best is None or self.better(value, self.best, by=self.min_delta):
+      self.best, self.best_step, self.waited = value, step, 0
+    else:
+      self.waited += 1
+    if self.target is not None and not self.better(self.target, value):
+      self.reason = f"early_stop: {self.metric} reached the target {self.target:g} at step {step}"
+    elif self.patience is not None and self.waited >= self.patience:
+      self.reason = (f"early_stop: {self.metric} did not improve by more than {self.min_delta:g}"
+                     f" in {self.patience} evaluations (best {self.best:.4g} at step"
+                     f" {self.best_step})")
+    return self.reason
+
+  def replay(self, records: list[Mapping]) -> str | None:
+    """Observes a run's metrics.jsonl records in order; the reason it stopped, or None."""
+    for record in records:
+      self.observe(record["step"], record)
+    return self.reason
+
+  def check_metric(self, metrics: Mapping[str, float]) -> None:
+    """A ConfigError unless the first full evaluation (`metrics`) reports the metric."""
+    if self.metric not in metrics:
+      valid = ", ".join(sorted(k for k in metrics if k != "step"))
+      raise ConfigError(f"config.train.early_stop.metric={self.metric!r} is not an evaluation"
+                        f" metric of this run; valid: {valid}")
+
+
+def early_stop(config) -> EarlyStop | None:
+  """The EarlyStop that config.train.early_stop asks for (None without one), checked."""
+  options = field(config, "train").get("early_stop")
+  if options is None:
+    return None
+  path = "config.train.early_stop"
+  if not isinstance(options, (Mapping, ml_collections.ConfigDict)):
+    raise ConfigError(f"{path} must be a dict with fields {', '.join(EARLY_STOP_FIELDS)}")
+  for key in options:
+    if key not in EARLY_STOP_FIELDS:
+      raise ConfigError(f"{path}.{key} names a field early_stop does not have; valid: "
+                        f"{', '.join(EARLY_STOP_FIELDS)}")
+  metric, mode = options.get("metric"), options.get("mode", "max")
+  if not isinstance(metric, str) or not metric:
+    raise ConfigError(f"{path}.metric must name an evaluation metric (e.g. 'test/accuracy')")
+  if mode not in EARLY_STOP_MODES:
+    raise ConfigError(f"{path}.mode={mode!r} is not valid; valid: {', '.join(EARLY_STOP_MODES)}")
+  patience = integer(config, "train.early_stop.patience", minimum=1)
+  numbers = {}
+  for key, default in (("min_delta", 0.0), ("target", None)):
+    value = options.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or (key == "min_delta" and value < 0)):
+      kind = "number >= 0" if key == "min_delta" else "number"
+      raise ConfigError(f"{path}.{key} must be a {kind}, got {value!r}")
+    numbers[key] = None if value is None else float(value)
+  if patience is None and numbers["target"] is None:
+    raise ConfigError(f"{path} needs patience (evaluations without improvement) or a target")
+  return EarlyStop(metric=metric, mode=mode, patience=patience, **numbers)
 
 
 def setup(config) -> Run:
@@ -255,7 +348,8 @@ def _train(config, workdir, distributed, show_progress):
                       f" {workdir}; set train.steps >= {latest} or use a new --workdir")
   prepare_workdir(config, workdir, write=is_main)
   summary_path = os.path.join(workdir, "summary.json")
-  if latest == steps and os.path.exists(summary_path):
+  if ((latest == steps or stopped_early(config, workdir, latest))
+      and os.path.exists(summary_path)):
     with open(summary_path) as f:
       return json.load(f)
   run = setup(config)
@@ -266,27 +360,39 @@ def _train(config, workdir, distributed, show_progress):
   next_batch = batch_source(run)
   writer = MetricsWriter(workdir, resume_from=start, enabled=is_main)
   progress = Progress(total=steps, start=start, enabled=is_main and show_progress)
+  stopper = early_stop(config)
+  stop_reason = None
+  if stopper is not None and start > 0:
+    replayed = [r for r in read_records(writer.path) if r["step"] <= start]
+    stopper.check_metric({k: v for r in replayed for k, v in r.items()})
+    stop_reason = stopper.replay(replayed)
 
   if start == 0:
     initial = evaluate(run, state, 0, every=True)
     writer.write(0, initial)
     progress.update(0, initial)
+    if stopper is not None:
+      stopper.check_metric(initial)
+      stop_reason = stopper.observe(0, initial)
   last_train, last_eval = {}, {}
-  if start == steps:  # finished, but stopped before summary.json was written
-    last_train = final_train_metrics(writer.path, steps)
-    last_eval = evaluate(run, state, steps, every=True)
+  if start == steps or stop_reason:  # finished, but stopped before summary.json was written
+    last_train = final_train_metrics(writer.path, start)
+    last_eval = evaluate(run, state, start, every=True)
   tick, ticked_step = time.perf_counter(), start
   recorded = start  # the last step whose records are in metrics.jsonl
   unchecked = []  # (step, device loss) not yet checked for finiteness
   try:
     with interrupt_on_sigterm():
-      for step in range(start, steps):
+      for step in range(start, start if stop_reason else steps):
         done = step + 1
-        log = done % run.log_every == 0 or done == steps
-        state, metrics = step_fns[log](state, next_batch(step))
-        unchecked.append((done, metrics["loss"]))
         evaluating = done % run.eval_every == 0 or done == steps or any(
             done % e.every == 0 for e in run.evaluators.values())
+        # An early-stopping run logs at every evaluation: the summary of the step
+        # it stops at then has that step's train metrics.
+        log = (done % run.log_every == 0 or done == steps
+               or (stopper is not None and evaluating))
+        state, metrics = step_fns[log](state, next_batch(step))
+        unchecked.append((done, metrics["loss"]))
         saving = done % run.checkpoint_every == 0 or done == steps
         if not (log or evaluating or saving):
           recorded = done
@@ -303,14 +409,20 @@ def _train(config, workdir, distributed, show_progress):
           last_train = metrics
         if evaluating:
           evaluated = evaluate(run, state, done)
+          if stopper is not None:
+            stop_reason = stopper.observe(done, evaluated)
+            if stop_reason:  # the last evaluation is a full one, as at train.steps
+              evaluated = evaluate(run, state, done, every=True)
           last_eval.update(evaluated)
           logged.update(evaluated)
         if logged:
           writer.write(done, logged)
           progress.update(done, logged)
         recorded = done
-        if saving:
+        if saving or stop_reason:
           checkpoints.save(done, args=ocp.args.StandardSave(state))
+        if stop_reason:
+          break
   except KeyboardInterrupt:
     # Keep the last completed step if its records are written and its loss is
     # finite: not when the interrupt hit a step in flight (its donated input is
@@ -329,11 +441,22 @@ def _train(config, workdir, distributed, show_progress):
   checkpoints.wait_until_finished()
 
   # ----------------------------------------------------------------- summary
-  summary = {"step": steps, **last_train, **last_eval}
+  summary = {"step": recorded, **last_train, **last_eval}
+  if stopper is not None:
+    summary["stop_reason"] = stop_reason or f"train.steps={steps} reached"
   if is_main:
     with open(summary_path, "w") as f:
       json.dump(summary, f, indent=2, sort_keys=True)
   return summary
+
+
+def stopped_early(config, workdir: str, step: int) -> bool:
+  """Whether the run in `workdir` met its early-stopping criterion by `step` (its metrics.jsonl)."""
+  stopper = early_stop(config)
+  path = os.path.join(workdir, "metrics.jsonl")
+  if stopper is None or not os.path.exists(path):
+    return False
+  return stopper.replay([r for r in read_records(path) if r["step"] <= step]) is not None
 
 
 def batch_source(run: Run) -> Callable[[int], dict]:

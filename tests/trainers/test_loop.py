@@ -326,3 +326,92 @@ def test_unknown_train_and_top_level_fields_are_config_errors():
     loop.setup(small_config(**{"train.stepz": 3}))
   with pytest.raises(ConfigError, match=r"config.eval_diagnostics names a field"):
     loop.setup(override(small_config(), {"eval_diagnostics": True}))
+
+
+# ------------------------------------------------------------------ early stopping
+def stopping_config(**early_stop):
+  return small_config(**{"train.early_stop": early_stop})
+
+
+PLATEAU = {"metric": "test/accuracy", "patience": 2}
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+  """The workdir of a run stopped on its test-accuracy plateau: tests copy it or compare with it."""
+  workdir = tmp_path_factory.mktemp("stopped")
+  loop.train(stopping_config(**PLATEAU), str(workdir))
+  return workdir
+
+
+def test_early_stop_ends_at_the_step_a_metric_stops_improving(stopped, finished):
+  # Reference: the finished run's test accuracy at its evaluations (0, 4, 8, 12)
+  # walked by hand: stop after `patience` evaluations in a row without a new best.
+  accuracy = history(finished, "test/accuracy")
+  best, waited, expected = -1.0, 0, None
+  for step in sorted(accuracy):
+    best, waited = (accuracy[step], 0) if accuracy[step] > best else (best, waited + 1)
+    if waited == 2:
+      expected = step
+      break
+  assert expected is not None and expected < 12  # the setup really plateaus early
+  summary = json.loads((stopped / "summary.json").read_text())
+  assert summary["step"] == expected
+  assert summary["stop_reason"].startswith(
+      "early_stop: test/accuracy did not improve by more than 0 in 2 evaluations")
+  assert max(history(stopped)) == expected and "train/loss" in summary
+  assert summary["test/accuracy"] == pytest.approx(accuracy[expected], abs=1e-6)
+  assert max(int(d) for d in os.listdir(stopped / "checkpoints") if d.isdigit()) == expected
+
+
+@pytest.mark.parametrize("early_stop, stop_step", [
+    ({"metric": "test/loss", "mode": "max", "patience": 1}, 12),  # rises at every evaluation
+    ({"metric": "test/loss", "mode": "max", "target": 4.0}, 8),   # 3.6 at step 4, 4.5 at 8
+])
+def test_early_stop_runs_to_the_cap_while_improving_and_stops_at_a_target(tmp_path, early_stop,
+                                                                          stop_step):
+  summary = loop.train(stopping_config(**early_stop), str(tmp_path))
+  losses = history(tmp_path, "test/loss")
+  assert summary["step"] == stop_step == max(losses)
+  assert all(losses[a] < losses[b] for a, b in zip(sorted(losses), sorted(losses)[1:]))
+  if stop_step == 12:
+    assert summary["stop_reason"] == "train.steps=12 reached"
+  else:
+    assert losses[4] < 4.0 <= losses[8]
+    assert summary["stop_reason"] == "early_stop: test/loss reached the target 4 at step 8"
+
+
+def test_an_early_stopped_run_resumes_to_the_same_stop_and_stays_stopped(tmp_path, stopped):
+  config = stopping_config(**PLATEAU)
+  straight = json.loads((stopped / "summary.json").read_text())
+  assert loop.train(config, str(stopped)) == straight  # finished: summary.json as it is
+  resumed = str(tmp_path / "resumed")
+  loop.train(override(config, {"train.steps": 4}), resumed)  # stops at its cap, step 4
+  assert loop.train(config, resumed)["step"] == straight["step"]  # replays, then stops
+  assert_same_records(records(resumed), records(stopped))
+  os.remove(os.path.join(resumed, "summary.json"))  # stopped before the summary was written
+  rebuilt = loop.train(override(config, {"train.steps": 20}), resumed)
+  assert rebuilt["step"] == straight["step"] and rebuilt["stop_reason"] == straight["stop_reason"]
+  assert rebuilt["test/accuracy"] == pytest.approx(straight["test/accuracy"], abs=1e-6)
+  assert max(history(resumed)) == straight["step"]  # nothing trained past the stop
+  assert loop.train(override(config, {"train.steps": 20}), resumed) == rebuilt
+
+
+@pytest.mark.parametrize("early_stop, message", [
+    ({"metric": "test/accuracy", "patiense": 2},
+     r"config.train.early_stop.patiense names a field early_stop does not have; valid: metric, "),
+    ({"metric": "test/accuracy"}, r"config.train.early_stop needs patience \(evaluations"),
+    ({"metric": "test/accuracy", "patience": 0},
+     r"config.train.early_stop.patience must be an integer >= 1, got 0"),
+    ({"metric": "test/accuracy", "patience": 2, "mode": "up"},
+     r"config.train.early_stop.mode='up' is not valid; valid: max, min"),
+    ({"metric": "test/accuracy", "patience": 2, "min_delta": -0.1},
+     r"config.train.early_stop.min_delta must be a number >= 0, got -0.1"),
+    ({"metric": "test/acc", "patience": 2},
+     r"config.train.early_stop.metric='test/acc' is not an evaluation metric of this run; valid:"
+     r" test/accuracy, test/loss, "),
+])
+def test_bad_early_stop_fields_are_one_line_config_errors(tmp_path, early_stop, message):
+  with pytest.raises(ConfigError, match=message) as error:
+    loop.train(stopping_config(**early_stop), str(tmp_path))
+  assert "\n" not in str(error.value)
