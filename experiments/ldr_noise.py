@@ -1,12 +1,58 @@
-"""Label Distributionally Robust losses under label noise, on scikit-learn's digits.
+"""Label Distributionally Robust losses under label noise: digits (K = 10) and Gaussian clusters
+(K = 26, 100), the baselines tuned on a validation split as in the released code.
 
-The paper's tabular protocol (configs/ldr/ce.py): a tanh MLP with two hidden layers
-of width min(dims, K) = 10, SGD with momentum 0.9 for 100 epochs, lr / 10 at
-epochs 50 and 75; noise on the training labels only, accuracy on the clean
-test split. Every loss runs at every noise setting with three seeds. The LDR
-losses use the released code's defaults (lambda / lambda_0 = 10, margin 0.1,
-logits divided by their mean absolute value) untuned; the paper tunes lambda
-per dataset.
+The released protocol (github.com/Optimization-AI/ICML2023_LDR, experiment.py, models.py,
+optimizers.py, README.md) for the tabular datasets (Vowel K=11, News20 K=20, Letter K=26,
+ALOI K=1000): a tanh MLP with two hidden layers of width min(dims, K), weights Xavier-normal,
+biases PyTorch's default U(+-1/sqrt(fan_in)); SGD, momentum 0.9, weight decay 5e-3 added to
+the gradient, batch 64, 100 epochs, lr / 10 at epochs 50 and 75; lr 0.01 by default (the
+README's Letter runs use 1e-3); noise drawn on the whole training set, 5-fold cross-validation
+on it (validation labels noisy), test labels clean. Each baseline's own hyperparameter is
+tuned over a grid (GCE q in {0.05, 0.7, 0.95}, SCE balance in {0.05, 0.5, 0.95}, NCE+RCE
+alpha in {0.1, 5, 9.9} with beta = 10 - alpha, Crammer-Singer margin in {0.1, 1, 10});
+LDR-KL and ALDR-KL stay at lambda = lambda_0 = 10, margin 0.1, alpha = 2. LDR-KL applies
+softplus and divides by the row mean (`LDRLoss_V1`); ALDR-KL divides by the mean |f|
+(`ALDRLoss_V1`, softplus only on CIFAR-100).
+
+Here (configs/ldr/ce.py): the same model, initialization, optimizer, weight decay, batch,
+epochs and schedule, lr 0.01. Where we differ, and why:
+- One held-out validation fifth of the noisy training split instead of 5 folds, and 2 seeds
+  (different splits, noise draws and initializations): the CPU budget.
+- lr 0.01, not the README's 1e-3: our training sets are 1-4k examples (15-62 steps per
+  epoch), not Letter's 12.8k (200 steps), and at 1e-3 CE underfits digits (62% clean test
+  accuracy in a pilot run against 93% at 0.01).
+- Grids: GCE and SCE get the released three values; NCE+RCE and Crammer-Singer two (alpha =
+  0.1, nearly RCE, i.e. MAE up to scale, and margin 10 left out: the CPU budget). The first
+  run had dropped GCE q = 0.05 and SCE balance = 0.05 too (as nearly CE); both remaining GCE
+  values underfit at lr 0.01 (clusters100 test accuracy 0.07 and 0.02), so the released
+  values were added back, before the study's LDR-KL / ALDR-KL runs (one pilot ALDR-KL run,
+  clusters100 with 50 examples per class, had been seen: test accuracy 0.27): leaving them
+  out handicapped the baselines.
+- Datasets: scikit-learn's digits (K = 10, the control) and isotropic Gaussian clusters,
+  class means N(0, I): K = 26 in 16 dimensions (the shape of Letter), 50 training examples
+  per class; K = 100 in 32 dimensions, 30 per class (the CPU budget); 20 test examples per
+  class. The released datasets are not bundled.
+- Baseline scaling: softlab's RCE uses log 0 := -4 and the released code clamps at 1e-4
+  (log = -9.21), so NCE+RCE's beta is (10 - alpha) * 9.21 / 4 here (the released loss
+  exactly); softlab's MAE is 2 (1 - p_y), the released one 1 - p_y (an lr factor of 2).
+- Accuracy is read after the last epoch (the released script prints every epoch).
+
+Why K matters for ALDR-KL: after dividing by mean |f| the scores sum to K in absolute value,
+so f / lambda_0 spans at most K / 10 and softmax(f / lambda) stays near uniform at small K.
+The most peaked row, (1, 0, ..., 0), visited again and again, settles at lambda = 9.83 for
+K = 10, 8.87 for K = 26 and 5.0 (the floor lambda_0 (1 - 1/alpha)) for K = 100
+(tests/losses/test_ldr.py). Every released dataset has K >= 11.
+
+Tuning: per (loss, setting) the grid value with the best mean validation accuracy over
+seeds is chosen; its mean test accuracy is the loss's number. Ties go to the first value.
+
+Verdict, thresholds fixed before the runs. In each setting, ALDR-KL is "among the most
+accurate" when its rank among the 8 losses is <= 2 or its mean test accuracy is within 0.01
+of the best loss's. Its lambda "ends differently" when |mean lambda(noisy) - mean
+lambda(clean)| at the end of training is >= 1% of lambda_0 (0.1). The claim is supported
+when, in the K >= 26 settings, ALDR-KL is among the most accurate in at least 2 of the 3 and
+its lambda ends differently in all 3; otherwise it is not supported. The K = 10 setting is
+the control: reported, not counted.
 """
 
 import numpy as np
@@ -18,88 +64,187 @@ CLAIM = ("Under uniform and class-dependent label noise, ALDR-KL is among the mo
          "noisy and clean training examples.")
 BASE_CONFIG = "../configs/ldr/ce.py"
 
-NOISE = {
-    "clean": {"data.label_noise": "none", "data.noise_rate": 0.0},
-    "uniform0.3": {"data.label_noise": "uniform", "data.noise_rate": 0.3},
-    "uniform0.6": {"data.label_noise": "uniform", "data.noise_rate": 0.6},
-    "classdep0.3": {"data.label_noise": "class_dependent", "data.noise_rate": 0.3},
+LAM0 = 10.0
+VAL_FRACTION = 0.2
+BATCH = 64
+
+
+def steps_per_epoch(num_train):
+  """Full batches per epoch of the training rows left after the validation hold-out."""
+  return (num_train - int(round(num_train * VAL_FRACTION))) // BATCH
+
+
+def dataset(num_classes):
+  """(data overrides, MLP width, steps per epoch) of the K-class dataset."""
+  if num_classes == 10:
+    return {"data.name": "digits", "data.test_fraction": 0.3}, 10, steps_per_epoch(1797 - 539)
+  dim, per_class = {26: (16, 50), 100: (32, 30)}[num_classes]
+  data = {"data.name": "gaussian_clusters", "data.num_classes": num_classes, "data.dim": dim,
+          "data.separation": 1.0, "data.train_per_class": per_class, "data.test_per_class": 20}
+  return data, min(dim, num_classes), steps_per_epoch(per_class * num_classes)
+
+
+def setting(num_classes, noise, rate):
+  """Overrides of one (dataset, noise) setting: data, model width, released schedule."""
+  data, width, per_epoch = dataset(num_classes)
+  return {**data, "data.val_fraction": VAL_FRACTION, "data.label_noise": noise,
+          "data.noise_rate": rate, "model.hidden": (width, width),
+          "train.steps": 100 * per_epoch, "optimizer.boundaries": (50 * per_epoch, 75 * per_epoch),
+          "train.log_every": 10 * per_epoch, "train.eval_every": 10 * per_epoch,
+          "train.checkpoint_every": 100 * per_epoch}
+
+
+SETTINGS = {
+    "digits10/uniform0.3": (10, setting(10, "uniform", 0.3)),
+    "clusters26/uniform0.3": (26, setting(26, "uniform", 0.3)),
+    "clusters26/classdep0.3": (26, setting(26, "class_dependent", 0.3)),
+    "clusters100/uniform0.3": (100, setting(100, "uniform", 0.3)),
 }
+RCE_SCALE = float(-np.log(1e-4) / 4)  # the released RCE over softlab's (log 0 := -4)
+# loss -> (grid parameter or None, {grid value: loss section}); one entry = untuned.
 LOSSES = {
-    "CE": {"name": "softmax_cross_entropy"},
-    "GCE": {"name": "gce"},
-    "SCE": {"name": "sce"},
-    "NCE+RCE": {"name": "nce_rce"},
-    "MAE": {"name": "mae"},
-    "CS": {"name": "crammer_singer"},
-    "LDR-KL": {"name": "ldr_kl", "lam": 10.0, "margin": 0.1, "normalize_logits": "mean_abs"},
-    "ALDR-KL": {"name": "aldr_kl", "lam0": 10.0, "alpha": 2.0, "margin": 0.1,
-                "normalize_logits": "mean_abs"},
+    "CE": (None, {None: {"name": "softmax_cross_entropy"}}),
+    "GCE": ("q", {q: {"name": "gce", "q": q} for q in (0.05, 0.7, 0.95)}),
+    "SCE": ("balance", {b: {"name": "sce", "alpha": 1 - b, "beta": b}
+                        for b in (0.05, 0.5, 0.95)}),
+    "NCE+RCE": ("alpha", {a: {"name": "nce_rce", "alpha": a, "beta": (10 - a) * RCE_SCALE}
+                          for a in (5.0, 9.9)}),
+    "MAE": (None, {None: {"name": "mae"}}),
+    "CS": ("margin", {m: {"name": "crammer_singer", "margin": m} for m in (0.1, 1.0)}),
+    "LDR-KL": (None, {None: {"name": "ldr_kl", "lam": LAM0, "margin": 0.1,
+                             "normalize_logits": "softplus"}}),
+    "ALDR-KL": (None, {None: {"name": "aldr_kl", "lam0": LAM0, "alpha": 2.0, "margin": 0.1,
+                              "normalize_logits": "mean_abs"}}),
 }
+
+
+def label(loss, value):
+  """The variant's loss part: "GCE[q=0.7]", or the loss alone when untuned."""
+  parameter = LOSSES[loss][0]
+  return loss if parameter is None else f"{loss}[{parameter}={value:g}]"
+
+
 VARIANTS = {
-    f"{loss}/{noise}": {**noise_overrides, "loss": {**spec, "dtype": "float32"}}
-    for loss, spec in LOSSES.items() for noise, noise_overrides in NOISE.items()
+    f"{label(loss, value)}/{name}": {**overrides, "loss": {**spec, "dtype": "float32"}}
+    for loss, (_, grid) in LOSSES.items() for value, spec in grid.items()
+    for name, (_, overrides) in SETTINGS.items()
 }
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)
 METRICS = {
     "test/accuracy": "clean test top-1 accuracy after 100 epochs",
+    "val/accuracy": "top-1 accuracy on the held-out validation fifth (noisy labels), for tuning",
     "train/lambda_noisy": "ALDR-KL: mean lambda of the training examples whose label is noisy",
     "train/lambda_clean": "ALDR-KL: mean lambda of the training examples whose label is clean",
 }
 PLOTS = ("test/accuracy",)
 
 
-def accuracy_table(results):
-  """(losses x noise) mean test accuracy and its std over seeds."""
+def tuned(results):
+  """{setting: {loss: (chosen grid value, test mean, test std, {value: (val, test)})}}."""
   variants = results["variants"]
-  mean = np.array([[variants[f"{l}/{n}"]["mean"]["test/accuracy"] for n in NOISE] for l in LOSSES])
-  std = np.array([[variants[f"{l}/{n}"]["std"]["test/accuracy"] for n in NOISE] for l in LOSSES])
-  return mean, std
+  table = {}
+  for name in SETTINGS:
+    table[name] = {}
+    for loss, (_, grid) in LOSSES.items():
+      scores = {value: (variants[f"{label(loss, value)}/{name}"]["mean"]["val/accuracy"],
+                        variants[f"{label(loss, value)}/{name}"]["mean"]["test/accuracy"])
+                for value in grid}
+      best = max(scores, key=lambda value: scores[value][0])  # first value on ties
+      numbers = variants[f"{label(loss, best)}/{name}"]
+      table[name][loss] = (best, numbers["mean"]["test/accuracy"],
+                           numbers["std"]["test/accuracy"], scores)
+  return table
 
 
-def ranks(mean):
-  """Rank of each loss per noise setting (1 = most accurate)."""
-  return (-mean).argsort(axis=0).argsort(axis=0) + 1
+def ranks(accuracies):
+  """Rank of each accuracy (1 = most accurate)."""
+  accuracies = np.asarray(accuracies)
+  return (-accuracies).argsort().argsort() + 1
+
+
+def aldr_summary(results, table):
+  """Per setting: ALDR-KL's rank, gap to the best loss, and its lambdas (noisy, clean, gap)."""
+  summary = {}
+  for name, (num_classes, _) in SETTINGS.items():
+    tests = [table[name][loss][1] for loss in LOSSES]
+    aldr = list(LOSSES).index("ALDR-KL")
+    numbers = results["variants"][f"ALDR-KL/{name}"]["mean"]
+    noisy, clean = numbers["train/lambda_noisy"], numbers["train/lambda_clean"]
+    summary[name] = {"K": num_classes, "rank": int(ranks(tests)[aldr]),
+                     "behind_best": max(tests) - tests[aldr], "lambda_noisy": noisy,
+                     "lambda_clean": clean, "lambda_gap": noisy - clean}
+  return summary
+
+
+def among_best(entry):
+  return entry["rank"] <= 2 or entry["behind_best"] <= 0.01
+
+
+def adapts(entry):
+  return abs(entry["lambda_gap"]) >= 0.01 * LAM0
 
 
 def report(results):
-  """Markdown: the loss x noise accuracy table with ALDR-KL's rank, and its lambdas."""
-  mean, std = accuracy_table(results)
-  rank = ranks(mean)
-  lines = ["### Clean test accuracy (mean ± std over seeds; rank in the setting)", "",
-           "| loss | " + " | ".join(NOISE) + " |", "|---|" + "---|" * len(NOISE)]
-  for i, loss in enumerate(LOSSES):
-    cells = [f"{mean[i, j]:.4f} ± {std[i, j]:.4f} ({rank[i, j]})" for j in range(len(NOISE))]
+  """Markdown: tuned accuracy per loss and setting, the chosen values, the grids, ALDR-KL's lambdas."""
+  table = tuned(results)
+  summary = aldr_summary(results, table)
+  lines = ["### Clean test accuracy, baselines tuned on validation (mean ± std over seeds; rank)",
+           "", "| loss | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
+  for loss in LOSSES:
+    cells = []
+    for name in SETTINGS:
+      tests = [table[name][other][1] for other in LOSSES]
+      rank = ranks(tests)[list(LOSSES).index(loss)]
+      best, mean, std, _ = table[name][loss]
+      chosen = "" if best is None else f" [{LOSSES[loss][0]}={best:g}]"
+      cells.append(f"{mean:.4f} ± {std:.4f} ({rank}){chosen}")
     lines.append(f"| {loss} | " + " | ".join(cells) + " |")
-  lines += ["", "### ALDR-KL's adaptive lambda at the end of training", "",
-            "| setting | noisy examples | clean examples |", "|---|---|---|"]
-  for noise in NOISE:
-    numbers = results["variants"][f"ALDR-KL/{noise}"]["mean"]
-    noisy = numbers["train/lambda_noisy"]
-    lines.append(f"| {noise} | {'n/a (no noisy labels)' if noise == 'clean' else f'{noisy:.4f}'} "
-                 f"| {numbers['train/lambda_clean']:.4f} |")
+  lines += ["", "### Tuning grids: mean validation / test accuracy per grid value (chosen in bold)",
+            "", "| loss | value | " + " | ".join(SETTINGS) + " |",
+            "|---|---|" + "---|" * len(SETTINGS)]
+  for loss, (parameter, grid) in LOSSES.items():
+    if parameter is None:
+      continue
+    for value in grid:
+      cells = []
+      for name in SETTINGS:
+        best, _, _, scores = table[name][loss]
+        cell = f"{scores[value][0]:.4f} / {scores[value][1]:.4f}"
+        cells.append(f"**{cell}**" if value == best else cell)
+      lines.append(f"| {loss} | {parameter}={value:g} | " + " | ".join(cells) + " |")
+  lines += ["", "LDR-KL (lambda = 10, softplus then row mean) and ALDR-KL (lambda_0 = 10, "
+            "alpha = 2, mean |f|) are untuned, as released.", "",
+            "### ALDR-KL: rank and adaptive lambda at the end of training", "",
+            "| setting | K | rank of 8 | behind best | lambda noisy | lambda clean | gap |",
+            "|---|---|---|---|---|---|---|"]
+  for name, entry in summary.items():
+    lines.append(f"| {name} | {entry['K']} | {entry['rank']} | {entry['behind_best']:.4f} | "
+                 f"{entry['lambda_noisy']:.4f} | {entry['lambda_clean']:.4f} | "
+                 f"{entry['lambda_gap']:+.4f} |")
   return "\n".join(lines)
 
 
 def verdict(results):
-  """ALDR-KL's rank in each noisy setting, and the gap between its noisy and clean lambdas."""
-  mean, _ = accuracy_table(results)
-  rank = ranks(mean)
-  aldr = list(LOSSES).index("ALDR-KL")
-  noisy = [j for j, n in enumerate(NOISE) if n != "clean"]
-  aldr_ranks = [int(rank[aldr, j]) for j in noisy]
-  top = sum(r <= 2 for r in aldr_ranks)
-  gaps = []
-  for noise in NOISE:
-    if noise != "clean":
-      numbers = results["variants"][f"ALDR-KL/{noise}"]
-      gaps.append(numbers["mean"]["train/lambda_noisy"] - numbers["mean"]["train/lambda_clean"])
-  lam0 = LOSSES["ALDR-KL"]["lam0"]
-  adaptive = all(abs(g) >= 0.01 * lam0 for g in gaps)
-  text = (f"ALDR-KL ranks {aldr_ranks} of {len(LOSSES)} losses in the noisy settings "
-          f"{[n for n in NOISE if n != 'clean']}; mean lambda gap noisy - clean "
-          f"{[round(g, 4) for g in gaps]} (1% of lam0 = {0.01 * lam0:g}).")
-  if top == len(noisy) and adaptive:
-    return "supported", text
-  if top == 0 or not adaptive:
-    return "not supported", text
-  return "inconclusive", text
+  """Supported iff, at K >= 26, ALDR-KL is among the most accurate in >= 2 of 3 settings and
+  its noisy and clean lambdas differ by >= 1% of lambda_0 in all of them (module doc)."""
+  summary = aldr_summary(results, tuned(results))
+  large = {name: entry for name, entry in summary.items() if entry["K"] >= 26}
+  best = [name for name, entry in large.items() if among_best(entry)]
+  adaptive = [name for name, entry in large.items() if adapts(entry)]
+  numbers = "; ".join(
+      f"{name}: rank {entry['rank']} ({entry['behind_best']:.3f} behind), "
+      f"lambda gap {entry['lambda_gap']:+.3f}" for name, entry in summary.items())
+  accurate = len(best) >= 2
+  adaptive_all = len(adaptive) == len(large)
+  if accurate and adaptive_all:
+    return "supported", (f"At K >= 26 ALDR-KL is among the most accurate in {len(best)} of "
+                         f"{len(large)} settings and its lambda separates noisy from clean "
+                         f"examples in all. {numbers}.")
+  reasons = []
+  if not accurate:
+    reasons.append(f"ALDR-KL is among the most accurate (rank <= 2 or within 0.01) in only "
+                   f"{len(best)} of {len(large)} K >= 26 settings")
+  if not adaptive_all:
+    reasons.append(f"its noisy-clean lambda gap reaches 0.1 in only {len(adaptive)} of "
+                   f"{len(large)} K >= 26 settings")
+  return "not supported", "; ".join(reasons) + f". {numbers}."

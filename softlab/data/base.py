@@ -103,11 +103,13 @@ def chunk(arrays: Batch, batch_size: int) -> list[Batch]:
   ]
 
 
-def split_indices(num: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """A seeded (train, test) partition of range(num)."""
+def split_indices(num: int, test_fraction: float, seed: int, *,
+                  stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded (train, test) partition of range(num); `stream` tells apart
+  partitions of the same seed (e.g. test, then validation)."""
   if not 0 < test_fraction < 1:
     raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
-  order = rng_for(seed, 0).permutation(num)
+  order = rng_for(seed, stream).permutation(num)
   num_test = int(round(num * test_fraction))
   return np.sort(order[num_test:]), np.sort(order[:num_test])
 
@@ -140,15 +142,35 @@ def apply_label_noise(
   return noisy, noisy != labels
 
 
+VALIDATION_STREAM = 10
+
+
 def noisy_train_split(
     inputs: np.ndarray, labels: np.ndarray, num_classes: int, options: dict, seed: int
-) -> Batch:
-  """The training arrays with the configured label noise (clean labels kept)."""
+) -> tuple[Batch, dict[str, Batch]]:
+  """(training arrays, extra evaluation splits): the configured label noise
+  (`label_noise`, `noise_rate`; clean labels kept) and, when `val_fraction` > 0,
+  a seeded "val" split held out of the training rows.
+
+  The noise is drawn before the hold-out, so validation labels are exactly as
+  noisy as training labels: a model is selected on the data one has, as in the
+  LDR paper's released protocol (k-fold cross-validation on the noisy training
+  set; only the test split is clean). With `val_fraction` 0 (the default) the
+  training arrays are what they were without the option.
+  """
   noisy, is_noisy = apply_label_noise(
       labels, num_classes, kind=options.pop("label_noise", "none"),
       rate=options.pop("noise_rate", 0.0), seed=seed,
   )
-  return {"inputs": inputs, "labels": noisy, "clean_labels": labels, "is_noisy": is_noisy}
+  train = {"inputs": inputs, "labels": noisy, "clean_labels": labels, "is_noisy": is_noisy}
+  val_fraction = options.pop("val_fraction", 0.0)
+  if val_fraction == 0:
+    return train, {}
+  if not 0 < val_fraction < 1:
+    raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+  kept, held = split_indices(len(labels), val_fraction, seed, stream=VALIDATION_STREAM)
+  return ({k: v[kept] for k, v in train.items()},
+          {"val": {"inputs": inputs[held], "labels": noisy[held]}})
 
 
 reject_unknown = REGISTRY.reject_unknown

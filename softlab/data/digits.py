@@ -32,16 +32,17 @@ def load_digits_arrays(layout: str) -> tuple[np.ndarray, np.ndarray]:
 def digits(options, *, batch_size, eval_batch_size, seed):
   """1,797 8x8 digit images, 10 classes, seeded train/test split; optional label
   noise on the training split only (`label_noise`: none | uniform |
-  class_dependent, `noise_rate`)."""
+  class_dependent, `noise_rate`) and a validation split held out of it
+  (`val_fraction`, noisy labels; see `base.noisy_train_split`)."""
   layout = options.pop("layout", "flat")
   test_fraction = options.pop("test_fraction", 0.3)
   inputs, labels = load_digits_arrays(layout)
   train, test = split_indices(len(labels), test_fraction, seed)
-  train_split = noisy_train_split(inputs[train], labels[train], 10, options, seed)
+  train_split, val_split = noisy_train_split(inputs[train], labels[train], 10, options, seed)
   reject_unknown(options, "digits")
   return array_dataset(
       train_split,
-      {"test": {"inputs": inputs[test], "labels": labels[test]}},
+      {"test": {"inputs": inputs[test], "labels": labels[test]}, **val_split},
       {"num_classes": 10, "input_shape": inputs.shape[1:]},
       batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
   )

@@ -11,15 +11,25 @@ LDR-KL is the worst case over label distributions p of sum_k p_k (margin gap
 u_k) minus lam KL(p || uniform), where u_k = f_k - f_y + c 1[k != y] and K is
 the number of kept classes:
   psi(f, y) = lam log((1/K) sum_k exp(u_k / lam)).
-The released code normalizes the logits before the loss; here that is the
-explicit `normalize_logits` option:
+The released code (github.com/Optimization-AI/ICML2023_LDR, loss.py)
+normalizes the logits before the loss; here that is the explicit
+`normalize_logits` option:
 - None: raw logits.
 - "mean_abs": f / mean_k |f_k| over the kept classes (rows with mean 0 are
   left as they are).
-- "softplus": softplus(f) / mean_k softplus(f_k). The paper uses softplus for
-  CIFAR-100 only; we read "softplus, then the same division" (softplus values
-  are positive, so the mean is the mean absolute value).
-The scale is part of the loss: gradients flow through it.
+- "softplus": softplus(f) / mean_k softplus(f_k) (softplus values are
+  positive, so this is "softplus, then mean_abs").
+Which rule the released losses use: LDR-KL (`LDRLoss_V1`) always applies
+"softplus"; ALDR-KL (`ALDRLoss_V1`) uses "mean_abs", and "softplus" only on
+CIFAR-100 (experiment.py). The scale is part of the loss: gradients flow
+through it.
+
+A consequence for ALDR-KL: after "mean_abs" the scores sum to K in absolute
+value, so f / lam0 spans at most K / lam0, and softmax(f / lam) can be far from
+uniform (lambda far below lam0) only when K is large against lam0. At K = 10,
+lam0 = 10 the most peaked row, (1, 0, ..., 0), keeps lambda near 9.84 however
+often it is visited; at K = 49 it falls to about 5.05, near the floor
+lam0 (1 - 1/alpha) = 5.
 """
 
 import jax
@@ -125,9 +135,9 @@ def ldr_kl(
 
   margin c = 0, lam = 1 gives cross-entropy - log K; lam -> 0 gives the
   Crammer-Singer hinge max_k (f_k - f_y + c 1[k != y]); lam -> infinity gives
-  the mean gap. The released experiments use c = 0.1 (the default here) and
-  lam = 10 for the fixed-lambda variant; the default lam = 1 keeps the CE
-  special case at hand.
+  the mean gap. The released experiments use c = 0.1 (the default here),
+  lam = 10 and normalize_logits="softplus" for the fixed-lambda variant; the
+  defaults lam = 1, no normalization keep the CE special case at hand.
 
   Args:
     logits: [..., K] scores f.
@@ -208,7 +218,10 @@ def aldr_kl(
   (normalized) logits without the margin, as the paper's update states. The
   trainer keeps lambda per training example (initialized to lam0, indexed
   by example id) and writes lam_new back; examples whose label class is masked
-  keep their lambda and get loss 0.
+  keep their lambda and get loss 0. The released experiments use lam0 = 10,
+  alpha = 2, c = 0.1 and normalize_logits="mean_abs" ("softplus" on
+  CIFAR-100); the released update adds 1e-5 to p before renormalizing it and
+  does not clip KL, which moves lambda by less than 1e-3 lam0.
 
   Args:
     logits: [..., K] scores f.

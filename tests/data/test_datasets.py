@@ -66,6 +66,56 @@ def test_label_noise_rates_and_train_only(kind, rate):
                                 clean.eval_splits["test"][0]["labels"])
 
 
+def test_gaussian_clusters_shapes_balance_and_determinism():
+  options = dict(name="gaussian_clusters", num_classes=26, dim=5, train_per_class=30,
+                 test_per_class=4)
+  dataset = build(**options)
+  train, test = dataset.train_arrays, dataset.eval_splits["test"][0]
+  assert dataset.info == {"num_classes": 26, "input_shape": (5,)}
+  assert train["inputs"].shape == (780, 5) and train["inputs"].dtype == np.float32
+  assert test["inputs"].shape == (104, 5) and list(dataset.eval_splits) == ["test"]
+  np.testing.assert_array_equal(np.bincount(train["labels"]), np.full(26, 30))
+  np.testing.assert_array_equal(np.bincount(test["labels"]), np.full(26, 4))
+  again = build(**options).train_arrays
+  np.testing.assert_array_equal(again["inputs"], train["inputs"])
+  assert not np.array_equal(build(**options, seed=1).train_arrays["inputs"], train["inputs"])
+  # Examples lie around their class mean: the nearest class centroid of the training set
+  # labels well-separated test data correctly.
+  far = build(**{**options, "separation": 20.0})
+  x, y = far.train_arrays["inputs"], far.train_arrays["labels"]
+  centroids = np.stack([x[y == k].mean(0) for k in range(26)])
+  t = far.eval_splits["test"][0]
+  nearest = np.argmin(((t["inputs"][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+  np.testing.assert_array_equal(nearest, t["labels"])
+  # Within-class spread is the unit normal.
+  np.testing.assert_allclose((x - centroids[y]).std(), 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["digits", "gaussian_clusters"])
+def test_validation_split_is_held_out_of_train_with_its_noisy_labels(name):
+  noise = dict(label_noise="uniform", noise_rate=0.4)
+  full = build(name=name, **noise).train_arrays
+  dataset = build(name=name, val_fraction=0.2, **noise)
+  train, val = dataset.train_arrays, dataset.eval_splits["val"][0]
+  assert len(val["labels"]) == round(0.2 * len(full["labels"]))
+  assert len(train["labels"]) + len(val["labels"]) == len(full["labels"])
+  rows = lambda arrays: {row.tobytes() for row in arrays["inputs"]}
+  assert not rows(train) & rows(val) and rows(train) | rows(val) == rows(full)
+  # The noise is drawn before the hold-out: every row keeps its (noisy) label.
+  label_of = {row.tobytes(): label for row, label in zip(full["inputs"], full["labels"])}
+  for split in (train, val):
+    np.testing.assert_array_equal([label_of[r.tobytes()] for r in split["inputs"]], split["labels"])
+  clean_of = {row.tobytes(): label for row, label in zip(full["inputs"], full["clean_labels"])}
+  assert any(clean_of[r.tobytes()] != label for r, label in zip(val["inputs"], val["labels"]))
+  np.testing.assert_array_equal(train["labels"] != train["clean_labels"], train["is_noisy"])
+  # The test split does not move.
+  np.testing.assert_array_equal(dataset.eval_splits["test"][0]["inputs"],
+                                build(name=name).eval_splits["test"][0]["inputs"])
+  # Seeded: the same hold-out every time.
+  again = build(name=name, val_fraction=0.2, **noise).eval_splits["val"][0]
+  np.testing.assert_array_equal(again["inputs"], val["inputs"])
+
+
 def test_digits_are_real_images():
   dataset = build(name="digits", layout="image", batch_size=None)
   x = dataset.train_arrays["inputs"]
@@ -142,6 +192,10 @@ def test_npz_loader(tmp_path):
     ({"name": "digits", "label_noise": "gaussian"}, "label noise kind 'gaussian'; valid"),
     ({"name": "modular_arithmetic", "op": "pow"}, "op 'pow'; valid: add, sub, mul"),
     ({"name": "max_retrieval", "batch_size": None}, "set train.batch_size"),
+    ({"name": "digits", "val_fraction": 1.0}, r"val_fraction must be in \[0, 1\), got 1.0"),
+    ({"name": "gaussian_clusters", "num_classes": 1}, "num_classes must be an integer >= 2, got 1"),
+    ({"name": "gaussian_clusters", "separation": 0.0}, "separation must be > 0, got 0.0"),
+    ({"name": "gaussian_clusters", "radius": 1}, "unknown field.*radius"),
 ])
 def test_bad_options_raise_one_line_errors(options, message):
   options = dict(options)

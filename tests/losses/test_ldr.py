@@ -213,6 +213,76 @@ def test_logit_normalizations():
   )
 
 
+# NumPy transcriptions of the released losses (Optimization-AI/ICML2023_LDR, loss.py), one
+# row each, float64: LDRLoss_V1 and ALDRLoss_V1 before their batch means.
+
+
+def released_ldr(f, y, lam, margin):
+  """LDRLoss_V1: softplus, divide by the row mean, then lam log mean exp(gaps / lam)."""
+  f = np.logaddexp(0.0, f)
+  f = f / f.mean()
+  gaps = (margin * (np.arange(len(f)) != y) + f - f[y]) / lam
+  top = gaps.max()
+  return lam * (np.log(np.mean(np.exp(gaps - top))) + top)
+
+
+def released_aldr(f, y, lam_old, lam0, alpha, margin):
+  """ALDRLoss_V1 without softplus (all datasets but CIFAR-100): (loss, new lambda)."""
+  k = len(f)
+  f = f / (np.abs(f).sum() / k)
+  p = np.exp(f / lam_old - np.max(f / lam_old))
+  p = p / p.sum() + 1e-5
+  p = p / p.sum()
+  kl = np.sum(p * np.log(k * p))
+  lam = lam0 - lam0 * kl / (alpha * np.log(k))
+  gaps = (margin * (np.arange(k) != y) + f - f[y]) / lam
+  top = gaps.max()
+  penalty = -0.5 * alpha * np.log(k) / lam0 * (lam - lam0) ** 2
+  return lam * (np.log(np.mean(np.exp(gaps - top))) + top) + penalty, lam
+
+
+@pytest.mark.parametrize("num_classes", [10, 26, 100])
+def test_ldr_kl_softplus_is_the_released_ldr_loss(num_classes):
+  rng = np.random.default_rng(num_classes)
+  f = 3 * rng.standard_normal((8, num_classes))
+  y = rng.integers(0, num_classes, 8)
+  want = [released_ldr(f[i], y[i], lam=10.0, margin=0.1) for i in range(8)]
+  got = L.ldr_kl(f.astype(np.float32), y, lam=10.0, margin=0.1, normalize_logits="softplus")
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # The rule matters: mean |f| without softplus is another loss.
+  other = L.ldr_kl(f.astype(np.float32), y, lam=10.0, margin=0.1, normalize_logits="mean_abs")
+  assert np.max(np.abs(np.asarray(other) - want)) > 1e-2
+
+
+@pytest.mark.parametrize("num_classes", [10, 26, 100])
+def test_aldr_kl_mean_abs_is_the_released_aldr_loss(num_classes):
+  rng = np.random.default_rng(num_classes)
+  f = 3 * rng.standard_normal((8, num_classes))
+  y = rng.integers(0, num_classes, 8)
+  lam_old = rng.uniform(5.0, 10.0, 8)
+  want = [released_aldr(f[i], y[i], lam_old[i], 10.0, 2.0, 0.1) for i in range(8)]
+  loss, lam = L.aldr_kl(f.astype(np.float32), y, lam_old.astype(np.float32), lam0=10.0,
+                        alpha=2.0, margin=0.1, normalize_logits="mean_abs")
+  # The released update smooths p by 1e-5 (module doc): lambda agrees to 1e-3 lam0.
+  np.testing.assert_allclose(lam, [w[1] for w in want], atol=1e-2)
+  np.testing.assert_allclose(loss, [w[0] for w in want], atol=1e-2)
+
+
+@pytest.mark.parametrize("num_classes, fixed_point", [(10, 9.84), (26, 8.87), (49, 5.04)])
+def test_aldr_kl_lambda_of_the_most_peaked_row_after_mean_abs(num_classes, fixed_point):
+  # The row (1, 0, ..., 0) visited again and again: lambda settles where the
+  # released rule puts it; at K = 10 it stays near lam0 = 10 by construction.
+  f = np.zeros((1, num_classes), np.float32)
+  f[0, 0] = 1.0
+  lam, lam_released = np.full(1, 10.0, np.float32), 10.0
+  for _ in range(30):
+    _, lam = L.aldr_kl(f, np.zeros(1, int), lam, lam0=10.0, alpha=2.0,
+                       normalize_logits="mean_abs")
+    lam_released = released_aldr(f[0].astype(np.float64), 0, lam_released, 10.0, 2.0, 0.1)[1]
+  np.testing.assert_allclose(lam[0], lam_released, atol=1e-2)
+  np.testing.assert_allclose(lam[0], fixed_point, atol=0.01)
+
+
 def aldr_numpy(x, labels, mask, lam, **kwargs):
   """The NumPy reference of one ALDR-KL visit for every example."""
   losses, lams = np.zeros(len(x)), np.array(lam, np.float64)

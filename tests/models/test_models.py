@@ -114,10 +114,30 @@ def test_quantize_weights_rounds_matrices_only(bits):
     models.quantize_weights(params, bits=1)
 
 
+def test_mlp_pytorch_initialization():
+  # xavier_normal: untruncated N(0, 2 / (fan_in + fan_out)); fan_in_uniform biases in
+  # +-1/sqrt(fan_in) (PyTorch's nn.Linear default), as the LDR paper's released MLP.
+  model = models.build({"name": "mlp", "hidden": (300,), "kernel_init": "xavier_normal",
+                        "bias_init": "fan_in_uniform"}, {"num_classes": 200}, dtype=jnp.float32)
+  params = jit(model.init)(jax.random.key(0), jnp.zeros((1, 100)))["params"]
+  for layer, fan_in, fan_out in (("Dense_0", 100, 300), ("Dense_1", 300, 200)):
+    kernel, bias = np.asarray(params[layer]["kernel"]), np.asarray(params[layer]["bias"])
+    std = np.sqrt(2 / (fan_in + fan_out))
+    np.testing.assert_allclose(kernel.std(), std, rtol=0.03)
+    assert np.abs(kernel).max() > 3.5 * std  # not truncated at 2 std
+    bound = fan_in**-0.5
+    assert np.abs(bias).max() <= bound and np.abs(bias).max() > 0.9 * bound
+  default = models.build({"name": "mlp", "hidden": (300,)}, {"num_classes": 200}, dtype=jnp.float32)
+  plain = jit(default.init)(jax.random.key(0), jnp.zeros((1, 100)))["params"]
+  assert not np.asarray(plain["Dense_0"]["bias"]).any()
+
+
 @pytest.mark.parametrize("options, message", [
     ({"name": "mlp", "activation": "swish"}, "activation 'swish'; valid"),
     ({"name": "transformer", "positions": "alibi"}, "positions 'alibi'; valid: rope, none"),
     ({"name": "mlp", "depth": 3}, "unknown field.*depth"),
+    ({"name": "mlp", "kernel_init": "orthogonal"}, "kernel_init 'orthogonal'; valid: lecun_normal, xavier"),
+    ({"name": "mlp", "bias_init": "ones"}, "bias_init 'ones'; valid: zeros, fan_in_uniform"),
     ({"name": "resnet"}, "unknown model 'resnet'"),
 ])
 def test_bad_model_options(options, message):
