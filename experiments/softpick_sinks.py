@@ -32,6 +32,19 @@ Verdict thresholds, fixed before the run:
 - sparser attention: softpick's sparsity above softmax's.
 Supported when all hold, not supported otherwise (with the failing parts
 named). The int8 / int4 losses are reported, not judged.
+
+Looking for a setup in which the softmax baseline forms sinks (short softmax
+trials with BOS windows on the 2-core CPU, per-(layer, head) mean weight on
+the BOS printed every 125-500 steps; base d_model 64, 4 layers, 4 heads,
+length 64, batch 32, lr 3e-3, RoPE unless said): d_model 128 (the old
+setup, 250 steps), 4 heads (1,000 steps), 8 heads, weight decay 0.1 and
+1.0, training length 128, 6 layers at lr 1e-2, 8 layers of d_model 32, no
+positional encoding (NoPE), and batch 8 for 3,000 steps. None formed a
+sink: the largest per-head mean weight on the BOS stayed at 0.12-0.27 (a
+layer-0 head) and 0.02-0.08 in deeper layers (local, previous-character
+heads), and flat or falling with training. The study runs the base setup
+for 2,000 steps with one seed (what the shared 2-core budget allows) and its
+sink-rate curve shows whether sinks start to form.
 """
 
 import math
@@ -58,7 +71,7 @@ VARIANTS = {
     "softmax": dict(_COMMON),
     "softpick": {**_COMMON, "model.normalizer": "softpick"},
 }
-SEEDS = (0, 1)
+SEEDS = (0,)
 METRICS = {
     "val_64/loss": "validation loss (nats/char)",
     "val_64/loss_int8": "validation loss with int8 weights",
