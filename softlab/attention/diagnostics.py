@@ -26,8 +26,8 @@ def sink_rate(weights: ArrayLike, threshold: float = 0.3) -> jax.Array:
 
   alpha = mean over queries t of A[t, 0] for each unit; the rate is the share
   of units with alpha > threshold. Every index of the leading dims and of N is
-  one unit. alpha is linear in A, so for a batch of examples average the
-  weights over the batch first (alpha of the mean = mean of alpha).
+  one unit. For a batch, compute the rate per example and average the rates
+  (Gu et al. threshold each sequence's alpha: vmap over the batch axis).
 
   Args:
     weights: [..., N, T, S] attention weights, e.g. [layers, N, T, S].

@@ -4,6 +4,7 @@
 "hidden" the residual stream after each block, both in layer order.
 """
 
+import jax
 import jax.numpy as jnp
 
 from softlab.attention import diagnostics
@@ -12,10 +13,22 @@ from softlab.evaluators.common import REGISTRY, Evaluator
 
 @REGISTRY.register("attention_diagnostics")
 class AttentionDiagnostics(Evaluator):
-  """Per split, over real examples: `sink_rate` (share of (layer, head) pairs whose
-  batch-mean weight on the first key exceeds the threshold), `sparsity` (share of
-  causal weights <= 1e-5) and `kurtosis` of the hidden states
-  (softlab.attention.diagnostics; "Softpick", arXiv:2504.20966). For causal models."""
+  """Per split, averaged over real examples (windows), from the sown weights and hidden states:
+
+  - `sink_rate`: share of (layer, head) pairs whose weight on the first key, averaged over the
+    queries, exceeds 0.3, per example (Gu et al.'s Sink_1^0.3, thresholded per sequence and
+    then averaged over sequences, as their evaluation code does);
+  - `sparsity`: share of causal weights <= 1e-5;
+  - `kurtosis`: of the hidden states (all layers, positions and channels pooled);
+  - `max_activation_l{i}`: the largest |activation| of block i's output (the residual stream)
+    in the window, and `max_activation` the largest over all blocks;
+  - `max_to_median`: max_activation over the median |activation| of the window's hidden
+    states, the scale-free part of the massive-activation criterion (Sun et al.: magnitudes
+    about 1000x the median).
+
+  For causal models. References: Gu et al., "When Attention Sink Emerges in Language Models",
+  arXiv:2410.10781; Sun et al., "Massive Activations in Large Language Models",
+  arXiv:2402.17762; Zuhri et al., "Softpick", arXiv:2504.20966."""
 
   def __init__(self, experiment, splits, mesh, *, every):
     super().__init__(experiment, splits, mesh, every=every)
@@ -23,15 +36,20 @@ class AttentionDiagnostics(Evaluator):
   def batch_metrics(self, params, predict, batch):
     sown = predict(params, sown=("attention_weights", "hidden"))["sown"]
     weights = jnp.stack(sown["attention_weights"])  # [layers, B, N, T, T]
-    weight = batch["weight"]
-    real = weight > 0
+    hidden = jnp.stack(sown["hidden"])  # [layers, B, T, D]
+    real = batch["weight"] > 0
     causal = jnp.tril(jnp.ones(weights.shape[-2:], bool)) & real[:, None, None, None]
+    magnitude = jnp.abs(hidden.astype(jnp.float32))
+    per_layer_max = jnp.max(magnitude, axis=(2, 3))  # [layers, B]
+    largest = jnp.max(per_layer_max, axis=0)
+    median = jnp.median(jnp.moveaxis(magnitude, 1, 0).reshape(magnitude.shape[1], -1), axis=1)
     return {
-        "sink_rate": diagnostics.sink_rate(
-            jnp.einsum("lbnts,b->lnts", weights, weight / jnp.sum(weight))),
+        "sink_rate": jax.vmap(diagnostics.sink_rate, in_axes=1)(weights),
         "sparsity": diagnostics.sparsity(weights, causal),
-        "kurtosis": diagnostics.hidden_state_kurtosis(jnp.stack(sown["hidden"]),
-                                                      where=real[:, None, None]),
+        "kurtosis": diagnostics.hidden_state_kurtosis(hidden, where=real[:, None, None]),
+        "max_activation": largest,
+        **{f"max_activation_l{i}": layer_max for i, layer_max in enumerate(per_layer_max)},
+        "max_to_median": largest / jnp.where(median > 0, median, 1),
     }
 
 

@@ -156,6 +156,37 @@ def test_text_corpus_windows_and_eval_lengths():
   assert dataset.eval_splits["val_128"][0]["tokens"].shape == (4, 129)
 
 
+def test_text_corpus_bos_starts_every_window_and_shifts_targets():
+  options = dict(name="text_corpus", seq_len=32, eval_lengths=(32, 64), eval_windows=4,
+                 batch_size=8, eval_batch_size=3)
+  plain, bos = build(**options), build(**options, bos=True)
+  characters = plain.info["vocab_size"]
+  assert bos.info["vocab_size"] == characters + 1 and bos.info["bos_id"] == characters
+  assert "bos_id" not in plain.info
+  text = data.corpus.corpus_text()
+  vocabulary = bos.info["vocabulary"]
+  batch = bos.train_batch(0)["tokens"]
+  assert batch.shape == (8, 33)  # BOS + 32 characters: inputs [BOS, c1..c31], targets c1..c32
+  np.testing.assert_array_equal(batch[:, 0], characters)
+  assert batch[:, 1:].max() < characters
+  for row in batch:
+    assert "".join(vocabulary[t] for t in row[1:]) in text
+  inputs, targets = batch[:, :-1], batch[:, 1:]
+  assert (inputs[:, 0] == characters).all() and not (targets == characters).any()
+  np.testing.assert_array_equal(inputs[:, 1:], targets[:, :-1])
+  np.testing.assert_array_equal(batch, build(**options, bos=True).train_batch(0)["tokens"])
+  assert not np.array_equal(batch, bos.train_batch(1)["tokens"])
+  for length in (32, 64):
+    windows = np.concatenate([b["tokens"] for b in bos.eval_splits[f"val_{length}"]])
+    assert windows.shape == (4, length + 1)
+    np.testing.assert_array_equal(windows[:, 0], characters)
+    assert windows[:, 1:].max() < characters
+    chunks = ["".join(vocabulary[t] for t in row[1:]) for row in windows]
+    assert "".join(chunks) in text  # consecutive, non-overlapping windows of the validation text
+  with pytest.raises(ValueError, match="text_corpus bos must be True or False"):
+    build(**options, bos="yes")
+
+
 def test_digit_captions_name_the_digit_and_prompts_exist():
   dataset = build(name="digit_captions", batch_size=16)
   batch = dataset.train_batch(0)
