@@ -4,7 +4,9 @@ The runs are chosen from the loss registry: each loss through the first
 trainer that feeds its kind, and every (trainer, kind) adapter at least once.
 Losses of a kind no trainer feeds yet are pending: computed from the registry
 and `kinds.NO_TRAINER_YET`, listed in `test_pending_losses_*` and checked to
-fail with the one-line "none yet" error.
+fail with the one-line "none yet" error. The default suite trains one loss
+per (trainer, kind) adapter; the other losses' runs are `slow` (each of them
+is also checked against its NumPy reference in tests/losses).
 """
 
 import inspect
@@ -73,7 +75,17 @@ def test_required_hyperparameters_are_supplied():
       assert required <= set(REQUIRED.get(name, {})), name
 
 
-@pytest.mark.parametrize("name, trainer", runs(), ids=[f"{t}-{n}" for n, t in runs()])
+def adapter_runs():
+  """The first run of each (trainer, kind) adapter: the default suite's share of the walk."""
+  first = {}
+  for name, trainer in runs():
+    first.setdefault((trainer, losses.info(name).describe()), (name, trainer))
+  return set(first.values())
+
+
+@pytest.mark.parametrize("name, trainer", [
+    pytest.param(n, t, id=f"{t}-{n}", marks=[] if (n, t) in adapter_runs() else [pytest.mark.slow])
+    for n, t in runs()])
 def test_every_loss_trains_two_steps(name, trainer, tmp_path):
   summary = loop.train(config_for(name, trainer), str(tmp_path))
   assert summary["step"] == 2

@@ -60,6 +60,7 @@ def test_contrastive_learns_zero_shot_and_rejects_padding(tmp_path):
 DIAGNOSTICS_AT_32 = {"name": "attention_diagnostics", "splits": ("val_32",)}
 
 
+@pytest.mark.slow  # 19 s; the 2-step lm config run evaluates every length in the default suite
 def test_lm_learns_and_evaluates_every_length(tmp_path):
   config = quick("configs/lm/softmax.py", **{
       "train.steps": 40, "train.eval_every": 40, "train.batch_size": 16,
@@ -83,15 +84,18 @@ def test_lm_metrics_leave_out_padding_examples(tmp_path):
   # attention RMS and the diagnostics must be those of the 6 real windows.
   config = quick("configs/lm/softmax.py", **{
       "train.steps": 2, "train.eval_every": 2, "train.batch_size": 6, "train.eval_batch_size": 6,
-      "data.eval_lengths": (64,), "data.eval_windows": 6, "model.d_model": 32,
-      "evals.diagnostics": {"name": "attention_diagnostics", "splits": ("val_64",)}})
+      "data.seq_len": 16, "data.eval_lengths": (16,), "data.eval_windows": 6, "model.d_model": 32,
+      "model.num_layers": 1,
+      "evals.diagnostics": {"name": "attention_diagnostics", "splits": ("val_16",)}})
   one = loop.train(override(config, {"train.num_devices": 1}), str(tmp_path / "one"))
   four = loop.train(override(config, {"train.num_devices": 4}), str(tmp_path / "four"))
-  for key in ("train/attention_rms", "train/loss", "val_64/sink_rate", "val_64/sparsity",
-              "val_64/kurtosis", "val_64/loss"):
+  for key in ("train/attention_rms", "train/loss", "val_16/sink_rate", "val_16/sparsity",
+              "val_16/kurtosis", "val_16/loss"):
     assert four[key] == pytest.approx(one[key], rel=1e-4), key
 
 
+@pytest.mark.slow  # 15 s; the fused loss equals the dense one in tests/losses/test_vocab.py and
+# trains through the lm trainer in tests/trainers/test_loss_kinds.py
 def test_lm_fused_head_loss_equals_logits_loss(tmp_path):
   updates = {"train.steps": 1, "train.eval_every": 1, "train.batch_size": 8,
              "data.seq_len": 16, "data.eval_lengths": (16,), "data.eval_windows": 4,
