@@ -76,3 +76,94 @@ def text_corpus(options, *, batch_size, eval_batch_size, seed):
   if bos:
     info["bos_id"] = bos_id
   return Dataset(train_batch=train_batch, eval_splits=splits, info=info)
+
+
+def bigram_statistics(tokens: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """The corpus's character frequencies and bigram transition matrix (row x -> next-token
+  probabilities; a character that never precedes another gets the marginal as its row)."""
+  marginal = np.bincount(tokens, minlength=vocab_size).astype(np.float64)
+  marginal /= marginal.sum()
+  counts = np.zeros((vocab_size, vocab_size))
+  np.add.at(counts, (tokens[:-1], tokens[1:]), 1.0)
+  totals = counts.sum(axis=1, keepdims=True)
+  transition = np.where(totals > 0, counts / np.maximum(totals, 1.0), marginal[None, :])
+  return marginal, transition
+
+
+def sample_rows(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarray:
+  """One categorical draw per row of `probabilities` [n, V] (inverse CDF)."""
+  cdf = np.cumsum(probabilities, axis=1)
+  draws = rng.random((len(probabilities), 1)) * cdf[:, -1:]
+  return np.minimum((cdf < draws).sum(axis=1), probabilities.shape[1] - 1)
+
+
+def bigram_backcopy_sequences(rng, num, length, *, marginal, transition, triggers, bos_id):
+  """`num` Bigram-Backcopy sequences of `length` + 1 tokens: [BOS, x_1, ..., x_length].
+
+  x_1 is drawn from the marginal without the trigger characters; after that
+  x_{t+1} copies x_{t-1} when x_t is a trigger and follows the bigram
+  transition of x_t otherwise (the generator of the paper's released code).
+  """
+  start = marginal.copy()
+  start[triggers] = 0.0
+  tokens = np.empty((num, length + 1), np.int32)
+  tokens[:, 0] = bos_id
+  tokens[:, 1] = sample_rows(rng, np.broadcast_to(start, (num, len(start))))
+  is_trigger = np.zeros(len(marginal), bool)
+  is_trigger[triggers] = True
+  for t in range(2, length + 1):
+    previous = tokens[:, t - 1]
+    bigram = sample_rows(rng, transition[previous])
+    copy = tokens[:, t - 2] if t > 2 else bigram
+    tokens[:, t] = np.where(is_trigger[previous] & (t > 2), copy, bigram)
+  return tokens
+
+
+@REGISTRY.register("bigram_backcopy")
+def bigram_backcopy(options, *, batch_size, eval_batch_size, seed):
+  """The Bigram-Backcopy task, where attention sinks form in small transformers.
+
+  Guo et al., "Active-Dormant Attention Heads: Mechanistically Demystifying
+  Extreme-Token Phenomena in LLMs" (arXiv:2410.13835), Section 2: every
+  sequence starts with a BOS token; tokens follow the bigram statistics of a
+  character corpus, except after one of the `num_triggers` most frequent
+  characters (the triggers), where the next token copies the one before the
+  trigger. A head that implements the copy is active on triggers and, with
+  softmax attention, dumps its weight on the BOS everywhere else: an
+  attention sink, with the value-state drain and residual-state peak that go
+  with it. The paper builds the bigram statistics from Shakespeare; here they
+  come from Python's help text (`text_corpus`), and the BOS id is the number
+  of characters. The released code uses 3 or 5 triggers and length 256.
+
+  Training batches are fresh sequences per step; `val_{seq_len}` holds
+  `eval_windows` fixed sequences. The loss (on shifted targets) never
+  predicts the BOS.
+  """
+  seq_len = options.pop("seq_len", 64)
+  num_triggers = options.pop("num_triggers", 3)
+  eval_windows = options.pop("eval_windows", 64)
+  reject_unknown(options, "bigram_backcopy")
+  require_batch_size(batch_size, "bigram_backcopy")
+  text = corpus_text()
+  vocab = sorted(set(text))
+  if not isinstance(num_triggers, int) or not 1 <= num_triggers < len(vocab):
+    raise ValueError(
+        f"bigram_backcopy num_triggers must be an integer in [1, {len(vocab) - 1}], got"
+        f" {num_triggers!r}")
+  tokens = np.searchsorted(np.array(vocab), np.array(list(text))).astype(np.int32)
+  marginal, transition = bigram_statistics(tokens, len(vocab))
+  triggers = np.argsort(-marginal, kind="stable")[:num_triggers]
+  bos_id = len(vocab)
+
+  def sequences(rng, num):
+    return bigram_backcopy_sequences(rng, num, seq_len, marginal=marginal,
+                                     transition=transition, triggers=triggers, bos_id=bos_id)
+
+  def train_batch(step):
+    return with_weight({"tokens": sequences(rng_for(seed, 10, step), batch_size)})
+
+  val = {"tokens": sequences(rng_for(seed, 11), eval_windows)}
+  info = {"vocab_size": len(vocab) + 1, "seq_len": seq_len, "bos_id": bos_id,
+          "vocabulary": "".join(vocab), "triggers": "".join(vocab[i] for i in triggers)}
+  return Dataset(train_batch=train_batch, eval_splits={f"val_{seq_len}": chunk(val, eval_batch_size)},
+                 info=info)
