@@ -1,6 +1,8 @@
 """Shared test setup: 8 simulated CPU devices, deterministic hypothesis, float64 on demand."""
 
 import os
+import shutil
+import tempfile
 
 # Before JAX initializes its backend: 8 CPU devices for the multi-device tests
 # (single-device code keeps running on device 0).
@@ -11,6 +13,18 @@ os.environ["XLA_FLAGS"] = (
 # numerics are unchanged; only the generated code is slower). Set in the
 # environment, so the `softlab` subprocesses and study workers inherit it.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# Many tests compile the same programs (every trainer run re-jits its steps): a
+# compilation cache shared by this session's processes (xdist workers,
+# subprocesses) compiles each once. The controller makes a fresh folder, so a
+# run never reads an earlier run's programs, and removes it at the end.
+if "SOFTLAB_TEST_JAX_CACHE" not in os.environ:
+  os.environ["SOFTLAB_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="softlab-test-jax-cache-")
+  _OWNS_CACHE = True
+else:
+  _OWNS_CACHE = False
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SOFTLAB_TEST_JAX_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -25,6 +39,11 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("softlab")
+
+
+def pytest_sessionfinish(session):
+  if _OWNS_CACHE:
+    shutil.rmtree(os.environ["SOFTLAB_TEST_JAX_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture
