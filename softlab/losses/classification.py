@@ -845,7 +845,10 @@ def nce_mae(
   """Active-passive loss NCE+MAE: alpha NCE + beta MAE, MAE = 2 (1 - p_y).
 
   NCE = log p_y / sum_k log p_k; MAE = sum_k |p_k - e_y,k| as the paper
-  defines it. alpha = beta = 1 are the paper's CIFAR-10 values.
+  defines it. The APL code's MeanAbsoluteError is the "reduced" 1 - p_y, so
+  its beta is twice the beta here. alpha = beta = 1 are the CIFAR-10 values
+  (also in github.com/hitcszx/ALFs, config.py; CIFAR-100: alpha = 10,
+  beta = 1).
 
   Args:
     logits: [..., K] scores.
@@ -916,7 +919,8 @@ def nfl_mae(
 ) -> jax.Array:
   """Active-passive loss NFL+MAE: alpha NFL + beta MAE, MAE = 2 (1 - p_y).
 
-  alpha = beta = 1, gamma = 0.5 are the paper's CIFAR-10 values.
+  MAE as in `nce_mae` (twice the APL code's 1 - p_y). alpha = beta = 1,
+  gamma = 0.5 are the paper's CIFAR-10 values.
 
   Args:
     logits: [..., K] scores.
