@@ -479,20 +479,112 @@ def _bounded_scores(x, mask, axis, scale, floor):
 # ---------------------------------------------------------------------------
 
 
+def _mantissa_exponent_sum(m, n, axis):
+  """(S, N) with sum_i m_i 2^n_i = S 2^N, accumulated pairwise in one reduction.
+
+  Combining (m1, n1) and (m2, n2) keeps the larger exponent N = max(n1, n2)
+  and rescales the other mantissa by 2^(n - N) <= 1, so no partial sum grows
+  past (number of entries) x max m. Pairs with n = -inf (masked) add 0.
+  """
+
+  def combine(a, b):
+    (m1, n1), (m2, n2) = a, b
+    top = jnp.maximum(n1, n2)
+    scale = lambda e: jnp.exp2(jnp.where(e == top, 0, e - top))
+    return m1 * scale(n1) + m2 * scale(n2), top
+
+  zero = jnp.zeros((), m.dtype)
+  total, top = jax.lax.reduce((m, n), (zero, zero - jnp.inf), combine, (axis,))
+  return jnp.expand_dims(total, axis), jnp.expand_dims(top, axis)
+
+
+# ln 2 = hi + lo with hi's low bits zero, so n * hi is exact for |n| < 2^15
+# (float32) or 2^20 (float64): Cody-Waite range reduction, as the paper's kernels.
+_LN2_SPLIT = {
+    jnp.dtype(jnp.float32): (0.693359375, -2.12194440e-4),
+    jnp.dtype(jnp.float64): (6.93147180369123816490e-01, 1.90821492927058770002e-10),
+}
+
+
+def _reduce_by_ln2(x, n):
+  """x - n ln 2 without the rounding error of n * ln 2 (x ~ 1e4 keeps 7 digits)."""
+  hi, lo = _LN2_SPLIT[jnp.dtype(x.dtype)]
+  return (x - n * hi) - n * lo
+
+
+def _two_pass_softmax(x, mask, axis):
+  """Softmax by the two-pass algorithm; its Jacobian is softmax's (custom JVP).
+
+  Pass 1 writes exp(x_i) = m_i 2^n_i with n_i = round(x_i / ln 2) and
+  m_i = exp(x_i - n_i ln 2) in [2^-1/2, 2^1/2] (never overflows) and sums the
+  pairs (`_mantissa_exponent_sum`); pass 2 gives y_i = (m_i / S) 2^(n_i - N).
+  No row max is needed first.
+  """
+
+  @jax.custom_jvp
+  def normalize(x):
+    n = jnp.where(mask, jnp.round(x / math.log(2)), -jnp.inf)
+    m = jnp.where(mask, jnp.exp(_reduce_by_ln2(x, jnp.where(mask, n, 0))), 0)
+    total, top = _mantissa_exponent_sum(m, n, axis)
+    gap = jnp.where(mask & jnp.isfinite(top), n - jnp.where(jnp.isfinite(top), top, 0), -jnp.inf)
+    return _safe_divide_rows(m * jnp.exp2(gap), total)
+
+  @normalize.defjvp
+  def _(primals, tangents):
+    y = normalize(*primals)
+    t = jnp.where(mask, tangents[0], 0)
+    return y, y * (t - jnp.sum(y * t, axis=axis, keepdims=True))
+
+  return normalize(x)
+
+
 @register("softmax", attention=AttentionSpec(online=SOFTMAX_ONLINE))
-def softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
+def softmax(
+    x: ArrayLike, axis: int = -1, where: ArrayLike | None = None, *, two_pass: bool = False
+):
   """Softmax: exp(x_i - max x) / sum_j exp(x_j - max x).
+
+  two_pass=True computes the same weights by the Two-Pass Softmax algorithm:
+  exp(x_i) is held as a (mantissa, exponent) pair m_i 2^n_i, the pairs are
+  summed in one reduction that keeps the largest exponent (Algorithm 3 of the
+  paper; no separate pass for the row max), and a second pass divides. Its
+  results match the max-shift form to float rounding and stay finite for
+  scores of any size (|x| = 1e4 included). Chunked attention always uses the
+  online form (SOFTMAX_ONLINE); the option concerns this function.
 
   Args:
     x: scores.
     axis: the axis to normalize over.
     where: boolean mask, True = keep.
+    two_pass: use the (mantissa, exponent) two-pass algorithm.
 
   Returns:
     Weights summing to 1 over each row with an unmasked entry.
+
+  References:
+    Dukhan & Ablavatski, "The Two-Pass Softmax Algorithm", arXiv:2001.04438.
   """
   x, mask, axis, out_dtype = _prepare(x, axis, where)
+  if two_pass:
+    return _two_pass_softmax(x, mask, axis).astype(out_dtype)
   return _softmax(x, mask, axis).astype(out_dtype)
+
+
+def top_k_mask(x, mask, axis, k):
+  """The k largest kept entries of each row along axis (all kept ones if fewer).
+
+  Ties go to the lower index (jax.lax.top_k's order), so exactly min(k, kept)
+  entries are selected; masked entries never are. k must be a Python int
+  (shapes depend on it).
+  """
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ValueError(f"k must be a positive int, got {k!r}")
+  k = min(k, x.shape[axis])
+  scores = jnp.moveaxis(jnp.where(mask, x, -jnp.inf), axis, -1)
+  _, indices = jax.lax.top_k(scores, k)
+  chosen = jnp.put_along_axis(jnp.zeros(scores.shape, bool), indices, True, axis=-1,
+                              inplace=False)
+  return jnp.moveaxis(chosen, -1, axis) & mask
 
 
 @register("log_softmax", not_weights="returns log-weights")
@@ -861,6 +953,36 @@ def softpick(
   total = jnp.sum(jnp.abs(e), axis=axis, keepdims=True)
   weights = jax.nn.relu(e) / (total + jnp.asarray(eps, x.dtype))
   return weights.astype(out_dtype)
+
+
+@register("topk_softmax", attention=AttentionSpec())
+def topk_softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None, *, k: int = 5):
+  """Top-k (sparse) softmax: softmax over the k largest entries of a row, 0 elsewhere.
+
+  w_i = exp(x_i) / sum_{j in T} exp(x_j) for i in T, the k largest kept
+  entries; ties at the k-th place go to the lower index (so exactly k entries
+  are kept, as in a top-k mixture-of-experts gate); masked and -inf entries
+  are never selected. k >= the number of kept entries gives softmax, k = 1 the
+  one-hot argmax. The selection carries no gradient; within T it is softmax's.
+
+  Args:
+    x: scores.
+    axis: the axis to normalize over.
+    where: boolean mask, True = keep.
+    k: number of entries kept per row (a positive Python int); the default 5
+      is ours (the paper sets k per task).
+
+  Returns:
+    Weights summing to 1 over each row with an unmasked entry, at most k nonzero.
+
+  References:
+    Sun et al., "Sparse-softmax: A Simpler and Faster Alternative Softmax
+    Transformation", arXiv:2112.12433; Shazeer et al., "Outrageously Large
+    Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer" (top-k
+    gate), arXiv:1701.06538.
+  """
+  x, mask, axis, out_dtype = _prepare(x, axis, where)
+  return _softmax(x, top_k_mask(x, mask, axis, k), axis).astype(out_dtype)
 
 
 @register("sparsemax", attention=AttentionSpec())

@@ -20,9 +20,18 @@ from softlab import normalizers as N
 # ---------------------------------------------------------------------------
 
 
-def ref_softmax(v):
+def ref_softmax(v, two_pass=False):
+  # two_pass is an algorithm of the same function: one reference for both.
   e = np.exp(v - v.max())
   return e / e.sum()
+
+
+def ref_topk_softmax(v, k=5):
+  # Ties at the k-th place go to the lower index: a stable sort of -v.
+  chosen = np.argsort(-v, kind="stable")[:k]
+  out = np.zeros_like(v)
+  out[chosen] = ref_softmax(v[chosen])
+  return out
 
 
 def ref_log_softmax(v):
@@ -115,10 +124,11 @@ REFERENCES = {
     "entmax15": ref_entmax15,
     "sa_softmax": ref_sa_softmax,
     "adaptive_softmax": ref_adaptive_softmax,
+    "topk_softmax": ref_topk_softmax,
 }
 LOG_NORMALIZERS = {"log_softmax", "log_stablemax"}
 SUMS_TO_ONE = {"softmax", "stablemax", "ssmax", "softplus", "sparsemax",
-               "entmax15", "adaptive_softmax", "gumbel_softmax"}
+               "entmax15", "adaptive_softmax", "gumbel_softmax", "topk_softmax"}
 DETERMINISTIC = sorted(REFERENCES)
 # Normalizers with extra variants worth running through every generic test.
 VARIANTS = {
@@ -128,6 +138,8 @@ VARIANTS = {
     "lssar_p3": ("softplus", {"sharpen_power": 3.0}),
     "lssar_p15": ("softplus", {"sharpen_power": 15.0}),
     "sa_softmax_raw": ("sa_softmax", {"normalized": False}),
+    "softmax_two_pass": ("softmax", {"two_pass": True}),
+    "topk_softmax_k1": ("topk_softmax", {"k": 1}),
 }
 ALL_CASES = DETERMINISTIC + sorted(VARIANTS)
 
@@ -240,7 +252,7 @@ GRAD_ORDER = {
     "softmax": 2, "log_softmax": 2, "stablemax": 2, "log_stablemax": 2,
     "ssmax": 2, "ssmax_s1": 2, "sigmoid": 2, "sigmoid_bias": 2, "softplus": 2,
     "softplus_scaled": 2, "adaptive_softmax": 2, "sa_softmax": 2,
-    "sa_softmax_raw": 2,
+    "sa_softmax_raw": 2, "softmax_two_pass": 2,
 }
 
 
@@ -368,6 +380,33 @@ def test_lssar_sharpening():
   short = N.softplus(x[:, :3], sharpen_power=3.0)
   w = np.asarray(N.softplus(x[:, :3]), np.float64)[0] * 3
   np.testing.assert_allclose(short[0], w**3 / np.sum(w**3), rtol=1e-5)
+
+
+def test_two_pass_softmax_never_overflows_and_equals_softmax():
+  x = jnp.array([[1e4, 1e4 - 1.0, -1e4, 0.0], [-1e4, -1e4, -1e4 + 2.0, -9999.0],
+                 [88.0, 89.0, 90.0, 91.0]], jnp.float32)  # exp(89) overflows float32
+  got = N.softmax(x, two_pass=True)
+  assert np.all(np.isfinite(got))
+  np.testing.assert_allclose(got, rowwise(ref_softmax, x), rtol=1e-6, atol=1e-7)
+  grad = jax.grad(lambda x: jnp.sum(N.softmax(x, two_pass=True)[:, 0]))(x)
+  np.testing.assert_allclose(grad, jax.grad(lambda x: jnp.sum(N.softmax(x)[:, 0]))(x), atol=1e-7)
+
+
+def test_topk_softmax_special_cases():
+  x = jnp.asarray(RANDOM)
+  np.testing.assert_allclose(N.topk_softmax(x, k=9), N.softmax(x), rtol=1e-6)
+  np.testing.assert_allclose(N.topk_softmax(x, k=100), N.softmax(x), rtol=1e-6)
+  np.testing.assert_array_equal(N.topk_softmax(x, k=1), jax.nn.one_hot(jnp.argmax(x, -1), 9))
+  assert np.all(np.sum(N.topk_softmax(x, k=3) > 0, axis=-1) == 3)
+  # Ties at the k-th place: the lower index wins; -inf and masked never chosen.
+  tied = jnp.array([[2.0, 1.0, 2.0, 2.0, -jnp.inf, 3.0]])
+  np.testing.assert_array_equal(N.topk_softmax(tied, k=2) > 0, [[1, 0, 0, 0, 0, 1]])
+  np.testing.assert_array_equal(N.topk_softmax(tied, k=9) > 0, [[1, 1, 1, 1, 0, 1]])
+  where = jnp.array([[False, True, True, True, True, True]])
+  np.testing.assert_array_equal(N.topk_softmax(tied, where=where, k=2) > 0, [[0, 0, 1, 0, 0, 1]])
+  for bad in (0, 2.0, True):
+    with pytest.raises(ValueError, match="k must be a positive int"):
+      N.topk_softmax(x, k=bad)
 
 
 def test_sa_softmax_zero_row_gives_zero():
@@ -520,14 +559,22 @@ def test_property_finite_values_and_gradients(x, where):
     assert np.all(np.isfinite(grad)), name
 
 
+# Top-k softmax breaks ties at the k-th place by position, so it is permutation
+# equivariant on rows without ties only.
+BREAKS_TIES_BY_POSITION = {"topk_softmax", "topk_softmax_k1"}
+
+
 @given(x=st.one_of(FINITE_ROWS, CLUSTERED_ROWS), seed=st.integers(0, 2**16))
 def test_property_permutation_equivariance(x, seed):
   perm = np.random.default_rng(seed).permutation(x.shape[-1])
   keep = np.ones(x.shape, bool)
   permuted, original = values_and_grads()(x[:, perm], keep), values_and_grads()(x, keep)
+  distinct = np.array([len(np.unique(row)) == len(row) for row in x])
   for name in ALL_CASES:
+    rows = distinct if name in BREAKS_TIES_BY_POSITION else np.ones_like(distinct)
     np.testing.assert_allclose(
-        permuted[name][0], original[name][0][:, perm], rtol=1e-5, atol=1e-6, err_msg=name
+        np.asarray(permuted[name][0])[rows], np.asarray(original[name][0])[:, perm][rows],
+        rtol=1e-5, atol=1e-6, err_msg=name
     )
 
 

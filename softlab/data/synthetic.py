@@ -176,6 +176,26 @@ def gaussian_cluster_arrays(rng, means, per_class):
   return inputs.astype(np.float32), labels
 
 
+def multilabel_cluster_arrays(rng, means, per_class, max_labels):
+  """Like `gaussian_cluster_arrays`, with 1 to max_labels classes per example.
+
+  Example i's first class is i's balanced class (per_class examples each), and
+  L - 1 further distinct classes join it, L ~ uniform{1, ..., max_labels};
+  x = sum of the chosen classes' means + N(0, I). Labels: a [N, K] float32
+  0/1 label matrix.
+  """
+  inputs, first = gaussian_cluster_arrays(rng, means, per_class)
+  num_classes = means.shape[0]
+  counts = rng.integers(1, max_labels + 1, len(first))
+  label_matrix = np.zeros((len(first), num_classes), np.float32)
+  for i, (k, count) in enumerate(zip(first, counts)):
+    others = rng.permutation(np.delete(np.arange(num_classes), k))[: count - 1]
+    label_matrix[i, k] = 1.0
+    label_matrix[i, others] = 1.0
+    inputs[i] += means[others].sum(0).astype(np.float32)
+  return inputs, label_matrix
+
+
 @REGISTRY.register("gaussian_clusters")
 def gaussian_clusters(options, *, batch_size, eval_batch_size, seed):
   """K classes of isotropic Gaussian clusters, x = mu_y + N(0, I_dim), with class
@@ -186,26 +206,43 @@ def gaussian_clusters(options, *, batch_size, eval_batch_size, seed):
   scikit-learn tabular sets stop at K = 10). Label noise and a validation split
   as for `digits` (`label_noise`, `noise_rate`, `val_fraction`; see
   `base.noisy_train_split`); the test split stays clean.
+
+  `max_labels` > 1 makes it multi-label: every example carries 1 to
+  max_labels distinct classes (the number uniform), x = the sum of their
+  means + N(0, I_dim), and "labels" is a [N, K] 0/1 label matrix
+  (info["multilabel"] = True; no label noise).
   """
   num_classes = options.pop("num_classes", 10)
   dim = options.pop("dim", 16)
   separation = options.pop("separation", 1.0)
   train_per_class = options.pop("train_per_class", 50)
   test_per_class = options.pop("test_per_class", 20)
+  max_labels = options.pop("max_labels", 1)
   for name, value, low in (("num_classes", num_classes, 2), ("dim", dim, 1),
                            ("train_per_class", train_per_class, 1),
-                           ("test_per_class", test_per_class, 1)):
+                           ("test_per_class", test_per_class, 1), ("max_labels", max_labels, 1)):
     if not isinstance(value, int) or value < low:
       raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
   if not separation > 0:
     raise ValueError(f"separation must be > 0, got {separation}")
+  if max_labels > num_classes:
+    raise ValueError(f"max_labels must be <= num_classes = {num_classes}, got {max_labels}")
+  multilabel = max_labels > 1
+  if multilabel and options.get("label_noise", "none") != "none":
+    raise ValueError("label_noise needs single labels; with max_labels > 1 use 'none'")
   means = separation * rng_for(seed, 20).standard_normal((num_classes, dim))
-  train_inputs, train_labels = gaussian_cluster_arrays(rng_for(seed, 21), means, train_per_class)
-  test_inputs, test_labels = gaussian_cluster_arrays(rng_for(seed, 22), means, test_per_class)
+  if multilabel:
+    draw = lambda stream, count: multilabel_cluster_arrays(rng_for(seed, stream), means, count,
+                                                          max_labels)
+  else:
+    draw = lambda stream, count: gaussian_cluster_arrays(rng_for(seed, stream), means, count)
+  train_inputs, train_labels = draw(21, train_per_class)
+  test_inputs, test_labels = draw(22, test_per_class)
   train, val = noisy_train_split(train_inputs, train_labels, num_classes, options, seed)
   reject_unknown(options, "gaussian_clusters")
+  info = {"num_classes": num_classes, "input_shape": (dim,)}
   return array_dataset(
       train, {"test": {"inputs": test_inputs, "labels": test_labels}, **val},
-      {"num_classes": num_classes, "input_shape": (dim,)},
+      {**info, "multilabel": True} if multilabel else info,
       batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
   )

@@ -128,14 +128,29 @@ def safe_pow(base, exponent):
   return jnp.where(positive, powered, at_zero)
 
 
+def normalized_focal(log_probs, one_hot, mask, gamma):
+  """NFL = FL_y / sum_k FL_k, FL_k = -(1 - p_k)^gamma log p_k, over the kept classes.
+
+  In [0, 1]; gamma = 0 gives NCE; 0 with one kept class.
+
+  References:
+    Ma et al., "Normalized Loss Functions for Deep Learning with Noisy
+    Labels", arXiv:2006.13554 (NFL: Section 3, the normalized form of Eq. 5).
+  """
+  focal = -safe_pow(-jnp.expm1(log_probs), gamma) * log_probs
+  total = jnp.sum(jnp.where(mask, focal, 0), axis=-1)
+  nonzero = total > 0
+  ratio = label_value(focal, one_hot) / jnp.where(nonzero, total, 1)
+  return jnp.where(nonzero, ratio, 0)
+
+
 def normalized_cross_entropy(log_probs, one_hot, mask):
   """NCE = log p_y / sum_k log p_k over the kept classes (0 with one class).
+
+  The gamma = 0 case of `normalized_focal`.
 
   References:
     Ma et al., "Normalized Loss Functions for Deep Learning with Noisy
     Labels", arXiv:2006.13554.
   """
-  total = jnp.sum(jnp.where(mask, log_probs, 0), axis=-1)
-  nonzero = total < 0
-  ratio = label_value(log_probs, one_hot) / jnp.where(nonzero, total, -1)
-  return jnp.where(nonzero, ratio, 0)
+  return normalized_focal(log_probs, one_hot, mask, 0.0)

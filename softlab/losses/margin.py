@@ -487,7 +487,7 @@ def sphereface2(
     labels: ArrayLike,
     *,
     b: ArrayLike,
-    r: float = 30.0,
+    r: float = 40.0,
     m: float = 0.4,
     lam: float = 0.7,
     t: float = 3.0,
@@ -500,8 +500,15 @@ def sphereface2(
   g(c) = 2 ((c + 1) / 2)^t - 1. Each class is a one-vs-all binary problem
   with a learnable bias b (start from `sphereface2_bias_init`) and
   lam balancing the one positive against the C - 1 negatives. The gradient
-  is that of this formula (g included). Defaults are the paper's choices as
-  we read them: lam = 0.7, r = 30, m = 0.4, t = 3.
+  is that of this formula (g included), as in the authors' current
+  SphereFace2-C head; an earlier version of their code applied g and the
+  margin as a detached shift of r cos. Defaults are those of the authors'
+  released code (github.com/ydwen/opensphere, model/head/sphereface2c.py):
+  lam = 0.7 (its `alpha`, "the lambda in paper Eqn. 5"), r = 40, m = 0.4,
+  t = 3; r was 30 here before, unchecked. That code also multiplies the loss
+  by a weight lw = 50 and averages over the N x C binary terms, so its value
+  is lw / N times the mean of these per-example values; the loss weight is
+  the caller's.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
@@ -536,7 +543,7 @@ def sphereface2(
 def sphereface2_bias_init(
     num_classes: int,
     *,
-    r: float = 30.0,
+    r: float = 40.0,
     m: float = 0.4,
     lam: float = 0.7,
     t: float = 3.0,

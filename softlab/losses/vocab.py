@@ -93,7 +93,7 @@ def _sum_to_varying_axes_of(cotangent, primal):
 
 def _forward(hidden, weight, labels, config):
   """(loss of every token, its lse), by blocks over the vocabulary."""
-  block, z_loss, cap, axis_name, cdtype = config
+  block, z_loss, cap, axis_name, cdtype, _ = config
   vocab = weight.shape[1]
 
   def body(j, carry):
@@ -135,43 +135,64 @@ def _fused_fwd(hidden, weight, labels, keep, config):
   return jnp.where(keep, loss, 0), (hidden, weight, labels, keep, lse)
 
 
+def _label_gradients(hidden, weight, local, g, cap, cdtype):
+  """(d_hidden, d_weight) of the -[v = y_i] part of d loss_i / d l_iv, times g.
+
+  One gathered column per token (tokens whose label is on another device add
+  nothing); under the soft cap times 1 - tanh^2 of the label's logit.
+  """
+  w_target = jnp.take(weight, jnp.maximum(local, 0), axis=1)
+  scale = jnp.where(local >= 0, -g, 0)
+  if cap is not None:
+    raw = jnp.einsum("nd,dn->n", hidden, w_target, preferred_element_type=cdtype)
+    t = jnp.tanh(raw / cap)
+    scale = scale * (1 - t * t)
+  d_hidden = scale[:, None] * w_target.T.astype(cdtype)
+  d_weight = jnp.zeros(weight.shape, weight.dtype).at[:, jnp.maximum(local, 0)].add(
+      (hidden.T.astype(cdtype) * scale[None, :]).astype(weight.dtype))
+  return d_hidden, d_weight
+
+
 def _fused_bwd(config, residuals, g):
   """d_hidden and d_weight, recomputing each block's logits.
 
   d loss_i / d l_iv = (1 + 2 z_loss lse_i) p_iv - [v = y_i], times
-  1 - tanh^2 under the soft cap.
+  1 - tanh^2 under the soft cap. The softmax part goes block by block; with
+  filter_eps, a block whose probabilities p_iv are all below it (for every
+  token) skips its two gradient matmuls (Cut Cross-Entropy's gradient
+  filtering). The label part is one gathered column per token, never skipped.
   """
-  block, z_loss, cap, axis_name, cdtype = config
+  block, z_loss, cap, axis_name, cdtype, filter_eps = config
   hidden, weight, labels, keep, lse = residuals
   vocab = weight.shape[1]
   g = jnp.where(keep, g, 0).astype(cdtype)
   coef = (g * (1 + 2 * z_loss * lse))[:, None]
-  local = _local_labels(labels, vocab, axis_name)[:, None]
+  local = _local_labels(labels, vocab, axis_name)
 
-  def body(j, carry):
+  def accumulate(j, carry, w, d_logits):
     d_hidden, d_weight = carry
-    logits, t, columns, valid, w = _block_logits(
-        hidden, weight, j, block, cap, cdtype
-    )
-    p = jnp.exp(jnp.where(valid, logits - lse[:, None], -jnp.inf))
-    d_logits = coef * p - jnp.where(valid & (columns == local), g[:, None], 0)
-    if cap is not None:
-      d_logits = d_logits * (1 - t * t)
     d_hidden = d_hidden + jnp.dot(d_logits, w.T, preferred_element_type=cdtype)
     # Added to what is there: a moved last block overlaps the previous one.
     start = _block_start(j, block, vocab)
     d_w = jnp.dot(hidden.T, d_logits, preferred_element_type=cdtype)
     d_w = d_w + jax.lax.dynamic_slice_in_dim(d_weight, start, block, axis=1)
-    d_weight = jax.lax.dynamic_update_slice_in_dim(
-        d_weight, d_w.astype(weight.dtype), start, axis=1
-    )
+    d_weight = jax.lax.dynamic_update_slice_in_dim(d_weight, d_w.astype(weight.dtype), start,
+                                                   axis=1)
     return d_hidden, d_weight
 
-  init = (
-      jnp.zeros(hidden.shape, cdtype),
-      jnp.zeros(weight.shape, weight.dtype),
-  )
-  d_hidden, d_weight = _loop_blocks(body, init, vocab, block)
+  def body(j, carry):
+    logits, t, _, valid, w = _block_logits(hidden, weight, j, block, cap, cdtype)
+    p = jnp.exp(jnp.where(valid, logits - lse[:, None], -jnp.inf))
+    d_logits = coef * p
+    if cap is not None:
+      d_logits = d_logits * (1 - t * t)
+    if filter_eps is None:
+      return accumulate(j, carry, w, d_logits)
+    return jax.lax.cond(jnp.max(p) < filter_eps, lambda: carry,
+                        lambda: accumulate(j, carry, w, d_logits))
+
+  d_hidden, d_weight = _label_gradients(hidden, weight, local, g, cap, cdtype)
+  d_hidden, d_weight = _loop_blocks(body, (d_hidden, d_weight), vocab, block)
   if axis_name is not None:
     d_hidden = jax.lax.psum(d_hidden, axis_name)
   return (
@@ -197,6 +218,7 @@ def linear_cross_entropy(
     logit_soft_cap: float | None = None,
     axis_name=None,
     dtype=None,
+    filter_eps: float | None = None,
 ) -> jax.Array:
   """Per-token cross-entropy of logits = hidden @ weight, without N x V logits.
 
@@ -213,6 +235,16 @@ def linear_cross_entropy(
   covered by moving the last block left to end at V, with the columns it
   shares with the previous block left out. Only reverse-mode differentiation
   is defined (jax.grad, not jax.jvp).
+
+  filter_eps (Cut Cross-Entropy's gradient filtering, Section 4.3): in the
+  backward pass a vocabulary block whose softmax probabilities are all below
+  filter_eps, for every token, skips its two gradient matmuls (its logits are
+  still recomputed to find out). The loss is unchanged; every dropped entry of
+  d loss / d logits is below filter_eps times the token's upstream gradient
+  (and 1 + 2 z_loss lse). The paper filters at 2^-12 (bfloat16's precision)
+  in tiles of tokens x vocabulary; here a block spans all tokens, so it is
+  skipped only when no token puts filter_eps on it. Under vmap the skip is
+  computed but not taken (lax.cond becomes a select).
 
   Args:
     hidden: [..., d] final hidden states (any float dtype; bf16 matmuls
@@ -237,6 +269,8 @@ def linear_cross_entropy(
       and the gradient of one copy of them.
     dtype: compute dtype of the logits and the loss; None for float32 or the
       inputs' wider float dtype.
+    filter_eps: None (no filtering) or a threshold in (0, 1) for the backward
+      pass's gradient filtering.
 
   Returns:
     [...] per-token losses in the compute dtype.
@@ -272,6 +306,8 @@ def linear_cross_entropy(
         f"block_size must be a positive int or None, got {block_size!r}"
     )
   validation.check_number(z_loss, "z_loss", lambda v: v >= 0, ">= 0")
+  if filter_eps is not None:
+    validation.check_number(filter_eps, "filter_eps", lambda v: 0 < v < 1, "in (0, 1) or None")
   if logit_soft_cap is not None:
     validation.check_number(logit_soft_cap, "logit_soft_cap", lambda v: v > 0, "> 0 or None")
   tokens, vocab = labels.size, weight.shape[1]
@@ -284,6 +320,7 @@ def linear_cross_entropy(
       None if logit_soft_cap is None else float(logit_soft_cap),
       axis_name,
       compute_dtype(hidden, weight, dtype=dtype),
+      None if filter_eps is None else float(filter_eps),
   )
   loss = _fused(
       hidden.reshape(tokens, -1),

@@ -18,6 +18,7 @@ from softlab import normalizers
 from softlab.attention import MultiHeadAttention
 from softlab.attention import NORMALIZER_FIELDS
 from softlab.attention import chunked_normalizers
+from softlab.attention.dense import attention_weights
 from softlab.models.transformer import ATTENTION_FIELDS
 
 
@@ -146,3 +147,17 @@ def test_registration_errors():
     normalizers.register("softmax", attention=normalizers.AttentionSpec())(lambda x: x)
   with pytest.raises(ValueError, match="returns log-weights, not attention weights"):
     normalizers.attention_spec("log_softmax")
+
+
+def test_topk_softmax_is_an_attention_normalizer_through_its_spec():
+  # Dense path: k from normalizer_kwargs, causal masking; at most k keys per query.
+  rng = np.random.default_rng(0)
+  q, k = (jnp.asarray(rng.standard_normal((1, 6, 2, 4)), jnp.float32) for _ in range(2))
+  weights = attention_weights(q, k, normalizer="topk_softmax", normalizer_kwargs={"k": 2},
+                              is_causal=True)
+  assert np.all(np.sum(weights > 0, axis=-1) == np.minimum(np.arange(1, 7), 2))
+  np.testing.assert_allclose(np.sum(weights, axis=-1), 1.0, rtol=1e-6)
+  scores = jnp.einsum("btnd,bsnd->bnts", q, k) / 2.0
+  causal = np.tril(np.ones((6, 6), bool))
+  np.testing.assert_allclose(weights, normalizers.topk_softmax(scores, where=causal, k=2),
+                             rtol=1e-6)

@@ -233,3 +233,26 @@ def test_bad_options_raise_one_line_errors(options, message):
   batch_size = options.pop("batch_size", 32)
   with pytest.raises(ValueError, match=message):
     build(batch_size=batch_size, **options)
+
+
+def test_gaussian_clusters_multilabel_option():
+  options = dict(name="gaussian_clusters", num_classes=12, dim=6, train_per_class=10,
+                 test_per_class=3, max_labels=5, separation=20.0)
+  dataset = build(**options)
+  train = dataset.train_arrays
+  assert dataset.info == {"num_classes": 12, "input_shape": (6,), "multilabel": True}
+  labels = train["labels"]
+  assert labels.shape == (120, 12) and labels.dtype == np.float32
+  assert set(np.unique(labels)) == {0.0, 1.0}
+  counts = labels.sum(1)
+  assert counts.min() == 1 and counts.max() == 5 and len(np.unique(counts)) == 5
+  np.testing.assert_array_equal(labels[np.arange(120), np.repeat(np.arange(12), 10)], 1.0)
+  # x = sum of the label set's means + unit noise: the means solve x ~ labels @ means.
+  means, *_ = np.linalg.lstsq(labels, train["inputs"], rcond=None)
+  np.testing.assert_allclose((train["inputs"] - labels @ means).std(), 1.0, atol=0.1)
+  assert dataset.eval_splits["test"][0]["labels"].shape == (36, 12)
+  np.testing.assert_array_equal(build(**options).train_arrays["inputs"], train["inputs"])
+  with pytest.raises(ValueError, match="label_noise needs single labels"):
+    build(**options, label_noise="uniform", noise_rate=0.2)
+  with pytest.raises(ValueError, match="max_labels must be <= num_classes = 12, got 13"):
+    build(**{**options, "max_labels": 13})

@@ -175,6 +175,52 @@ def ref_entmax15_loss(z, y):
   return p @ z + tsallis - z[y]
 
 
+def ref_multilabel_sparsemax_loss(z, t):
+  if t.sum() == 0:
+    return 0.0
+  q = t / t.sum()
+  z = z - z.max()
+  tau = _bisect(lambda s: np.maximum(z - s, 0).sum(), z.max() - 1, z.max())
+  p = np.maximum(z - tau, 0)
+  # Fenchel-Young with Omega(p) = ||p||^2 / 2: Omega*(z) + Omega(q) - <z, q>.
+  return (p @ z - (p @ p) / 2) + (q @ q) / 2 - z @ q
+
+
+def ref_topk_ce(z, y, k=5):
+  chosen = set(np.argsort(-z, kind="stable")[:k]) | {y}
+  return lse(z[sorted(chosen)]) - z[y]
+
+
+def ref_spherical_z_loss(z, y, a=0.1, b=10.0):
+  std = z.std()
+  z_y = (z[y] - z.mean()) / std if std > 0 else 0.0
+  return np.logaddexp(0.0, a * (b - z_y)) / a
+
+
+def ref_ovr_squared_hinge(z, y):
+  t = -np.ones(len(z))
+  t[y] = 1.0
+  return (np.maximum(0.0, 1 - t * z) ** 2).sum()
+
+
+def ref_nfl(z, y, gamma=0.5):
+  lp = log_softmax(z)
+  focal = -(-np.expm1(lp)) ** gamma * lp
+  return focal[y] / focal.sum() if focal.sum() > 0 else 0.0
+
+
+def ref_nce_mae(z, y, alpha=1.0, beta=1.0):
+  return alpha * ref_nce(z, y) + beta * ref_mae(z, y)
+
+
+def ref_nfl_rce(z, y, alpha=1.0, beta=1.0, gamma=0.5):
+  return alpha * ref_nfl(z, y, gamma) + beta * 4 * one_minus_p(z, y)
+
+
+def ref_nfl_mae(z, y, alpha=1.0, beta=1.0, gamma=0.5):
+  return alpha * ref_nfl(z, y, gamma) + beta * ref_mae(z, y)
+
+
 def targets_of(t, k):
   return one_hot(t, k) if np.ndim(t) == 0 else t
 
@@ -234,6 +280,14 @@ CASES = {
     "jaccard_metric_loss_soft": case(L.jaccard_metric_loss, ref_jaccard, "probs"),
     "dice_metric_loss": case(L.dice_metric_loss, ref_dice),
     "dice_metric_loss_soft": case(L.dice_metric_loss, ref_dice, "probs"),
+    "multilabel_sparsemax_loss": case(L.multilabel_sparsemax_loss, ref_multilabel_sparsemax_loss, "multi"),
+    "topk_cross_entropy": case(L.topk_cross_entropy, ref_topk_ce, k=2),
+    "spherical_z_loss": case(L.spherical_z_loss, ref_spherical_z_loss, a=2.0, b=1.0),
+    "ovr_squared_hinge": case(L.ovr_squared_hinge, ref_ovr_squared_hinge),
+    "nfl": case(L.nfl, ref_nfl),
+    "nce_mae": case(L.nce_mae, ref_nce_mae),
+    "nfl_rce": case(L.nfl_rce, ref_nfl_rce),
+    "nfl_mae": case(L.nfl_mae, ref_nfl_mae, gamma=2.0, beta=0.5),
 }
 # Cases of other loss modules that share this harness (filled by their tests).
 LDR_CASES: dict[str, Case] = {}
@@ -672,5 +726,136 @@ def test_registry():
     ],
 )
 def test_bad_arguments_raise_one_line_errors(call_, message):
+  with pytest.raises(ValueError, match=message):
+    call_()
+
+
+# ---------------------------------------------------------------------------
+# Wave 2: top-k CE, spherical Z-loss, comp-sum, SOVR, APL, multi-label sparsemax.
+# ---------------------------------------------------------------------------
+
+
+def test_topk_cross_entropy_is_at_most_ce_with_equality_at_k_equal_k():
+  full = ce(X, X_LABELS, where=X_MASK)
+  for k in (1, 3):
+    assert np.all(np.asarray(L.topk_cross_entropy(X, X_LABELS, where=X_MASK, k=k)) <= full + 1e-6)
+  for k in (K, 100):
+    np.testing.assert_allclose(L.topk_cross_entropy(X, X_LABELS, where=X_MASK, k=k), full, rtol=1e-6)
+  # Only the selected logits (top k and the label) get gradients.
+  grad = jax.grad(lambda x: jnp.sum(L.topk_cross_entropy(x, LABELS, k=2)))(RANDOM)
+  assert np.all(np.sum(grad != 0, axis=-1) <= 3)
+
+
+def test_spherical_z_loss_invariances_and_constant_rows():
+  x = np.asarray(RANDOM)
+  want = L.spherical_z_loss(x, LABELS, where=MASK)
+  for moved in (x + 7.0, 3.5 * x, 0.01 * x - 2.0):
+    np.testing.assert_allclose(L.spherical_z_loss(moved, LABELS, where=MASK), want, rtol=1e-4)
+  assert not np.allclose(L.spherical_z_loss(-x, LABELS, where=MASK), want)
+  flat = jnp.full((2, K), 3.0)
+  value, grad = jax.value_and_grad(lambda x: jnp.sum(L.spherical_z_loss(x, LABELS[:2])))(flat)
+  np.testing.assert_allclose(value, 2 * np.logaddexp(0, 0.1 * 10.0) / 0.1, rtol=1e-6)
+  assert np.all(np.isfinite(grad))
+  # Not PaLM's z_loss: it depends on the label and ignores the scale of Z.
+  assert not np.allclose(L.spherical_z_loss(x, LABELS), L.spherical_z_loss(x, (LABELS + 1) % K))
+
+
+def ref_sum_exp(z, y):
+  return np.exp(np.delete(z, y) - z[y]).sum()
+
+
+def test_sum_exp_loss_against_numpy_and_one_over_p_minus_one(x64):
+  got = L.sum_exp_loss(RANDOM, LABELS, where=MASK)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, rowwise(Case(None, ref_sum_exp, "int"), RANDOM, MASK), rtol=2e-5)
+  p_y = np.exp(-np.asarray(ce(RANDOM, LABELS), np.float64))
+  np.testing.assert_allclose(L.sum_exp_loss(RANDOM, LABELS), 1 / p_y - 1, rtol=1e-5)
+  small = np.array([[30.0, 0.0, -2.0]])  # 1/p - 1 ~ 1e-13: expm1 keeps it
+  np.testing.assert_allclose(L.sum_exp_loss(small, [0]), np.exp(-30.0) + np.exp(-32.0), rtol=1e-6)
+  x64_rows = jnp.asarray(RANDOM, jnp.float64)
+  where = MASK & (np.arange(B) != 2)[:, None]
+  check_grads(lambda x: L.sum_exp_loss(x, LABELS, where=where), (x64_rows,), order=1,
+              modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+  grad = jax.grad(lambda x: jnp.sum(L.sum_exp_loss(x, LABELS, where=MASK)))(RANDOM)
+  assert np.all(grad[2] == 0) and np.all(grad[4] == 0) and np.all(grad[~MASK] == 0)
+
+
+def ref_ovr_logistic(z, y):
+  t = -np.ones(len(z))
+  t[y] = 1.0
+  return np.logaddexp(0.0, -t * z).sum()
+
+
+def ref_sovr(x, labels, where, f):
+  x = np.asarray(x, np.float64)
+  rows = range(len(x))
+  valid = [where[i].any() and where[i, labels[i]] for i in rows]
+  margins = [x[i, labels[i]] - np.max(np.where(where[i] & (np.arange(x.shape[1]) != labels[i]), x[i], -np.inf))
+             for i in rows]
+  order = sorted((i for i in rows if valid[i]), key=lambda i: (margins[i], i))
+  switched = set(order[: int(np.ceil(f * len(order)))])
+  ce_case, ovr_case = Case(None, ref_softmax_ce, "int"), Case(None, ref_ovr_logistic, "int")
+  ce_rows, ovr_rows = rowwise(ce_case, x, where, labels), rowwise(ovr_case, x, where, labels)
+  return np.where([i in switched for i in rows], ovr_rows, ce_rows)
+
+
+def test_sovr_switches_the_smallest_margins_to_one_vs_rest():
+  for f in (0.0, 0.3, 0.5, 1.0):
+    got = L.sovr(RANDOM, LABELS, where=MASK, switch_fraction=f)
+    np.testing.assert_allclose(got, ref_sovr(RANDOM, LABELS, MASK, f), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(L.sovr(RANDOM, LABELS, where=MASK, switch_fraction=0.0),
+                             ce(where=MASK), rtol=1e-6)
+  grad = jax.grad(lambda x: jnp.sum(L.sovr(x, LABELS, where=MASK, switch_fraction=0.5)))(RANDOM)
+  assert np.all(grad[2] == 0) and np.all(grad[4] == 0) and np.all(grad[~MASK] == 0)
+  grid = L.sovr(RANDOM.reshape(2, 3, K), LABELS.reshape(2, 3), switch_fraction=0.5)
+  np.testing.assert_allclose(grid.reshape(-1), L.sovr(RANDOM, LABELS, switch_fraction=0.5), rtol=1e-6)
+
+
+def test_apl_special_cases():
+  x = X
+  nce = L.nce_rce(x, X_LABELS, where=X_MASK, beta=0.0)
+  nfl = L.nfl(x, X_LABELS, where=X_MASK, gamma=0.0)
+  np.testing.assert_allclose(nfl, nce, rtol=1e-6, atol=1e-7)
+  for gamma in (0.5, 2.0):
+    values = np.asarray(L.nfl(x, X_LABELS, where=X_MASK, gamma=gamma))
+    assert np.all((values >= 0) & (values <= 1))
+  mae = L.mae(x, X_LABELS, where=X_MASK)
+  np.testing.assert_allclose(L.nce_mae(x, X_LABELS, where=X_MASK, alpha=0.0), mae, rtol=1e-6)
+  np.testing.assert_allclose(L.nfl_mae(x, X_LABELS, where=X_MASK, alpha=0.0), mae, rtol=1e-6)
+  np.testing.assert_allclose(L.nfl_rce(x, X_LABELS, where=X_MASK, alpha=0.0), 2 * mae, rtol=1e-6)
+
+
+def test_multilabel_sparsemax_loss_gradient_and_one_hot_case():
+  one_hot = jax.nn.one_hot(X_LABELS, K)
+  np.testing.assert_allclose(L.multilabel_sparsemax_loss(X, one_hot, where=X_MASK),
+                             L.sparsemax_loss(X, X_LABELS, where=X_MASK), rtol=1e-6, atol=1e-6)
+  targets = MULTI * X_MASK[:B]
+  grad = jax.grad(lambda x: jnp.sum(L.multilabel_sparsemax_loss(x, MULTI, where=MASK)))(RANDOM)
+  q = targets / np.maximum(targets.sum(-1, keepdims=True), 1)
+  want = np.where(MASK, normalizers.sparsemax(RANDOM, where=MASK) - q, 0)
+  has_labels = targets.sum(-1) > 0
+  np.testing.assert_allclose(grad[has_labels], want[has_labels], atol=1e-6)
+  assert np.all(grad[~has_labels] == 0)
+  separated = 10.0 * MULTI[:1] * np.array([[1, 0, 0, 0, 0, 0, 0]])  # p = q = e_0
+  np.testing.assert_allclose(L.multilabel_sparsemax_loss(separated, np.eye(K)[:1]), 0.0, atol=1e-6)
+
+
+def test_ovr_squared_hinge_is_zero_beyond_the_margins():
+  t = 2 * jax.nn.one_hot(LABELS, K) - 1
+  np.testing.assert_array_equal(L.ovr_squared_hinge(1.5 * t, LABELS), 0.0)
+  np.testing.assert_allclose(L.ovr_squared_hinge(0.5 * t, LABELS), K * 0.25, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call_, message",
+    [
+        (lambda: L.topk_cross_entropy(RANDOM, LABELS, k=0), "k must be a positive int"),
+        (lambda: L.spherical_z_loss(RANDOM, LABELS, a=0.0), "a must be > 0"),
+        (lambda: L.sovr(RANDOM, LABELS, switch_fraction=1.5), r"switch_fraction must be in \[0, 1\]"),
+        (lambda: L.nfl(RANDOM, LABELS, gamma=-1.0), "gamma must be >= 0"),
+        (lambda: L.multilabel_sparsemax_loss(RANDOM, MULTI[:, :3]), r"label_matrix of shape \(6, 3\) does not broadcast"),
+    ],
+)
+def test_wave2_bad_arguments_raise_one_line_errors(call_, message):
   with pytest.raises(ValueError, match=message):
     call_()

@@ -85,7 +85,7 @@ def ref_circle(cos, labels, m=0.25, gamma=256.0):
   return np.array(out)
 
 
-def ref_sphereface2(cos, labels, b, r=30.0, m=0.4, lam=0.7, t=3.0):
+def ref_sphereface2(cos, labels, b, r=40.0, m=0.4, lam=0.7, t=3.0):
   g = 2 * ((np.asarray(cos, np.float64) + 1) / 2) ** t - 1
   out = []
   for row, y in zip(g, labels):

@@ -373,3 +373,41 @@ def test_bad_arguments_raise_one_line_errors(kwargs, message):
     linear_cross_entropy(
         args.pop("hidden"), args.pop("weight"), args.pop("labels"), **args
     )
+
+
+def test_filter_eps_skips_low_probability_blocks_and_keeps_the_loss():
+  # Labels in the first block and logits peaked there: the later blocks carry
+  # almost no probability, so with filter_eps they skip their gradient matmuls.
+  hidden, weight, _ = problem(tokens=16, dim=8, vocab=64)
+  weight[:, 16:] *= 0.05
+  hidden = 4 * hidden
+  labels = np.argmax(hidden @ weight[:, :16], axis=-1).astype(np.int32)
+  eps = 1e-3
+  cotangent = RNG.standard_normal(labels.shape).astype(np.float32)
+
+  @jax.jit
+  def run(h, w):
+    values = [linear_cross_entropy(h, w, labels, block_size=16, filter_eps=e) for e in (None, eps)]
+    grad = [grads(lambda h, w, e=e: linear_cross_entropy(h, w, labels, block_size=16, filter_eps=e),
+                  h, w, cotangent) for e in (None, eps)]
+    return values, grad
+
+  (plain, filtered), (plain_grad, filtered_grad) = run(hidden, weight)
+  np.testing.assert_array_equal(filtered, plain)
+  # Reference: d loss / d logits = g (p - e_y) with the p of skipped blocks dropped.
+  logits = np.asarray(hidden, np.float64) @ np.asarray(weight, np.float64)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  blocks = p.reshape(16, 4, 16).max(axis=(0, 2))
+  skipped = blocks < eps
+  assert skipped.any() and not skipped.all()
+  kept_p = np.where(np.repeat(skipped, 16)[None, :], 0, p)
+  d_logits = cotangent[:, None] * (kept_p - np.eye(64)[labels])
+  np.testing.assert_allclose(filtered_grad[0], d_logits @ weight.T, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(filtered_grad[1], hidden.T @ d_logits, rtol=1e-4, atol=1e-5)
+  # Every dropped d loss / d logit is below eps |g|.
+  dropped = np.abs(cotangent[:, None] * (p - kept_p))
+  assert np.all(dropped <= eps * np.abs(cotangent)[:, None])
+  assert np.abs(np.asarray(filtered_grad[0]) - np.asarray(plain_grad[0])).max() > 0
+  with pytest.raises(ValueError, match=r"filter_eps must be in \(0, 1\) or None"):
+    linear_cross_entropy(hidden, weight, labels, filter_eps=1.0)

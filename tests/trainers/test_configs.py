@@ -20,8 +20,10 @@ def test_the_config_folder_is_found():
 # normalizer's decoder runs in tests/models, so their 2-step runs are `slow`.
 LM_VARIANTS = {"configs/lm/sigmoid.py", "configs/lm/softplus.py", "configs/lm/softpick.py",
                "configs/lm/ssmax.py"}
+# classification/digits.py is ldr/ce.py's digits MLP with other model and optimizer fields.
+SLOW = LM_VARIANTS | {"configs/classification/digits.py"}
 PARAMS = [pytest.param(p, id=os.path.relpath(p, "configs"),
-                       marks=[pytest.mark.slow] if p in LM_VARIANTS else []) for p in CONFIGS]
+                       marks=[pytest.mark.slow] if p in SLOW else []) for p in CONFIGS]
 
 
 @pytest.mark.parametrize("path", PARAMS)
