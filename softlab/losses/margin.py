@@ -17,6 +17,7 @@ This is what `partial_fc` uses.
 import math
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -28,13 +29,14 @@ from softlab.losses._common import (
     label_value,
     logsumexp,
 )
-from softlab.losses._registry import REGISTRY
+from softlab.losses._registry import REGISTRY, StatefulLoss
 from softlab.validation import check_number, check_positive
 
 __all__ = [
     "ADAFACE_INITIAL_NORM_STATS",
     "adaface",
     "adaface_norm_stats",
+    "adaface_stateful",
     "arcface",
     "circle_loss",
     "cosface",
@@ -43,6 +45,7 @@ __all__ = [
     "normalized_softmax",
     "partial_fc",
     "sphereface2",
+    "SphereFace2Bias",
     "sphereface2_bias_init",
     "subcenter_arcface",
 ]
@@ -285,7 +288,7 @@ def subcenter_arcface(
   )
 
 
-@REGISTRY.register("elasticface", kind="margin")
+@REGISTRY.register("elasticface", kind="margin", inputs=("cos", "labels", "key"))
 def elasticface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -332,6 +335,7 @@ def adaface_norm_stats(
     batch_std: ArrayLike,
     *,
     momentum: float = 0.01,
+    where: ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """AdaFace's running feature-norm statistics, updated with this batch.
 
@@ -347,17 +351,18 @@ def adaface_norm_stats(
     batch_mean: running mean.
     batch_std: running standard deviation.
     momentum: weight of the new batch (AdaFace: 0.01).
+    where: [N] True for the norms that count (None: all), e.g. not padding.
 
   Returns:
     (new mean, new std).
   """
   n = jax.lax.stop_gradient(_clipped_norms(norms))
-  mean = momentum * jnp.mean(n) + (1 - momentum) * jnp.asarray(
-      batch_mean, n.dtype
-  )
-  std = momentum * jnp.std(n, ddof=1) + (1 - momentum) * jnp.asarray(
-      batch_std, n.dtype
-  )
+  keep = jnp.ones(n.shape, bool) if where is None else jnp.asarray(where, bool)
+  count = jnp.sum(keep)
+  n_mean = jnp.sum(jnp.where(keep, n, 0)) / count
+  n_std = jnp.sqrt(jnp.sum(jnp.where(keep, (n - n_mean) ** 2, 0)) / (count - 1))
+  mean = momentum * n_mean + (1 - momentum) * jnp.asarray(batch_mean, n.dtype)
+  std = momentum * n_std + (1 - momentum) * jnp.asarray(batch_std, n.dtype)
   return mean, std
 
 
@@ -366,7 +371,49 @@ def _clipped_norms(norms):
   return jnp.clip(norms.astype(compute_dtype(norms)), 0.001, 100)
 
 
-@REGISTRY.register("adaface", kind="margin")
+def adaface_stateful(
+    *,
+    s: float = 64.0,
+    m: float = 0.4,
+    h: float = 0.333,
+    momentum: float = 0.01,
+    reference_clamp: bool = False,
+) -> StatefulLoss:
+  """AdaFace with its running norm statistics as state (a trainer keeps them).
+
+  init(num_examples, dtype) -> {"norm_mean": 20, "norm_std": 100} (scalars,
+  ADAFACE_INITIAL_NORM_STATS); apply(cos, labels, state, ids, *, norms,
+  where=None) updates them with this batch's norms (`adaface_norm_stats`,
+  only where `where`) and returns (`adaface` with the updated values, new
+  state), as AdaFace's head does each forward pass. `ids` are unused.
+
+  Args:
+    s, m, h, reference_clamp: as in `adaface`.
+    momentum: as in `adaface_norm_stats`.
+
+  Returns:
+    A StatefulLoss.
+  """
+  check_positive(s, "s")
+
+  def init(num_examples, dtype=jnp.float32):
+    mean, std = ADAFACE_INITIAL_NORM_STATS
+    return {"norm_mean": jnp.asarray(mean, dtype), "norm_std": jnp.asarray(std, dtype)}
+
+  def apply(cos, labels, state, ids, *, norms, where=None):
+    mean, std = adaface_norm_stats(norms, state["norm_mean"], state["norm_std"],
+                                   momentum=momentum, where=where)
+    values = adaface(cos, labels, norms, batch_mean=mean, batch_std=std, s=s, m=m, h=h,
+                     reference_clamp=reference_clamp)
+    new = {"norm_mean": mean.astype(state["norm_mean"].dtype),
+           "norm_std": std.astype(state["norm_std"].dtype)}
+    return values, new
+
+  return StatefulLoss(init, apply)
+
+
+@REGISTRY.register("adaface", kind="margin", stateful=adaface_stateful,
+                   inputs=("cos", "labels", "norms"))
 def adaface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -377,6 +424,7 @@ def adaface(
     s: float = 64.0,
     m: float = 0.4,
     h: float = 0.333,
+    reference_clamp: bool = False,
     axis_name=None,
 ) -> jax.Array:
   """AdaFace: a margin that adapts to image quality through the feature norm.
@@ -387,10 +435,16 @@ def adaface(
   Low-norm (low-quality) examples, z = -1, get ArcFace's angular margin m;
   z = 0 gives CosFace's additive margin m; high-norm ones, z = 1, get
   cos(theta - m) - 2m, which emphasizes their hard examples. The other logits
-  are s cos theta_j (AdaFace's code also clips their angles to
-  [0.001, pi - 0.001], which changes only cosines within 5e-7 of +-1). Pure
-  function: the running (mean, std) come in as arguments (see
-  `adaface_norm_stats`).
+  are s cos theta_j. Pure function: the running (mean, std) come in as
+  arguments (see `adaface_norm_stats`; `adaface_stateful` keeps them).
+
+  AdaFace's released head.py first clamps every cosine, target and
+  non-target, to [-1 + 0.001, 1 - 0.001] "for stability", then takes arccos
+  and the angle clip above; so the released non-target logits are
+  s clip(cos_j, -0.999, 0.999) (no gradient beyond the clamp) and the target
+  angle is at least arccos(0.999) = 0.045 before the margin. By default this
+  function does not clamp (theta is exact, every gradient flows);
+  `reference_clamp=True` applies the released clamp, to match its runs.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
@@ -402,6 +456,8 @@ def adaface(
     m: margin (paper: 0.4).
     h: scale of the normalized norm (paper: 0.333, so that norms within 3
       standard deviations of the mean map into [-1, 1]).
+    reference_clamp: clamp every cosine to [-1 + 0.001, 1 - 0.001] first, as
+      the released head.py does.
     axis_name: axis the classes are sharded over (see the module docstring).
 
   Returns:
@@ -419,6 +475,8 @@ def adaface(
         f"norms must have shape {cos.shape[:1]}, got {norms.shape}"
     )
   eps = 1e-3
+  if reference_clamp:
+    cos = jnp.clip(cos, -1 + eps, 1 - eps)
   z = jnp.clip(h * (norms - batch_mean) / (batch_std + eps), -1, 1)
   theta = _angle(label_value(cos, is_target))
   target = jnp.cos(jnp.clip(theta - m * z, eps, math.pi - eps)) - (m + m * z)
@@ -481,7 +539,31 @@ def _sphereface2_g(cos, t):
   return 2 * ((jnp.clip(cos, -1, 1) + 1) / 2) ** t - 1
 
 
-@REGISTRY.register("sphereface2", kind="margin")
+class SphereFace2Bias(nn.Module):
+  """SphereFace2's learnable bias b, started at `sphereface2_bias_init`.
+
+  Attributes:
+    num_classes: C.
+    r, m, lam, t: as in `sphereface2` (they set the initial value).
+  """
+
+  num_classes: int
+  r: float = 30.0
+  m: float = 0.4
+  lam: float = 0.7
+  t: float = 3.0
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    start = sphereface2_bias_init(self.num_classes, r=self.r, m=self.m, lam=self.lam, t=self.t)
+    return self.param("b", nn.initializers.constant(start), (), jnp.float32)
+
+  def loss_arguments(self) -> dict[str, jax.Array]:
+    """The learnable keyword arguments of `sphereface2`: {"b": b}."""
+    return {"b": self()}
+
+
+@REGISTRY.register("sphereface2", kind="margin", logit_params=SphereFace2Bias)
 def sphereface2(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -578,7 +660,8 @@ def _resolve_margin_loss(margin_loss):
   return margin_loss
 
 
-@REGISTRY.register("partial_fc", kind="margin")
+@REGISTRY.register("partial_fc", kind="margin",
+                   inputs=("embeddings", "labels", "centers", "key"))
 def partial_fc(
     embeddings: ArrayLike,
     labels: ArrayLike,
