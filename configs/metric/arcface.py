@@ -21,7 +21,7 @@ def get_config():
   config.model = dict(name="embedding_classifier", backbone=dict(name="mlp", hidden=(128,)),
                       embedding_dim=64)
   config.loss = dict(name="arcface")
-  config.optimizer = dict(name="adamw", lr=3e-3, weight_decay=5e-4)
+  config.optimizer = dict(name="adamw", lr=1e-2, weight_decay=5e-4)
   config.train = dict(steps=2000, batch_size=256, log_every=100, eval_every=500,
                       checkpoint_every=2000, dtype="float32")
   config.evals = dict(
