@@ -39,15 +39,21 @@ __all__ = [
     "adaface_stateful",
     "arcface",
     "circle_loss",
+    "circle_pairs",
     "cosface",
+    "cr_fiqa",
+    "certainty_ratio",
     "cosine_logits",
     "elasticface",
+    "elasticface_cos",
     "normalized_softmax",
+    "pairwise_circle_loss",
     "partial_fc",
     "sphereface2",
     "SphereFace2Bias",
     "sphereface2_bias_init",
     "subcenter_arcface",
+    "unicom",
 ]
 
 # AdaFace's running (mean, std) of the feature norms before the first batch.
@@ -288,6 +294,16 @@ def subcenter_arcface(
   )
 
 
+def _elastic_margins(key, target_cos, m, sigma, plus):
+  """[N] margins m_i ~ N(m, sigma); with `plus`, sorted so that the example with
+  the k-th largest target cosine gets the k-th smallest margin."""
+  margins = m + sigma * jax.random.normal(key, target_cos.shape, target_cos.dtype)
+  if not plus:
+    return margins
+  rank = jnp.argsort(jnp.argsort(-jax.lax.stop_gradient(target_cos)))
+  return jnp.sort(margins)[rank]
+
+
 @REGISTRY.register("elasticface", kind="margin", inputs=("cos", "labels", "key"))
 def elasticface(
     cos: ArrayLike,
@@ -297,14 +313,22 @@ def elasticface(
     s: float = 64.0,
     m: float = 0.5,
     sigma: float = 0.05,
+    plus: bool = False,
     axis_name=None,
 ) -> jax.Array:
   """ElasticFace-Arc: ArcFace with a margin m_i ~ N(m, sigma) drawn per example.
 
-  Target logit s cos(theta_y + m_i), with `arcface`'s rule where
-  theta_y + m_i >= pi. Defaults are the paper's ElasticFace-Arc (s = 64,
-  m = 0.5, sigma = 0.05). Draw a new key every step; with `axis_name` every
-  device must get the same key.
+  Target logit s cos(theta_y + m_i) (arXiv:2109.09416, eq. 6), with `arcface`'s
+  rule where theta_y + m_i >= pi. Defaults are the paper's ElasticFace-Arc
+  (s = 64, m = 0.5, sigma = 0.05). ElasticFace-Arc+ (`plus`, Sec. 3.3): the
+  batch's margins are sorted and the example with the k-th largest target
+  cosine gets the k-th smallest margin, so harder examples (smaller cos_y)
+  get larger margins. The released code (ElasticArcFace, plus=True) indexes
+  the sorted margins by the argsort itself (margin[argsort(-cos_y)]) rather
+  than by its inverse, the rank; softlab follows the paper's description
+  (the rank), so the margin is monotone in the cosine. sigma = 0: ArcFace.
+  Draw a new key every step; with `axis_name` every device must get the same
+  key.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
@@ -313,6 +337,7 @@ def elasticface(
     s: scale.
     m: mean margin.
     sigma: standard deviation of the margin.
+    plus: ElasticFace-Arc+ (larger margins for harder examples).
     axis_name: axis the classes are sharded over (see the module docstring).
 
   Returns:
@@ -324,9 +349,54 @@ def elasticface(
   """
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
-  margins = m + sigma * jax.random.normal(key, cos.shape[:1], cos.dtype)
+  target_cos = _target(cos, is_target, axis_name)
+  margins = _elastic_margins(key, target_cos, m, sigma, plus)
   target = _combined_margin(label_value(cos, is_target), 1.0, margins, 0.0)
   return _softmax_loss(s * target, s * cos, is_target, axis_name)
+
+
+@REGISTRY.register("elasticface_cos", kind="margin", inputs=("cos", "labels", "key"))
+def elasticface_cos(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    key: jax.Array,
+    s: float = 64.0,
+    m: float = 0.35,
+    sigma: float = 0.05,
+    plus: bool = False,
+    axis_name=None,
+) -> jax.Array:
+  """ElasticFace-Cos: CosFace with a margin m_i ~ N(m, sigma) drawn per example.
+
+  Target logit s (cos theta_y - m_i) (arXiv:2109.09416, eq. 7); `plus`
+  (ElasticFace-Cos+) sorts the margins as in `elasticface`. Defaults: the
+  paper's ElasticFace-Cos (s = 64, m = 0.35, sigma = 0.05); the released
+  ElasticCosFace class defaults to sigma = 0.0125. sigma = 0: CosFace.
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    key: PRNG key for the N margins.
+    s: scale.
+    m: mean margin.
+    sigma: standard deviation of the margin.
+    plus: ElasticFace-Cos+ (larger margins for harder examples).
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Boutros et al., "ElasticFace: Elastic Margin Loss for Deep Face
+    Recognition", arXiv:2109.09416.
+  """
+  check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  target_cos = _target(cos, is_target, axis_name)
+  margins = _elastic_margins(key, target_cos, m, sigma, plus)
+  return _softmax_loss(s * (label_value(cos, is_target) - margins), s * cos, is_target,
+                       axis_name)
 
 
 def adaface_norm_stats(
@@ -527,6 +597,175 @@ def circle_loss(
       is_target,
       axis_name,
   )
+
+
+def circle_pairs(
+    similarity: ArrayLike,
+    positive: ArrayLike,
+    negative: ArrayLike,
+    *,
+    m: float = 0.25,
+    gamma: float = 256.0,
+) -> jax.Array:
+  """Circle loss of each anchor over its positive and negative pair similarities.
+
+  L = log(1 + sum_n exp(gamma a_n (s_n - m)) sum_p exp(-gamma a_p (s_p - 1 + m)))
+  with a_p = relu(1 + m - s_p), a_n = relu(s_n + m) constants in
+  backpropagation (arXiv:2002.10857, eq. 6 with O_p = 1 + m, O_n = -m,
+  Delta_p = 1 - m, Delta_n = m, eq. 8). With class centers as the pairs (one
+  positive, the other classes negative) it is `circle_loss`. An anchor without
+  a positive or a negative gets 0.
+
+  Args:
+    similarity: [N, M] similarities of N anchors to M others.
+    positive: [N, M] True for the positive pairs.
+    negative: [N, M] True for the negative pairs.
+    m: relaxation margin.
+    gamma: scale.
+
+  Returns:
+    [N] per-anchor losses in float32 (or the input's wider dtype).
+
+  References:
+    Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+    Optimization", arXiv:2002.10857.
+  """
+  check_positive(gamma, "gamma")
+  s = _check_cos(similarity)
+  positive, negative = jnp.asarray(positive, bool), jnp.asarray(negative, bool)
+  a_p = jax.lax.stop_gradient(jax.nn.relu(1 + m - s))
+  a_n = jax.lax.stop_gradient(jax.nn.relu(s + m))
+  total = (logsumexp(gamma * a_n * (s - m), where=negative)
+           + logsumexp(-gamma * a_p * (s - (1 - m)), where=positive))
+  both = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
+  return jnp.where(both, jax.nn.softplus(jnp.where(both, total, 0)), 0)
+
+
+@REGISTRY.register("pairwise_circle_loss", kind="margin",
+                   inputs=("embeddings", "labels", "where"))
+def pairwise_circle_loss(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    m: float = 0.25,
+    gamma: float = 256.0,
+) -> jax.Array:
+  """Circle loss over the batch's pairs: same label positive, different negative.
+
+  `circle_pairs` of the cosine similarities of the L2-normalized embeddings,
+  each example an anchor against every other real example (self pairs left
+  out). Defaults m = 0.25, gamma = 256 are the paper's face recognition
+  setting (arXiv:2002.10857, Sec. 4.2). No class centers: the centers of a
+  metric trainer's model are left untrained by this loss.
+
+  Args:
+    embeddings: [N, d] embeddings.
+    labels: [N] integer classes.
+    where: [N] True for the real examples (None: all).
+    m: relaxation margin.
+    gamma: scale.
+
+  Returns:
+    [N] per-example losses (0 where `where` is False).
+
+  References:
+    Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+    Optimization", arXiv:2002.10857.
+  """
+  embeddings = jnp.asarray(embeddings)
+  if embeddings.ndim != 2:
+    raise ValueError(f"embeddings must be [N, d], got shape {embeddings.shape}")
+  labels = jnp.asarray(labels)
+  if labels.shape != embeddings.shape[:1]:
+    raise ValueError(f"labels must have shape {embeddings.shape[:1]}, got {labels.shape}")
+  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  similarity = cosine_logits(embeddings, embeddings)
+  pair = real[:, None] & real[None, :] & ~jnp.eye(labels.shape[0], dtype=bool)
+  same = labels[:, None] == labels[None, :]
+  values = circle_pairs(similarity, pair & same, pair & ~same, m=m, gamma=gamma)
+  return jnp.where(real, values, 0)
+
+
+# ---------------------------------------------------------------------------
+# CR-FIQA: ArcFace plus a regression head for the certainty ratio.
+# ---------------------------------------------------------------------------
+
+
+def certainty_ratio(cos: ArrayLike, labels: ArrayLike, *, eps: float = 1e-9,
+                    axis_name=None) -> jax.Array:
+  """CR = CCS / (NNCCS + 1 + eps): the target cosine over the largest other one, shifted.
+
+  CCS = cos theta_y (class center cosine similarity), NNCCS = max_{j != y}
+  cos theta_j (nearest negative class center); arXiv:2112.06592, eq. 5. Not
+  differentiated (a regression target).
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    eps: keeps the denominator positive at NNCCS = -1.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] certainty ratios.
+  """
+  cos, is_target = _prepare(jax.lax.stop_gradient(cos), labels)
+  ccs = _target(cos, is_target, axis_name)
+  nnccs = jnp.max(jnp.where(is_target, -jnp.inf, cos), axis=1)
+  if axis_name is not None:
+    nnccs = jax.lax.pmax(nnccs, axis_name)
+  return ccs / (nnccs + 1 + eps)
+
+
+@REGISTRY.register("cr_fiqa", kind="margin", inputs=("cos", "labels", "quality"))
+def cr_fiqa(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    quality: ArrayLike,
+    s: float = 64.0,
+    m: float = 0.5,
+    alpha: float = 10.0,
+    beta: float = 0.5,
+    eps: float = 1e-9,
+    axis_name=None,
+) -> jax.Array:
+  """CR-FIQA: ArcFace plus alpha SmoothL1_beta(quality, certainty ratio).
+
+  L = ArcFace(cos, y) + alpha SmoothL1(P_i, CR_i) (arXiv:2112.06592, eqs. 5-7),
+  P_i the quality head's prediction and CR_i = `certainty_ratio` (no
+  gradient); SmoothL1_beta(d) = d^2 / (2 beta) for |d| < beta, else
+  |d| - beta / 2. The prediction P is the sample's quality score at test
+  time. alpha = 10 and beta = 0.5 are the released training script's
+  (train_cr_fiqa.py, SmoothL1Loss(beta=0.5)); that script regresses
+  CCS / NNCCS, with NNCCS the largest non-target cosine floored near 0,
+  instead of the paper's CR; softlab follows the paper. alpha = 0: ArcFace.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    quality: [N] the quality head's predictions.
+    s, m: ArcFace's scale and additive angular margin.
+    alpha: weight of the regression term.
+    beta: SmoothL1's switch point.
+    eps: as in `certainty_ratio`.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses.
+
+  References:
+    Boutros et al., "CR-FIQA: Face Image Quality Assessment by Learning Sample
+    Relative Classifiability", arXiv:2112.06592.
+  """
+  check_positive(beta, "beta")
+  quality = jnp.asarray(quality)
+  if quality.shape != jnp.shape(cos)[:1]:
+    raise ValueError(f"quality must have shape {jnp.shape(cos)[:1]}, got {quality.shape}")
+  ratio = certainty_ratio(cos, labels, eps=eps, axis_name=axis_name)
+  gap = jnp.abs(quality.astype(ratio.dtype) - ratio)
+  smooth_l1 = jnp.where(gap < beta, 0.5 * gap**2 / beta, gap - 0.5 * beta)
+  return arcface(cos, labels, s=s, m2=m, axis_name=axis_name) + alpha * smooth_l1
 
 
 # ---------------------------------------------------------------------------
@@ -746,3 +985,49 @@ def partial_fc(
     return loss
   start = jax.lax.axis_index(axis_name) * local_batch
   return jax.lax.dynamic_slice_in_dim(loss, start, local_batch)
+
+
+@REGISTRY.register("unicom", kind="margin",
+                   inputs=("embeddings", "labels", "centers", "key"))
+def unicom(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    centers: ArrayLike,
+    *,
+    key: jax.Array,
+    feature_rate: float = 0.5,
+    sample_rate: float = 0.1,
+    margin_loss: str | Callable[..., jax.Array] = "arcface",
+    axis_name=None,
+) -> jax.Array:
+  """Unicom: Partial FC on a random subset of the feature dimensions.
+
+  Each step keeps D' = max(1, round(feature_rate d)) of the d dimensions
+  (uniform without replacement, in increasing order, the same on every
+  device) of both the embeddings and the centers, then applies `partial_fc`
+  to them with the same key, so feature_rate = 1 is exactly `partial_fc`.
+  Unicom samples both the features and the negative class centers to reduce
+  the conflicts between its many pseudo-classes (arXiv:2304.05884, Sec. 3.2);
+  feature_rate 0.5 is our default, not a value we found in the paper.
+
+  Args:
+    embeddings, labels, centers, key, sample_rate, margin_loss, axis_name: as
+      in `partial_fc`.
+    feature_rate: share of the feature dimensions kept, in (0, 1].
+
+  Returns:
+    [N] (or this device's [b]) per-example losses.
+
+  References:
+    An et al., "Unicom: Universal and Compact Representation Learning for
+    Image Retrieval", arXiv:2304.05884.
+  """
+  if not (isinstance(feature_rate, (int, float)) and 0 < feature_rate <= 1):
+    raise ValueError(f"feature_rate must be in (0, 1], got {feature_rate!r}")
+  embeddings, centers = jnp.asarray(embeddings), jnp.asarray(centers)
+  dim = embeddings.shape[-1]
+  kept = max(1, round(feature_rate * dim))
+  dims = jnp.sort(jax.lax.top_k(jax.random.uniform(jax.random.fold_in(key, 1), (dim,)),
+                                kept)[1])
+  return partial_fc(embeddings[:, dims], labels, centers[..., dims], key=key,
+                    sample_rate=sample_rate, margin_loss=margin_loss, axis_name=axis_name)

@@ -132,7 +132,7 @@ def test_bad_metric_configs_are_one_line_errors(updates, message):
 
 
 def test_predict_gives_unit_embeddings_and_class_cosines():
-  run = loop.setup(config_for("subcenter_arcface"))
+  run = loop.setup(config_for("subcenter_arcface", **{"model.backbone.hidden": (32,)}))
   state = loop.init_state(run)
   batch = loop.shard(run.dataset.eval_splits["closed"][0], run.mesh)
   out = jax.jit(lambda p: run.experiment.predict(p, state["extra"], batch))(state["params"])
