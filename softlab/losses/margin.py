@@ -202,6 +202,19 @@ def arcface(
   ArcFace; m1 = 1, m2 = 0: CosFace; m1 > 1: SphereFace's multiplicative
   margin with this linear fallback instead of SphereFace's piecewise psi.
 
+  Which insightface: softlab follows insightface's 2022 ArcFace (the value
+  and the gradient of s cos(theta_y + m2), with the cos - m2 sin(m2) fallback
+  past pi), which it matches to 1e-14. insightface's current
+  CombinedMarginLoss (arcface_torch/losses.py) computes the margin under
+  torch.no_grad in place on the cosines, so the value is the same while
+  theta_y + m2 < pi, but the target's gradient is that of s cos theta_y (a
+  straight-through estimate: d/dcos_y is s (p_y - 1), without the factor
+  d cos(theta + m) / d cos theta = sin(theta + m) / sin theta), and past pi it
+  keeps cos(theta_y + m2), which wraps around and rises again with theta.
+  softlab keeps the 2022 form because it is the gradient of the loss the
+  paper writes (arXiv:1801.07698, eq. 3) and the target logit stays
+  monotone in theta.
+
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
     labels: [N] integer classes.
@@ -241,7 +254,10 @@ def cosface(
     cos: [N, C] cosine logits (`cosine_logits`).
     labels: [N] integer classes.
     s: scale (insightface: 64).
-    m: cosine margin (paper: 0.35).
+    m: cosine margin (paper: 0.35, the value of its main experiments,
+      arXiv:1801.09414 Sec. 4.1 and the m study of Sec. 4.2; insightface's
+      arcface_torch configs use CosFace with m = 0.40 instead, set m=0.4 to
+      match them).
     axis_name: axis the classes are sharded over (see the module docstring).
 
   Returns:
