@@ -46,6 +46,8 @@ __all__ = [
     "cosine_logits",
     "elasticface",
     "elasticface_cos",
+    "madacos",
+    "nbc_softmax",
     "normalized_softmax",
     "pairwise_circle_loss",
     "partial_fc",
@@ -54,6 +56,8 @@ __all__ = [
     "sphereface2_bias_init",
     "subcenter_arcface",
     "unicom",
+    "unpg",
+    "unpg_negatives",
 ]
 
 # AdaFace's running (mean, std) of the feature norms before the first batch.
@@ -701,6 +705,211 @@ def pairwise_circle_loss(
   same = labels[:, None] == labels[None, :]
   values = circle_pairs(similarity, pair & same, pair & ~same, m=m, gamma=gamma)
   return jnp.where(real, values, 0)
+
+
+def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None,
+                   wisk: float = 1.5) -> tuple[jax.Array, jax.Array]:
+  """UNPG's in-batch negative pairs, noisy ones filtered by the box-and-whisker rule.
+
+  The pairs i < j of real examples with different labels; with q1, q3 the
+  lower and upper quartiles of their cosine similarities (the sorted values
+  at floor(0.25 n) and floor(0.75 n), n pairs, as the released code takes
+  them; no gradient), a pair is kept iff its similarity lies in
+  [q1 - wisk (q3 - q1), q3 + wisk (q3 - q1)] (arXiv:2203.11593, Sec. 3.3;
+  wisk = 1.5 is the released head.zoo.yaml's "unpg" entry).
+
+  Args:
+    embeddings: [N, d] embeddings.
+    labels: [N] integer classes.
+    where: [N] True for the real examples (None: all).
+    wisk: whisker length in interquartile ranges.
+
+  Returns:
+    (similarities [N, N], kept [N, N] boolean mask of the kept pairs).
+  """
+  embeddings, labels = jnp.asarray(embeddings), jnp.asarray(labels)
+  if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+    raise ValueError(f"embeddings must be [N, d] and labels [N], got {embeddings.shape} and "
+                     f"{labels.shape}")
+  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  similarity = cosine_logits(embeddings, embeddings)
+  count = labels.shape[0]
+  upper = jnp.arange(count)[:, None] < jnp.arange(count)[None, :]
+  pairs = upper & real[:, None] & real[None, :] & (labels[:, None] != labels[None, :])
+  ordered = jnp.sort(jnp.where(pairs, jax.lax.stop_gradient(similarity), jnp.inf).ravel())
+  total = jnp.sum(pairs)
+  q1 = ordered[jnp.floor(0.25 * total).astype(jnp.int32)]
+  q3 = ordered[jnp.floor(0.75 * total).astype(jnp.int32)]
+  low, high = q1 - wisk * (q3 - q1), q3 + wisk * (q3 - q1)
+  kept = pairs & (similarity >= low) & (similarity <= high)
+  return similarity, kept
+
+
+@REGISTRY.register("unpg", kind="margin", inputs=("cos", "labels", "embeddings", "where"))
+def unpg(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    embeddings: ArrayLike,
+    where: ArrayLike | None = None,
+    s: float = 64.0,
+    m1: float = 1.0,
+    m2: float = 0.5,
+    m3: float = 0.0,
+    wisk: float = 1.5,
+    axis_name=None,
+) -> jax.Array:
+  """UNPG: a combined-margin softmax whose denominator also holds in-batch negative pairs.
+
+  L_i = log(exp(s psi(cos_y)) + sum_{j != y} exp(s cos_j) + sum_{(a, b) in S_n'}
+  exp(s cos(e_a, e_b))) - s psi(cos_y), psi the combined margin of `arcface`
+  (default ArcFace m2 = 0.5) and S_n' the batch's negative pairs kept by
+  `unpg_negatives` (arXiv:2203.11593, eq. 9: the metric-loss negative pairs
+  join the classification loss's negatives). The same S_n' enters every
+  example's denominator, as in the released code, which appends it to every
+  row of logits. With no negative pair kept (a batch of one label) it is the
+  base margin loss.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    embeddings: [N, d] the batch's embeddings (the whole batch on every device
+      when the classes are sharded).
+    where: [N] True for the real examples (None: all).
+    s, m1, m2, m3: scale and combined margin, as in `arcface`.
+    wisk: as in `unpg_negatives`.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses.
+
+  References:
+    Jung et al., "Unified Negative Pair Generation toward Well-discriminative
+    Feature Space for Face Recognition", arXiv:2203.11593.
+  """
+  check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  target = s * _combined_margin(label_value(cos, is_target), m1, m2, m3)
+  logits = jnp.where(is_target, target[:, None], s * cos)
+  similarity, kept = unpg_negatives(embeddings, labels, where=where, wisk=wisk)
+  extra = logsumexp((s * similarity.astype(cos.dtype)).ravel(), where=kept.ravel())
+  total = jnp.logaddexp(logsumexp(logits, axis_name=axis_name), extra)
+  return total - _target(logits, is_target, axis_name)
+
+
+@REGISTRY.register("madacos", kind="margin", inputs=("cos", "labels", "where"))
+def madacos(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    rho: float = 0.02,
+    count: float = 9999999.0,
+    min_scale: float = 32.0,
+    axis_name=None,
+) -> jax.Array:
+  """MadaCos: a CosFace loss whose scale and margin come from the batch's median target cosine.
+
+  With c the (lower) median of the real examples' target cosines,
+  s = max(log(count (1 - rho) / rho) / (1 - c), min_scale) and
+  m = max(c - (log B + log(rho / (1 - rho))) / s, 0), B = sum_{j != y} exp(s cos_j)
+  of the median example, so that the median example's target probability is
+  about 1 - rho; logits s cos_j and s (cos_y - m). s and m are not
+  differentiated. Formula and defaults from the released CFCD code
+  (core/model/madacos.py: count 9999999, the scale floored at 32, the margin
+  at 0; rho = the configs' ALPHA = 0.02); we did not read the equations in
+  the paper text itself.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    where: [N] True for the real examples (None: all).
+    rho: the median example's target is to keep probability 1 - rho.
+    count: the number in the scale's logarithm (the released code's 9999999).
+    min_scale: the smallest scale.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses.
+
+  References:
+    Zhu et al., "Coarse-to-Fine: Learning Compact Discriminative
+    Representation for Single-Stage Image Retrieval", arXiv:2308.04008.
+  """
+  check_number(rho, "rho", lambda v: 0 < v < 1, "in (0, 1)")
+  cos, is_target = _prepare(cos, labels)
+  real = jnp.ones(cos.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  target = jax.lax.stop_gradient(_target(cos, is_target, axis_name))
+  order = jnp.argsort(jnp.where(real, target, jnp.inf))
+  middle = order[(jnp.sum(real) - 1) // 2]
+  median = target[middle]
+  scale = jnp.maximum(math.log(count * (1 - rho) / rho) / (1 - median), min_scale)
+  others = jax.lax.stop_gradient(scale * cos)
+  log_b = logsumexp(others, where=~is_target, axis_name=axis_name)[middle]
+  margin = jnp.maximum(median - (log_b + math.log(rho / (1 - rho))) / scale, 0)
+  return _softmax_loss(scale * (label_value(cos, is_target) - margin), scale * cos, is_target,
+                       axis_name)
+
+
+@REGISTRY.register("nbc_softmax", kind="margin", inputs=("cos", "labels", "embeddings", "where"))
+def nbc_softmax(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    embeddings: ArrayLike,
+    where: ArrayLike | None = None,
+    s: float = 64.0,
+    weight: float = 0.5,
+    tau: float = 0.2,
+    axis_name=None,
+) -> jax.Array:
+  """NBC-Softmax: (1 - weight) softmax + weight times the negative block-contrastive term.
+
+  The term, one value per batch (added to every real example's loss, so the
+  batch mean is the released combination): with mu_k the mean embedding of
+  each class k present in the batch,
+  L_NBC = (1 / C) mean_k log sum_{j present} exp(tau cos(mu_k, mu_j) [j != k]),
+  the j = k term counting exp(0) = 1, C the number of classes; it pushes the
+  batch's class centroids apart (arXiv:2212.08184). Formula as the released
+  code computes it (code.py: ProjContrastiveModel_BC1 without the optional
+  projection, tau = 0.2, the 1 / C factor and the (1 - ratio, ratio) mix of
+  NCE_Combiner2); the softmax here is the normalized softmax on the cosines
+  (scale s), the cosine-logit counterpart of the released linear softmax.
+  weight = 0: `normalized_softmax`.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    embeddings: [N, d] the batch's embeddings.
+    where: [N] True for the real examples (None: all).
+    s: scale of the softmax.
+    weight: share of the block-contrastive term, in [0, 1].
+    tau: multiplier of the centroid cosines.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses (0 where `where` is False).
+
+  References:
+    Kulatilleke et al., "NBC-Softmax: Darkweb Author fingerprinting and
+    migration tracking", arXiv:2212.08184.
+  """
+  check_number(weight, "weight", lambda v: 0 <= v <= 1, "in [0, 1]")
+  base = normalized_softmax(cos, labels, s=s, axis_name=axis_name)
+  embeddings, labels = jnp.asarray(embeddings), jnp.asarray(labels)
+  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  same = (labels[:, None] == labels[None, :]) & real[:, None] & real[None, :]
+  centroids = (same.astype(embeddings.dtype) @ embeddings) / jnp.maximum(
+      jnp.sum(same, axis=1, keepdims=True), 1)
+  count = labels.shape[0]
+  earlier_same = same & (jnp.arange(count)[None, :] < jnp.arange(count)[:, None])
+  first = real & ~jnp.any(earlier_same, axis=1)  # one row per class present
+  similarity = cosine_logits(centroids, centroids)
+  others = jnp.where(jnp.eye(count, dtype=bool), 0, similarity)
+  per_class = logsumexp(tau * others, where=first[None, :] & first[:, None])
+  num_classes = cos.shape[1] * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+  block = jnp.sum(jnp.where(first, per_class, 0)) / jnp.maximum(jnp.sum(first), 1) / num_classes
+  return jnp.where(real, (1 - weight) * base + weight * block, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Pair-wise Circle, ElasticFace-Cos / +, Unicom, CR-FIQA against float64 NumPy; special cases."""
+"""Pair-wise Circle, ElasticFace-Cos / +, Unicom, UNPG, MadaCos, NBC-Softmax, CR-FIQA against
+float64 NumPy (or the released code's rule); special cases."""
 
 import functools
 
@@ -168,3 +169,100 @@ def test_cr_fiqa_regresses_the_ratio_without_moving_the_cosines(x64):
   grad_cos, grad_quality = jit(jax.grad(loss, argnums=(0, 1)))(COS, quality)
   np.testing.assert_allclose(grad_cos, 0, atol=1e-12)
   assert np.all(np.abs(grad_quality) > 0)
+
+
+def ref_box_and_whisker(similarity, labels, where, wisk):
+  """Released UNPG rule: negative pairs i < j, keep those within the whiskers."""
+  values = [similarity[i, j] for i in range(len(labels)) for j in range(i + 1, len(labels))
+            if where[i] and where[j] and labels[i] != labels[j]]
+  ordered = np.sort(values)
+  q1, q3 = ordered[int(0.25 * len(ordered))], ordered[int(0.75 * len(ordered))]
+  low, high = q1 - wisk * (q3 - q1), q3 + wisk * (q3 - q1)
+  return ordered[(ordered >= low) & (ordered <= high)]
+
+
+def test_unpg_matches_numpy(x64):
+  embeddings = RNG.standard_normal((N, D))
+  embeddings[3] = -embeddings[2] + 0.01  # an outlying (noisy) negative pair
+  where = np.ones(N, bool)
+  where[-1] = False
+  unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+  kept = ref_box_and_whisker(unit @ unit.T, PAIR_LABELS, where, 0.1)
+  s = 8.0
+  want = []
+  for i, y in enumerate(PAIR_LABELS):
+    logits = s * COS[i].copy()
+    logits[y] = s * np.cos(np.arccos(COS[i, y]) + 0.5) if np.arccos(COS[i, y]) + 0.5 < np.pi \
+        else s * (COS[i, y] - 0.5 * np.sin(0.5))
+    want.append(special.logsumexp(np.concatenate([logits, s * kept])) - logits[y])
+  got = jit(functools.partial(M.unpg, s=s, wisk=0.1))(COS, PAIR_LABELS, embeddings=embeddings,
+                                                      where=where)
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+  total = sum(1 for i in range(N) for j in range(i + 1, N)
+              if where[i] and where[j] and PAIR_LABELS[i] != PAIR_LABELS[j])
+  assert 0 < len(kept) < total  # the filter removed some pairs
+
+
+def test_unpg_without_negative_pairs_is_its_base_loss():
+  same = np.zeros(N, np.int32)
+  got = jit(lambda c, e: (M.unpg(c, same, embeddings=e), M.arcface(c, same)))(
+      COS.astype(np.float32), EMB.astype(np.float32))
+  np.testing.assert_allclose(got[0], got[1], rtol=1e-6)
+
+
+def test_madacos_matches_the_released_rule(x64):
+  where = np.ones(N, bool)
+  where[0] = False
+  target = COS[np.arange(N), LABELS]
+  real = np.flatnonzero(where)
+  order = real[np.argsort(target[real], kind="stable")]
+  middle = order[(len(real) - 1) // 2]  # torch.median: the lower middle value
+  median, rho = target[middle], 0.02
+  scale = max(np.log(9999999 * (1 - rho) / rho) / (1 - median), 32.0)
+  others = np.delete(scale * COS[middle], LABELS[middle])
+  margin = max(median - (special.logsumexp(others) + np.log(rho / (1 - rho))) / scale, 0)
+  want = []
+  for i, y in enumerate(LABELS):
+    logits = scale * COS[i].copy()
+    logits[y] = scale * (COS[i, y] - margin)
+    want.append(ref_cross_entropy(logits, y))
+  got = jit(M.madacos)(COS, LABELS, where=where)
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_madacos_scale_and_margin_are_not_differentiated(x64):
+  """d loss / d cos = s (softmax - onehot) with s, m held fixed (the released backward)."""
+  loss = lambda c: jnp.sum(M.madacos(c, LABELS))
+  grad = jit(jax.grad(loss))(COS)
+  target = COS[np.arange(N), LABELS]
+  median = np.sort(target)[(N - 1) // 2]
+  scale = max(np.log(9999999 * 0.98 / 0.02) / (1 - median), 32.0)
+  values = jit(M.madacos)(COS, LABELS)
+  # softmax of the loss's logits, recovered from the values: p_y = exp(-L)
+  p_target = np.exp(-np.asarray(values))
+  np.testing.assert_allclose(grad[np.arange(N), LABELS], scale * (p_target - 1), rtol=1e-8)
+
+
+def test_nbc_softmax_matches_the_released_term(x64):
+  embeddings = RNG.standard_normal((N, D))
+  where = np.ones(N, bool)
+  where[-1] = False
+  classes = sorted(set(PAIR_LABELS[where]))
+  centroids = np.stack([embeddings[where & (PAIR_LABELS == k)].mean(0) for k in classes])
+  unit = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+  distances = (unit @ unit.T) * (1 - np.eye(len(classes)))
+  block = np.mean(np.log(np.exp(0.2 * distances).sum(1))) / C
+  base = []
+  for i, y in enumerate(PAIR_LABELS):
+    base.append(ref_cross_entropy(16.0 * COS[i], y))
+  want = np.where(where, 0.7 * np.array(base) + 0.3 * block, 0)
+  got = jit(functools.partial(M.nbc_softmax, s=16.0, weight=0.3))(
+      COS, PAIR_LABELS, embeddings=embeddings, where=where)
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_nbc_softmax_at_weight_zero_is_normalized_softmax():
+  got = jit(lambda c, e: (M.nbc_softmax(c, PAIR_LABELS, embeddings=e, weight=0.0),
+                          M.normalized_softmax(c, PAIR_LABELS)))(COS.astype(np.float32),
+                                                                 EMB.astype(np.float32))
+  np.testing.assert_allclose(got[0], got[1], rtol=1e-6)
