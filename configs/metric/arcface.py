@@ -5,7 +5,7 @@ Every margin loss runs from it by name, e.g. `softlab train configs/metric/arcfa
 CR-FIQA `--config.model.quality_head=True`). An MLP embeds 32-dimensional samples of
 1,000 training identities (16 identity dimensions mixed with 16 nuisance ones) into
 64 dimensions; verification (TAR@FAR, ROC-AUC) and retrieval (R@1, mAP) run on 200
-held-out identities ("test"), closed-set accuracy on new samples of the training
+held-out identities ("test"; "test_low": their lowest-quality samples), closed-set accuracy on new samples of the training
 identities ("closed").
 """
 
@@ -25,7 +25,7 @@ def get_config():
   config.train = dict(steps=2000, batch_size=256, log_every=100, eval_every=500,
                       checkpoint_every=2000, dtype="float32")
   config.evals = dict(
-      verification=dict(name="verification", splits=("test",), fars=(1e-3, 1e-4)),
+      verification=dict(name="verification", splits=("test", "test_low"), fars=(1e-3, 1e-4)),
       retrieval=dict(name="embedding_retrieval", splits=("test",), ks=(1,)),
       closed_set=dict(name="classification", splits=("closed",)),
   )

@@ -24,7 +24,8 @@ def synthetic_identities(options, *, batch_size, eval_batch_size, seed):
   Splits: "closed" (`closed_per_identity` clean samples of every training label:
   closed-set accuracy) and "test" (`heldout_identities` new identities,
   `heldout_per_identity` samples each, labels 0..H-1: verification and retrieval
-  on identities never trained on).
+  on identities never trained on) and "test_low" (new samples of the same
+  held-out identities, all at the lowest quality, sigma = sigma_max).
   """
   num_identities = options.pop("num_identities", 1000)
   heldout_identities = options.pop("heldout_identities", 200)
@@ -65,8 +66,8 @@ def synthetic_identities(options, *, batch_size, eval_batch_size, seed):
   means[num_identities - duplicates:] = means[originals]
   heldout_means = separation * rng_for(seed, 33).standard_normal((heldout_identities, dim))
 
-  def samples(rng, means_, labels):
-    sigma = rng.uniform(sigma_min, sigma_max, len(labels))
+  def samples(rng, means_, labels, low=sigma_min):
+    sigma = rng.uniform(low, sigma_max, len(labels))
     identity = means_[labels] + sigma[:, None] * rng.standard_normal((len(labels), dim))
     nuisance = nuisance_scale * rng.standard_normal((len(labels), nuisance_dim))
     inputs = np.concatenate([identity, nuisance], axis=1) @ rotation.T
@@ -86,10 +87,12 @@ def synthetic_identities(options, *, batch_size, eval_batch_size, seed):
   closed_inputs, closed_sigma = samples(rng_for(seed, 36), means, closed_labels)
   test_labels = np.repeat(np.arange(heldout_identities), heldout_per_identity).astype(np.int32)
   test_inputs, test_sigma = samples(rng_for(seed, 37), heldout_means, test_labels)
+  low_inputs, low_sigma = samples(rng_for(seed, 38), heldout_means, test_labels, low=sigma_max)
   return array_dataset(
       train,
       {"closed": {"inputs": closed_inputs, "labels": closed_labels, "sigma": closed_sigma},
-       "test": {"inputs": test_inputs, "labels": test_labels, "sigma": test_sigma}},
+       "test": {"inputs": test_inputs, "labels": test_labels, "sigma": test_sigma},
+       "test_low": {"inputs": low_inputs, "labels": test_labels, "sigma": low_sigma}},
       {"num_classes": num_identities, "input_shape": (dim + nuisance_dim,),
        "duplicated_labels": duplicates},
       batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
