@@ -266,3 +266,40 @@ def test_nbc_softmax_at_weight_zero_is_normalized_softmax():
                           M.normalized_softmax(c, PAIR_LABELS)))(COS.astype(np.float32),
                                                                  EMB.astype(np.float32))
   np.testing.assert_allclose(got[0], got[1], rtol=1e-6)
+
+
+def test_adaface_stateful_updates_the_statistics_on_real_examples_first(x64):
+  norms = RNG.uniform(5, 40, N)
+  where = np.arange(N) < N - 2
+  stateful = M.adaface_stateful(m=0.4)
+  state = stateful.init(N, jnp.float64)
+  values, new = jit(lambda c, n, w: stateful.apply(c, LABELS, state, jnp.arange(N), norms=n,
+                                                   where=w))(COS, norms, where)
+  kept = norms[where]
+  mean = 0.01 * kept.mean() + 0.99 * 20.0
+  std = 0.01 * kept.std(ddof=1) + 0.99 * 100.0
+  np.testing.assert_allclose([new["norm_mean"], new["norm_std"]], [mean, std], rtol=1e-12)
+  want = jit(lambda c, n: M.adaface(c, LABELS, n, batch_mean=mean, batch_std=std))(COS, norms)
+  np.testing.assert_allclose(values, want, rtol=1e-12)
+
+
+def test_adaface_reference_clamp_matches_the_released_head(x64):
+  """head.py: every cosine clamped to [-1 + 1e-3, 1 - 1e-3] before arccos and the angle clip."""
+  cos = COS.copy()
+  cos[:, 0] = 0.99995  # non-target cosines near 1 (labels avoid class 0 below)
+  labels = np.maximum(LABELS, 1)
+  norms = RNG.uniform(5, 40, N)
+  got = jit(lambda c: M.adaface(c, labels, norms, batch_mean=20.0, batch_std=10.0, s=16.0,
+                                reference_clamp=True))(cos)
+  eps, m, h = 1e-3, 0.4, 0.333
+  clamped = np.clip(cos, -1 + eps, 1 - eps)
+  z = np.clip(h * (np.clip(norms, 1e-3, 100) - 20.0) / (10.0 + eps), -1, 1)
+  want = []
+  for i, y in enumerate(labels):
+    logits = 16.0 * clamped[i].copy()
+    theta = np.clip(np.arccos(clamped[i, y]) - m * z[i], eps, np.pi - eps)
+    logits[y] = 16.0 * (np.cos(theta) - (m + m * z[i]))
+    want.append(ref_cross_entropy(logits, y))
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+  plain = jit(lambda c: M.adaface(c, labels, norms, batch_mean=20.0, batch_std=10.0, s=16.0))(cos)
+  assert not np.allclose(plain, got)
