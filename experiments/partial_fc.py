@@ -95,7 +95,8 @@ def verdict(results):
 
 def report(results):
   """Per-step logits memory (analytic) beside the measured speed."""
-  lines = ["| variant | kept centers | logits per step (MB) | steps / s |", "| --- | --- | --- | --- |"]
+  lines = ["| variant | kept centers | logits per step (MiB) | steps / s |",
+           "| --- | --- | --- | --- |"]
   for variant in VARIANTS:
     rate = VARIANTS[variant]["loss"]["sample_rate"]
     kept = min(IDENTITIES, max(math.ceil(rate * IDENTITIES), BATCH))

@@ -5,8 +5,8 @@ Every margin loss runs from it by name, e.g. `softlab train configs/metric/arcfa
 CR-FIQA `--config.model.quality_head=True`). An MLP embeds 32-dimensional samples of
 1,000 training identities (16 identity dimensions mixed with 16 nuisance ones) into
 64 dimensions; verification (TAR@FAR, ROC-AUC) and retrieval (R@1, mAP) run on 200
-held-out identities ("test"; "test_low": their lowest-quality samples), closed-set accuracy on new samples of the training
-identities ("closed").
+held-out identities ("test"; "test_low": their lowest-quality samples), closed-set
+accuracy on new samples of the training identities ("closed").
 """
 
 import ml_collections

@@ -49,7 +49,8 @@ def metric(config, dataset, mesh) -> Experiment:
   loss_fn, info = choose_loss(config, "metric")
   num_classes = dataset.info["num_classes"]
   first = dataset.train_batch(0)
-  outputs = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), first["inputs"][:2])[0])
+  outputs = jax.eval_shape(
+      lambda: model.init_with_output(jax.random.key(0), first["inputs"][:2])[0])
   if not isinstance(outputs, dict) or "cos" not in outputs:
     raise ConfigError(f"config.model: the metric trainer needs an embedding_classifier, got "
                       f"{config.model.name!r}")
