@@ -26,6 +26,10 @@ sqrt(s_0.1^2 / 3 + s_1.0^2 / 3). Supported iff both hold:
      the full softmax when labels conflict, the paper's robustness claim).
 Otherwise not supported, naming the part that fails (inconclusive when a SE
 is not finite).
+
+Cost: 12 runs, 1,220 run-seconds (20 core-minutes) measured on a shared 2-core
+machine at a load average of about 12, so the runs got a fraction of a core;
+the budget was 8 core-minutes for the study run alone.
 """
 
 import math
