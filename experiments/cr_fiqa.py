@@ -18,6 +18,15 @@ correlation of the CR-FIQA prediction with -sigma exceeds 0.3 with every seed
 above 0, and (2) rejecting 40% by the predicted quality lowers the mean FNMR by
 at least a quarter of its no-rejection value (fnmr_reject=0.4 <= 0.75
 fnmr_reject=0). Otherwise not supported, naming the part that fails.
+
+Cost: 3 runs, 92 run-seconds on the shared 2-core machine.
+
+A side check after the run (a separate script, seed 0, same config, not part of
+the verdict): on the closed-set samples the certainty ratio itself tracks the
+noise (Spearman with -sigma 0.60), but the linear head on the embedding does not
+learn to predict it (Spearman of the prediction with CR 0.06); the feature norm
+rises with the noise (Spearman with -sigma -0.54). So the shortfall is the
+regression from this shallow MLP's embedding, not the ratio as a quality signal.
 """
 
 import numpy as np
