@@ -258,9 +258,9 @@ def cosface(
     cos: [N, C] cosine logits (`cosine_logits`).
     labels: [N] integer classes.
     s: scale (insightface: 64).
-    m: cosine margin (paper: 0.35, the value of its main experiments,
-      arXiv:1801.09414 Sec. 4.1 and the m study of Sec. 4.2; insightface's
-      arcface_torch configs use CosFace with m = 0.40 instead, set m=0.4 to
+    m: cosine margin (paper: 0.35, the value of its main comparisons after
+      its study of the effect of m, arXiv:1801.09414 Sec. 4; insightface's
+      arcface_torch configs use CosFace with m = 0.40 instead: set m=0.4 to
       match them).
     axis_name: axis the classes are sharded over (see the module docstring).
 
