@@ -4,13 +4,15 @@ Task: synthetic_identities with 1,000 training identities (8 samples each, 32-d
 inputs: 16 identity dimensions mixed with 16 nuisance ones, per-sample noise
 sigma ~ U[0.2, 1.2]); an MLP (one hidden layer of 128) embeds them into 64
 dimensions. Every loss at its paper defaults (s = 64 where it has one):
-normalized softmax, CosFace (m = 0.35), ArcFace (m = 0.5), sub-center ArcFace
-(K = 3), ElasticFace-Arc+ (m = 0.5, sigma = 0.05, sorted margins), AdaFace
-(m = 0.4, h = 0.333), SphereFace2 (r = 30, m = 0.4, lambda = 0.7, t = 3),
-pair-wise Circle loss (m = 0.25, gamma = 256) and UNPG over ArcFace
-(wisk = 1.5). ArcFace and sub-center ArcFace also train with 20% and 40%
-uniform label noise. AdamW, lr 1e-2, batch 256, 400 steps, one seed (the CPU
-budget: 13 runs).
+normalized softmax, CosFace (m = 0.35), ArcFace (m = 0.5), ElasticFace-Arc+
+(m = 0.5, sigma = 0.05, sorted margins) and AdaFace (m = 0.4, h = 0.333) on
+clean labels; ArcFace and sub-center ArcFace (K = 3) with 20% and 40% uniform
+label noise. AdamW, lr 1e-2, batch 256, 400 steps, one seed. SphereFace2,
+pair-wise Circle, UNPG and clean sub-center ArcFace were in the first version
+of this study and were cut, before any result was read, when the shared
+machine ran each run at a few percent of a core (4-5 minutes a run): they train
+from the same config by name (tests/trainers/test_metric.py walks every margin
+loss) but are not in this table.
 
 Metrics on 200 held-out identities (4 samples each): TAR at FAR = 1e-4 over
 all pairs (primary) and leave-one-out R@1; "test_low" repeats the
@@ -45,19 +47,16 @@ _LOSSES = {
     "normalized_softmax": {"loss": {"name": "normalized_softmax"}},
     "cosface": {"loss": {"name": "cosface"}},
     "arcface": {"loss": {"name": "arcface"}},
-    "subcenter_arcface": {"loss": {"name": "subcenter_arcface"}, "model.subcenters": 3},
     "elasticface_plus": {"loss": {"name": "elasticface", "plus": True}},
     "adaface": {"loss": {"name": "adaface"}},
-    "sphereface2": {"loss": {"name": "sphereface2"}},
-    "pairwise_circle": {"loss": {"name": "pairwise_circle_loss"}},
-    "unpg": {"loss": {"name": "unpg"}},
 }
-_NOISY = ("arcface", "subcenter_arcface")
+_SUBCENTER = {"loss": {"name": "subcenter_arcface"}, "model.subcenters": 3}
+_NOISY = {"arcface": _LOSSES["arcface"], "subcenter_arcface": _SUBCENTER}
 VARIANTS = {
     **{name: {**_COMMON, **fields} for name, fields in _LOSSES.items()},
-    **{f"{name}_noise{int(rate * 100)}": {**_COMMON, **_LOSSES[name], "data.label_noise": "uniform",
+    **{f"{name}_noise{int(rate * 100)}": {**_COMMON, **fields, "data.label_noise": "uniform",
                                            "data.noise_rate": rate}
-       for rate in (0.2, 0.4) for name in _NOISY},
+       for rate in (0.2, 0.4) for name, fields in _NOISY.items()},
 }
 SEEDS = (0,)
 METRICS = {PRIMARY: "TAR at FAR = 1e-4, held-out identities (primary)",
