@@ -7,6 +7,7 @@ run sees exactly the batches an uninterrupted one would.
 
 from softlab.data import corpus as _corpus  # noqa: F401  (registers datasets)
 from softlab.data import digits as _digits  # noqa: F401
+from softlab.data import identities as _identities  # noqa: F401
 from softlab.data import npz as _npz  # noqa: F401
 from softlab.data import synthetic as _synthetic  # noqa: F401
 from softlab.data.base import REGISTRY, Dataset, build  # noqa: F401

@@ -5,7 +5,8 @@
 (init, apply) factory (see `softlab.losses._registry`).
 """
 
-from softlab.losses._registry import KINDS, REGISTRY, LossInfo, StatefulLoss  # noqa: F401
+from softlab.losses._registry import (  # noqa: F401
+    KINDS, MARGIN_INPUTS, REGISTRY, LossInfo, StatefulLoss)
 from softlab.losses.classification import *  # noqa: F401,F403
 from softlab.losses.contrastive import *  # noqa: F401,F403
 from softlab.losses.ldr import *  # noqa: F401,F403

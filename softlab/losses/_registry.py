@@ -4,7 +4,12 @@ A loss's kind is its calling convention, so a trainer can feed any loss of a
 kind it knows without knowing the loss:
 - classification: loss(logits [..., K], labels [...] integer classes).
 - multilabel: loss(logits [..., K], label matrix [..., K] of targets in [0, 1]).
-- margin: loss(cosines [N, C] or embeddings + class centers, labels [N]).
+- margin: loss(cosines [N, C] or embeddings + class centers, labels [N]). The
+  entry's `inputs` names every argument a trainer supplies, passed by keyword
+  under these names (MARGIN_INPUTS); its other keyword arguments are
+  hyperparameters. A learnable argument (SphereFace2's bias) comes from
+  `logit_params`, a Flax module built with `num_classes` and the loss's
+  hyperparameters of the same names, whose `loss_arguments()` gives it.
 - pairwise: loss(zimg [b, d], ztxt [b, d], **logit_params, axis_name=...): two
   paired embedding sets; the entry names the Flax module of its learnable
   logit parameters (`logit_params`), whose `loss_arguments()` gives the keyword
@@ -26,13 +31,27 @@ from softlab.registry import Registry
 
 KINDS = ("classification", "multilabel", "margin", "pairwise", "vocab_head", "regularizer")
 
+# What a trainer can hand a margin loss, by argument name (LossInfo.inputs).
+MARGIN_INPUTS = {
+    "cos": "[N, C] cosines to the class centers ([N, C, K] with K sub-centers per class)",
+    "labels": "[N] integer classes",
+    "embeddings": "[N, d] embeddings before L2 normalization",
+    "centers": "[C, d] (or [C, K, d]) class centers, split over the devices along C with "
+               "`axis_name` (the loss then gets this device's rows of every batch input)",
+    "norms": "[N] feature norms |e_n|",
+    "key": "a PRNG key, new every step, the same on every device",
+    "where": "[N] True for the batch's real examples (False: padding)",
+    "quality": "[N] the model's quality-head predictions",
+}
+
 
 class StatefulLoss(NamedTuple):
   """A loss with per-example state, in the shape of optax's GradientTransformation.
 
   init(num_examples, dtype) -> state: a dict of arrays whose leading axis is
-    the example (indexed by the example ids the trainer passes); its keys name
-    what the trainer logs about it.
+    the example (indexed by the example ids the trainer passes), or of scalars
+    shared by every example (running statistics such as AdaFace's norm mean
+    and std); its keys name what the trainer logs about it.
   apply(*inputs, state, ids, *, where=None) -> (values, new_state): the
     kind's inputs, the state and the batch's example ids [B]; ids outside
     [0, num_examples) (padding) read the initial state and write nothing.
@@ -50,12 +69,16 @@ class LossInfo:
     kind: the calling convention, one of KINDS.
     stateful: for a stateful loss, (**hyperparameters) -> StatefulLoss.
     logit_params: for a pairwise loss, the Flax module of its learnable logit
-      parameters (its fields are the config's loss options).
+      parameters (its fields are the config's loss options); for a margin
+      loss, the module of its learnable arguments (see the module docstring).
+    inputs: for a margin loss, the arguments a trainer supplies (MARGIN_INPUTS
+      names), by keyword; ("cos", "labels") unless registered otherwise.
   """
 
   kind: str
   stateful: Callable[..., StatefulLoss] | None = None
   logit_params: type | None = None
+  inputs: tuple[str, ...] = ()
 
   def describe(self) -> str:
     """"classification", or "stateful classification"."""
@@ -69,12 +92,18 @@ class LossRegistry(Registry):
     super().__init__("loss", plural="losses")
     self._info: dict[str, LossInfo] = {}
 
-  def register(self, name: str, *, kind: str, stateful=None, logit_params=None):
-    """Decorator adding a loss under `name` with its kind (and stateful form or
-    logit parameters)."""
+  def register(self, name: str, *, kind: str, stateful=None, logit_params=None, inputs=None):
+    """Decorator adding a loss under `name` with its kind (and stateful form,
+    logit parameters, or a margin loss's inputs)."""
     if kind not in KINDS:
       raise ValueError(f"loss {name!r}: unknown kind {kind!r}; valid: {', '.join(KINDS)}")
-    self._info[name] = LossInfo(kind, stateful, logit_params)
+    if inputs is None:
+      inputs = ("cos", "labels") if kind == "margin" else ()
+    unknown = sorted(set(inputs) - set(MARGIN_INPUTS))
+    if unknown:
+      raise ValueError(f"loss {name!r}: unknown input(s) {', '.join(unknown)}; valid: "
+                       f"{', '.join(MARGIN_INPUTS)}")
+    self._info[name] = LossInfo(kind, stateful, logit_params, tuple(inputs))
     return super().register(name)
 
   def info(self, name: str) -> LossInfo:

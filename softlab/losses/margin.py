@@ -17,6 +17,7 @@ This is what `partial_fc` uses.
 import math
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -28,23 +29,35 @@ from softlab.losses._common import (
     label_value,
     logsumexp,
 )
-from softlab.losses._registry import REGISTRY
+from softlab.losses._registry import REGISTRY, StatefulLoss
 from softlab.validation import check_number, check_positive
 
 __all__ = [
     "ADAFACE_INITIAL_NORM_STATS",
     "adaface",
     "adaface_norm_stats",
+    "adaface_stateful",
     "arcface",
     "circle_loss",
+    "circle_pairs",
     "cosface",
+    "cr_fiqa",
+    "certainty_ratio",
     "cosine_logits",
     "elasticface",
+    "elasticface_cos",
+    "madacos",
+    "nbc_softmax",
     "normalized_softmax",
+    "pairwise_circle_loss",
     "partial_fc",
     "sphereface2",
+    "SphereFace2Bias",
     "sphereface2_bias_init",
     "subcenter_arcface",
+    "unicom",
+    "unpg",
+    "unpg_negatives",
 ]
 
 # AdaFace's running (mean, std) of the feature norms before the first batch.
@@ -193,6 +206,19 @@ def arcface(
   ArcFace; m1 = 1, m2 = 0: CosFace; m1 > 1: SphereFace's multiplicative
   margin with this linear fallback instead of SphereFace's piecewise psi.
 
+  Which insightface: softlab follows insightface's 2022 ArcFace (the value
+  and the gradient of s cos(theta_y + m2), with the cos - m2 sin(m2) fallback
+  past pi), which it matches to 1e-14. insightface's current
+  CombinedMarginLoss (arcface_torch/losses.py) computes the margin under
+  torch.no_grad in place on the cosines, so the value is the same while
+  theta_y + m2 < pi, but the target's gradient is that of s cos theta_y (a
+  straight-through estimate: d/dcos_y is s (p_y - 1), without the factor
+  d cos(theta + m) / d cos theta = sin(theta + m) / sin theta), and past pi it
+  keeps cos(theta_y + m2), which wraps around and rises again with theta.
+  softlab keeps the 2022 form because it is the gradient of the loss the
+  paper writes (arXiv:1801.07698, eq. 3) and the target logit stays
+  monotone in theta.
+
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
     labels: [N] integer classes.
@@ -232,7 +258,10 @@ def cosface(
     cos: [N, C] cosine logits (`cosine_logits`).
     labels: [N] integer classes.
     s: scale (insightface: 64).
-    m: cosine margin (paper: 0.35).
+    m: cosine margin (paper: 0.35, the value of its main comparisons after
+      its study of the effect of m, arXiv:1801.09414 Sec. 4; insightface's
+      arcface_torch configs use CosFace with m = 0.40 instead: set m=0.4 to
+      match them).
     axis_name: axis the classes are sharded over (see the module docstring).
 
   Returns:
@@ -285,7 +314,17 @@ def subcenter_arcface(
   )
 
 
-@REGISTRY.register("elasticface", kind="margin")
+def _elastic_margins(key, target_cos, m, sigma, plus):
+  """[N] margins m_i ~ N(m, sigma); with `plus`, sorted so that the example with
+  the k-th largest target cosine gets the k-th smallest margin."""
+  margins = m + sigma * jax.random.normal(key, target_cos.shape, target_cos.dtype)
+  if not plus:
+    return margins
+  rank = jnp.argsort(jnp.argsort(-jax.lax.stop_gradient(target_cos)))
+  return jnp.sort(margins)[rank]
+
+
+@REGISTRY.register("elasticface", kind="margin", inputs=("cos", "labels", "key"))
 def elasticface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -294,14 +333,22 @@ def elasticface(
     s: float = 64.0,
     m: float = 0.5,
     sigma: float = 0.05,
+    plus: bool = False,
     axis_name=None,
 ) -> jax.Array:
   """ElasticFace-Arc: ArcFace with a margin m_i ~ N(m, sigma) drawn per example.
 
-  Target logit s cos(theta_y + m_i), with `arcface`'s rule where
-  theta_y + m_i >= pi. Defaults are the paper's ElasticFace-Arc (s = 64,
-  m = 0.5, sigma = 0.05). Draw a new key every step; with `axis_name` every
-  device must get the same key.
+  Target logit s cos(theta_y + m_i) (arXiv:2109.09416, eq. 6), with `arcface`'s
+  rule where theta_y + m_i >= pi. Defaults are the paper's ElasticFace-Arc
+  (s = 64, m = 0.5, sigma = 0.05). ElasticFace-Arc+ (`plus`, Sec. 3.3): the
+  batch's margins are sorted and the example with the k-th largest target
+  cosine gets the k-th smallest margin, so harder examples (smaller cos_y)
+  get larger margins. The released code (ElasticArcFace, plus=True) indexes
+  the sorted margins by the argsort itself (margin[argsort(-cos_y)]) rather
+  than by its inverse, the rank; softlab follows the paper's description
+  (the rank), so the margin is monotone in the cosine. sigma = 0: ArcFace.
+  Draw a new key every step; with `axis_name` every device must get the same
+  key.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
@@ -310,6 +357,7 @@ def elasticface(
     s: scale.
     m: mean margin.
     sigma: standard deviation of the margin.
+    plus: ElasticFace-Arc+ (larger margins for harder examples).
     axis_name: axis the classes are sharded over (see the module docstring).
 
   Returns:
@@ -321,9 +369,54 @@ def elasticface(
   """
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
-  margins = m + sigma * jax.random.normal(key, cos.shape[:1], cos.dtype)
+  target_cos = _target(cos, is_target, axis_name)
+  margins = _elastic_margins(key, target_cos, m, sigma, plus)
   target = _combined_margin(label_value(cos, is_target), 1.0, margins, 0.0)
   return _softmax_loss(s * target, s * cos, is_target, axis_name)
+
+
+@REGISTRY.register("elasticface_cos", kind="margin", inputs=("cos", "labels", "key"))
+def elasticface_cos(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    key: jax.Array,
+    s: float = 64.0,
+    m: float = 0.35,
+    sigma: float = 0.05,
+    plus: bool = False,
+    axis_name=None,
+) -> jax.Array:
+  """ElasticFace-Cos: CosFace with a margin m_i ~ N(m, sigma) drawn per example.
+
+  Target logit s (cos theta_y - m_i) (arXiv:2109.09416, eq. 7); `plus`
+  (ElasticFace-Cos+) sorts the margins as in `elasticface`. Defaults: the
+  paper's ElasticFace-Cos (s = 64, m = 0.35, sigma = 0.05); the released
+  ElasticCosFace class defaults to sigma = 0.0125. sigma = 0: CosFace.
+
+  Args:
+    cos: [N, C] cosine logits (`cosine_logits`).
+    labels: [N] integer classes.
+    key: PRNG key for the N margins.
+    s: scale.
+    m: mean margin.
+    sigma: standard deviation of the margin.
+    plus: ElasticFace-Cos+ (larger margins for harder examples).
+    axis_name: axis the classes are sharded over (see the module docstring).
+
+  Returns:
+    [N] per-example losses in float32 (or the input's wider dtype).
+
+  References:
+    Boutros et al., "ElasticFace: Elastic Margin Loss for Deep Face
+    Recognition", arXiv:2109.09416.
+  """
+  check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  target_cos = _target(cos, is_target, axis_name)
+  margins = _elastic_margins(key, target_cos, m, sigma, plus)
+  return _softmax_loss(s * (label_value(cos, is_target) - margins), s * cos, is_target,
+                       axis_name)
 
 
 def adaface_norm_stats(
@@ -332,6 +425,7 @@ def adaface_norm_stats(
     batch_std: ArrayLike,
     *,
     momentum: float = 0.01,
+    where: ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """AdaFace's running feature-norm statistics, updated with this batch.
 
@@ -347,17 +441,18 @@ def adaface_norm_stats(
     batch_mean: running mean.
     batch_std: running standard deviation.
     momentum: weight of the new batch (AdaFace: 0.01).
+    where: [N] True for the norms that count (None: all), e.g. not padding.
 
   Returns:
     (new mean, new std).
   """
   n = jax.lax.stop_gradient(_clipped_norms(norms))
-  mean = momentum * jnp.mean(n) + (1 - momentum) * jnp.asarray(
-      batch_mean, n.dtype
-  )
-  std = momentum * jnp.std(n, ddof=1) + (1 - momentum) * jnp.asarray(
-      batch_std, n.dtype
-  )
+  keep = jnp.ones(n.shape, bool) if where is None else jnp.asarray(where, bool)
+  count = jnp.sum(keep)
+  n_mean = jnp.sum(jnp.where(keep, n, 0)) / count
+  n_std = jnp.sqrt(jnp.sum(jnp.where(keep, (n - n_mean) ** 2, 0)) / (count - 1))
+  mean = momentum * n_mean + (1 - momentum) * jnp.asarray(batch_mean, n.dtype)
+  std = momentum * n_std + (1 - momentum) * jnp.asarray(batch_std, n.dtype)
   return mean, std
 
 
@@ -366,7 +461,49 @@ def _clipped_norms(norms):
   return jnp.clip(norms.astype(compute_dtype(norms)), 0.001, 100)
 
 
-@REGISTRY.register("adaface", kind="margin")
+def adaface_stateful(
+    *,
+    s: float = 64.0,
+    m: float = 0.4,
+    h: float = 0.333,
+    momentum: float = 0.01,
+    reference_clamp: bool = False,
+) -> StatefulLoss:
+  """AdaFace with its running norm statistics as state (a trainer keeps them).
+
+  init(num_examples, dtype) -> {"norm_mean": 20, "norm_std": 100} (scalars,
+  ADAFACE_INITIAL_NORM_STATS); apply(cos, labels, state, ids, *, norms,
+  where=None) updates them with this batch's norms (`adaface_norm_stats`,
+  only where `where`) and returns (`adaface` with the updated values, new
+  state), as AdaFace's head does each forward pass. `ids` are unused.
+
+  Args:
+    s, m, h, reference_clamp: as in `adaface`.
+    momentum: as in `adaface_norm_stats`.
+
+  Returns:
+    A StatefulLoss.
+  """
+  check_positive(s, "s")
+
+  def init(num_examples, dtype=jnp.float32):
+    mean, std = ADAFACE_INITIAL_NORM_STATS
+    return {"norm_mean": jnp.asarray(mean, dtype), "norm_std": jnp.asarray(std, dtype)}
+
+  def apply(cos, labels, state, ids, *, norms, where=None):
+    mean, std = adaface_norm_stats(norms, state["norm_mean"], state["norm_std"],
+                                   momentum=momentum, where=where)
+    values = adaface(cos, labels, norms, batch_mean=mean, batch_std=std, s=s, m=m, h=h,
+                     reference_clamp=reference_clamp)
+    new = {"norm_mean": mean.astype(state["norm_mean"].dtype),
+           "norm_std": std.astype(state["norm_std"].dtype)}
+    return values, new
+
+  return StatefulLoss(init, apply)
+
+
+@REGISTRY.register("adaface", kind="margin", stateful=adaface_stateful,
+                   inputs=("cos", "labels", "norms"))
 def adaface(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -377,6 +514,7 @@ def adaface(
     s: float = 64.0,
     m: float = 0.4,
     h: float = 0.333,
+    reference_clamp: bool = False,
     axis_name=None,
 ) -> jax.Array:
   """AdaFace: a margin that adapts to image quality through the feature norm.
@@ -387,10 +525,16 @@ def adaface(
   Low-norm (low-quality) examples, z = -1, get ArcFace's angular margin m;
   z = 0 gives CosFace's additive margin m; high-norm ones, z = 1, get
   cos(theta - m) - 2m, which emphasizes their hard examples. The other logits
-  are s cos theta_j (AdaFace's code also clips their angles to
-  [0.001, pi - 0.001], which changes only cosines within 5e-7 of +-1). Pure
-  function: the running (mean, std) come in as arguments (see
-  `adaface_norm_stats`).
+  are s cos theta_j. Pure function: the running (mean, std) come in as
+  arguments (see `adaface_norm_stats`; `adaface_stateful` keeps them).
+
+  AdaFace's released head.py first clamps every cosine, target and
+  non-target, to [-1 + 0.001, 1 - 0.001] "for stability", then takes arccos
+  and the angle clip above; so the released non-target logits are
+  s clip(cos_j, -0.999, 0.999) (no gradient beyond the clamp) and the target
+  angle is at least arccos(0.999) = 0.045 before the margin. By default this
+  function does not clamp (theta is exact, every gradient flows);
+  `reference_clamp=True` applies the released clamp, to match its runs.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
@@ -402,6 +546,8 @@ def adaface(
     m: margin (paper: 0.4).
     h: scale of the normalized norm (paper: 0.333, so that norms within 3
       standard deviations of the mean map into [-1, 1]).
+    reference_clamp: clamp every cosine to [-1 + 0.001, 1 - 0.001] first, as
+      the released head.py does.
     axis_name: axis the classes are sharded over (see the module docstring).
 
   Returns:
@@ -419,6 +565,8 @@ def adaface(
         f"norms must have shape {cos.shape[:1]}, got {norms.shape}"
     )
   eps = 1e-3
+  if reference_clamp:
+    cos = jnp.clip(cos, -1 + eps, 1 - eps)
   z = jnp.clip(h * (norms - batch_mean) / (batch_std + eps), -1, 1)
   theta = _angle(label_value(cos, is_target))
   target = jnp.cos(jnp.clip(theta - m * z, eps, math.pi - eps)) - (m + m * z)
@@ -471,6 +619,380 @@ def circle_loss(
   )
 
 
+def circle_pairs(
+    similarity: ArrayLike,
+    positive: ArrayLike,
+    negative: ArrayLike,
+    *,
+    m: float = 0.25,
+    gamma: float = 256.0,
+) -> jax.Array:
+  """Circle loss of each anchor over its positive and negative pair similarities.
+
+  L = log(1 + sum_n exp(gamma a_n (s_n - m)) sum_p exp(-gamma a_p (s_p - 1 + m)))
+  with a_p = relu(1 + m - s_p), a_n = relu(s_n + m) constants in
+  backpropagation (arXiv:2002.10857, eq. 6 with O_p = 1 + m, O_n = -m,
+  Delta_p = 1 - m, Delta_n = m, eq. 8). With class centers as the pairs (one
+  positive, the other classes negative) it is `circle_loss`. An anchor without
+  a positive or a negative gets 0.
+
+  Args:
+    similarity: [N, M] similarities of N anchors to M others.
+    positive: [N, M] True for the positive pairs.
+    negative: [N, M] True for the negative pairs.
+    m: relaxation margin.
+    gamma: scale.
+
+  Returns:
+    [N] per-anchor losses in float32 (or the input's wider dtype).
+
+  References:
+    Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+    Optimization", arXiv:2002.10857.
+  """
+  check_positive(gamma, "gamma")
+  s = _check_cos(similarity)
+  positive, negative = jnp.asarray(positive, bool), jnp.asarray(negative, bool)
+  a_p = jax.lax.stop_gradient(jax.nn.relu(1 + m - s))
+  a_n = jax.lax.stop_gradient(jax.nn.relu(s + m))
+  total = (logsumexp(gamma * a_n * (s - m), where=negative)
+           + logsumexp(-gamma * a_p * (s - (1 - m)), where=positive))
+  both = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
+  return jnp.where(both, jax.nn.softplus(jnp.where(both, total, 0)), 0)
+
+
+@REGISTRY.register("pairwise_circle_loss", kind="margin",
+                   inputs=("embeddings", "labels", "where"))
+def pairwise_circle_loss(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    m: float = 0.25,
+    gamma: float = 256.0,
+) -> jax.Array:
+  """Circle loss over the batch's pairs: same label positive, different negative.
+
+  `circle_pairs` of the cosine similarities of the L2-normalized embeddings,
+  each example an anchor against every other real example (self pairs left
+  out). Defaults m = 0.25, gamma = 256 are the paper's face recognition
+  setting (arXiv:2002.10857, Sec. 4.2). No class centers: the centers of a
+  metric trainer's model are left untrained by this loss.
+
+  Args:
+    embeddings: [N, d] embeddings.
+    labels: [N] integer classes.
+    where: [N] True for the real examples (None: all).
+    m: relaxation margin.
+    gamma: scale.
+
+  Returns:
+    [N] per-example losses (0 where `where` is False).
+
+  References:
+    Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+    Optimization", arXiv:2002.10857.
+  """
+  embeddings = jnp.asarray(embeddings)
+  if embeddings.ndim != 2:
+    raise ValueError(f"embeddings must be [N, d], got shape {embeddings.shape}")
+  labels = jnp.asarray(labels)
+  if labels.shape != embeddings.shape[:1]:
+    raise ValueError(f"labels must have shape {embeddings.shape[:1]}, got {labels.shape}")
+  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  similarity = cosine_logits(embeddings, embeddings)
+  pair = real[:, None] & real[None, :] & ~jnp.eye(labels.shape[0], dtype=bool)
+  same = labels[:, None] == labels[None, :]
+  values = circle_pairs(similarity, pair & same, pair & ~same, m=m, gamma=gamma)
+  return jnp.where(real, values, 0)
+
+
+def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None,
+                   wisk: float = 1.5) -> tuple[jax.Array, jax.Array]:
+  """UNPG's in-batch negative pairs, noisy ones filtered by the box-and-whisker rule.
+
+  The pairs i < j of real examples with different labels; with q1, q3 the
+  lower and upper quartiles of their cosine similarities (the sorted values
+  at floor(0.25 n) and floor(0.75 n), n pairs, as the released code takes
+  them; no gradient), a pair is kept iff its similarity lies in
+  [q1 - wisk (q3 - q1), q3 + wisk (q3 - q1)] (arXiv:2203.11593, Sec. 3.3;
+  wisk = 1.5 is the released head.zoo.yaml's "unpg" entry).
+
+  Args:
+    embeddings: [N, d] embeddings.
+    labels: [N] integer classes.
+    where: [N] True for the real examples (None: all).
+    wisk: whisker length in interquartile ranges.
+
+  Returns:
+    (similarities [N, N], kept [N, N] boolean mask of the kept pairs).
+  """
+  embeddings, labels = jnp.asarray(embeddings), jnp.asarray(labels)
+  if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+    raise ValueError(f"embeddings must be [N, d] and labels [N], got {embeddings.shape} and "
+                     f"{labels.shape}")
+  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  similarity = cosine_logits(embeddings, embeddings)
+  count = labels.shape[0]
+  upper = jnp.arange(count)[:, None] < jnp.arange(count)[None, :]
+  pairs = upper & real[:, None] & real[None, :] & (labels[:, None] != labels[None, :])
+  ordered = jnp.sort(jnp.where(pairs, jax.lax.stop_gradient(similarity), jnp.inf).ravel())
+  total = jnp.sum(pairs)
+  q1 = ordered[jnp.floor(0.25 * total).astype(jnp.int32)]
+  q3 = ordered[jnp.floor(0.75 * total).astype(jnp.int32)]
+  low, high = q1 - wisk * (q3 - q1), q3 + wisk * (q3 - q1)
+  kept = pairs & (similarity >= low) & (similarity <= high)
+  return similarity, kept
+
+
+@REGISTRY.register("unpg", kind="margin", inputs=("cos", "labels", "embeddings", "where"))
+def unpg(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    embeddings: ArrayLike,
+    where: ArrayLike | None = None,
+    s: float = 64.0,
+    m1: float = 1.0,
+    m2: float = 0.5,
+    m3: float = 0.0,
+    wisk: float = 1.5,
+    axis_name=None,
+) -> jax.Array:
+  """UNPG: a combined-margin softmax whose denominator also holds in-batch negative pairs.
+
+  L_i = log(exp(s psi(cos_y)) + sum_{j != y} exp(s cos_j) + sum_{(a, b) in S_n'}
+  exp(s cos(e_a, e_b))) - s psi(cos_y), psi the combined margin of `arcface`
+  (default ArcFace m2 = 0.5) and S_n' the batch's negative pairs kept by
+  `unpg_negatives` (arXiv:2203.11593, eq. 9: the metric-loss negative pairs
+  join the classification loss's negatives). The same S_n' enters every
+  example's denominator, as in the released code, which appends it to every
+  row of logits. With no negative pair kept (a batch of one label) it is the
+  base margin loss.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    embeddings: [N, d] the batch's embeddings (the whole batch on every device
+      when the classes are sharded).
+    where: [N] True for the real examples (None: all).
+    s, m1, m2, m3: scale and combined margin, as in `arcface`.
+    wisk: as in `unpg_negatives`.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses.
+
+  References:
+    Jung et al., "Unified Negative Pair Generation toward Well-discriminative
+    Feature Space for Face Recognition", arXiv:2203.11593.
+  """
+  check_positive(s, "s")
+  cos, is_target = _prepare(cos, labels)
+  target = s * _combined_margin(label_value(cos, is_target), m1, m2, m3)
+  logits = jnp.where(is_target, target[:, None], s * cos)
+  similarity, kept = unpg_negatives(embeddings, labels, where=where, wisk=wisk)
+  extra = logsumexp((s * similarity.astype(cos.dtype)).ravel(), where=kept.ravel())
+  total = jnp.logaddexp(logsumexp(logits, axis_name=axis_name), extra)
+  return total - _target(logits, is_target, axis_name)
+
+
+@REGISTRY.register("madacos", kind="margin", inputs=("cos", "labels", "where"))
+def madacos(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    rho: float = 0.02,
+    count: float = 9999999.0,
+    min_scale: float = 32.0,
+    axis_name=None,
+) -> jax.Array:
+  """MadaCos: a CosFace loss whose scale and margin come from the batch's median target cosine.
+
+  With c the (lower) median of the real examples' target cosines,
+  s = max(log(count (1 - rho) / rho) / (1 - c), min_scale) and
+  m = max(c - (log B + log(rho / (1 - rho))) / s, 0), B = sum_{j != y} exp(s cos_j)
+  of the median example, so that the median example's target probability is
+  about 1 - rho; logits s cos_j and s (cos_y - m). s and m are not
+  differentiated. Formula and defaults from the released CFCD code
+  (core/model/madacos.py: count 9999999, the scale floored at 32, the margin
+  at 0; rho = the configs' ALPHA = 0.02); we did not read the equations in
+  the paper text itself.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    where: [N] True for the real examples (None: all).
+    rho: the median example's target is to keep probability 1 - rho.
+    count: the number in the scale's logarithm (the released code's 9999999).
+    min_scale: the smallest scale.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses.
+
+  References:
+    Zhu et al., "Coarse-to-Fine: Learning Compact Discriminative
+    Representation for Single-Stage Image Retrieval", arXiv:2308.04008.
+  """
+  check_number(rho, "rho", lambda v: 0 < v < 1, "in (0, 1)")
+  cos, is_target = _prepare(cos, labels)
+  real = jnp.ones(cos.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  target = jax.lax.stop_gradient(_target(cos, is_target, axis_name))
+  order = jnp.argsort(jnp.where(real, target, jnp.inf))
+  middle = order[(jnp.sum(real) - 1) // 2]
+  median = target[middle]
+  scale = jnp.maximum(math.log(count * (1 - rho) / rho) / (1 - median), min_scale)
+  others = jax.lax.stop_gradient(scale * cos)
+  log_b = logsumexp(others, where=~is_target, axis_name=axis_name)[middle]
+  margin = jnp.maximum(median - (log_b + math.log(rho / (1 - rho))) / scale, 0)
+  return _softmax_loss(scale * (label_value(cos, is_target) - margin), scale * cos, is_target,
+                       axis_name)
+
+
+@REGISTRY.register("nbc_softmax", kind="margin", inputs=("cos", "labels", "embeddings", "where"))
+def nbc_softmax(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    embeddings: ArrayLike,
+    where: ArrayLike | None = None,
+    s: float = 64.0,
+    weight: float = 0.5,
+    tau: float = 0.2,
+    axis_name=None,
+) -> jax.Array:
+  """NBC-Softmax: (1 - weight) softmax + weight times the negative block-contrastive term.
+
+  The term, one value per batch (added to every real example's loss, so the
+  batch mean is the released combination): with mu_k the mean embedding of
+  each class k present in the batch,
+  L_NBC = (1 / C) mean_k log sum_{j present} exp(tau cos(mu_k, mu_j) [j != k]),
+  the j = k term counting exp(0) = 1, C the number of classes; it pushes the
+  batch's class centroids apart (arXiv:2212.08184). Formula as the released
+  code computes it (code.py: ProjContrastiveModel_BC1 without the optional
+  projection, tau = 0.2, the 1 / C factor and the (1 - ratio, ratio) mix of
+  NCE_Combiner2); the softmax here is the normalized softmax on the cosines
+  (scale s), the cosine-logit counterpart of the released linear softmax.
+  weight = 0: `normalized_softmax`.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    embeddings: [N, d] the batch's embeddings.
+    where: [N] True for the real examples (None: all).
+    s: scale of the softmax.
+    weight: share of the block-contrastive term, in [0, 1].
+    tau: multiplier of the centroid cosines.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses (0 where `where` is False).
+
+  References:
+    Kulatilleke et al., "NBC-Softmax: Darkweb Author fingerprinting and
+    migration tracking", arXiv:2212.08184.
+  """
+  check_number(weight, "weight", lambda v: 0 <= v <= 1, "in [0, 1]")
+  base = normalized_softmax(cos, labels, s=s, axis_name=axis_name)
+  embeddings, labels = jnp.asarray(embeddings), jnp.asarray(labels)
+  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  same = (labels[:, None] == labels[None, :]) & real[:, None] & real[None, :]
+  centroids = (same.astype(embeddings.dtype) @ embeddings) / jnp.maximum(
+      jnp.sum(same, axis=1, keepdims=True), 1)
+  count = labels.shape[0]
+  earlier_same = same & (jnp.arange(count)[None, :] < jnp.arange(count)[:, None])
+  first = real & ~jnp.any(earlier_same, axis=1)  # one row per class present
+  similarity = cosine_logits(centroids, centroids)
+  others = jnp.where(jnp.eye(count, dtype=bool), 0, similarity)
+  per_class = logsumexp(tau * others, where=first[None, :] & first[:, None])
+  num_classes = cos.shape[1] * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+  block = jnp.sum(jnp.where(first, per_class, 0)) / jnp.maximum(jnp.sum(first), 1) / num_classes
+  return jnp.where(real, (1 - weight) * base + weight * block, 0)
+
+
+# ---------------------------------------------------------------------------
+# CR-FIQA: ArcFace plus a regression head for the certainty ratio.
+# ---------------------------------------------------------------------------
+
+
+def certainty_ratio(cos: ArrayLike, labels: ArrayLike, *, eps: float = 1e-9,
+                    axis_name=None) -> jax.Array:
+  """CR = CCS / (NNCCS + 1 + eps): the target cosine over the largest other one, shifted.
+
+  CCS = cos theta_y (class center cosine similarity), NNCCS = max_{j != y}
+  cos theta_j (nearest negative class center); arXiv:2112.06592, eq. 5. Not
+  differentiated (a regression target).
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    eps: keeps the denominator positive at NNCCS = -1.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] certainty ratios.
+  """
+  cos, is_target = _prepare(jax.lax.stop_gradient(cos), labels)
+  ccs = _target(cos, is_target, axis_name)
+  nnccs = jnp.max(jnp.where(is_target, -jnp.inf, cos), axis=1)
+  if axis_name is not None:
+    nnccs = jax.lax.pmax(nnccs, axis_name)
+  return ccs / (nnccs + 1 + eps)
+
+
+@REGISTRY.register("cr_fiqa", kind="margin", inputs=("cos", "labels", "quality"))
+def cr_fiqa(
+    cos: ArrayLike,
+    labels: ArrayLike,
+    *,
+    quality: ArrayLike,
+    s: float = 64.0,
+    m: float = 0.5,
+    alpha: float = 10.0,
+    beta: float = 0.5,
+    eps: float = 1e-9,
+    axis_name=None,
+) -> jax.Array:
+  """CR-FIQA: ArcFace plus alpha SmoothL1_beta(quality, certainty ratio).
+
+  L = ArcFace(cos, y) + alpha SmoothL1(P_i, CR_i) (arXiv:2112.06592, eqs. 5-7),
+  P_i the quality head's prediction and CR_i = `certainty_ratio` (no
+  gradient); SmoothL1_beta(d) = d^2 / (2 beta) for |d| < beta, else
+  |d| - beta / 2. The prediction P is the sample's quality score at test
+  time. alpha = 10 and beta = 0.5 are the released training script's
+  (train_cr_fiqa.py, SmoothL1Loss(beta=0.5)); that script regresses
+  CCS / NNCCS, with NNCCS the largest non-target cosine floored near 0,
+  instead of the paper's CR; softlab follows the paper. alpha = 0: ArcFace.
+
+  Args:
+    cos: [N, C] cosine logits.
+    labels: [N] integer classes.
+    quality: [N] the quality head's predictions.
+    s, m: ArcFace's scale and additive angular margin.
+    alpha: weight of the regression term.
+    beta: SmoothL1's switch point.
+    eps: as in `certainty_ratio`.
+    axis_name: axis the classes are sharded over.
+
+  Returns:
+    [N] per-example losses.
+
+  References:
+    Boutros et al., "CR-FIQA: Face Image Quality Assessment by Learning Sample
+    Relative Classifiability", arXiv:2112.06592.
+  """
+  check_positive(beta, "beta")
+  quality = jnp.asarray(quality)
+  if quality.shape != jnp.shape(cos)[:1]:
+    raise ValueError(f"quality must have shape {jnp.shape(cos)[:1]}, got {quality.shape}")
+  ratio = certainty_ratio(cos, labels, eps=eps, axis_name=axis_name)
+  gap = jnp.abs(quality.astype(ratio.dtype) - ratio)
+  smooth_l1 = jnp.where(gap < beta, 0.5 * gap**2 / beta, gap - 0.5 * beta)
+  return arcface(cos, labels, s=s, m2=m, axis_name=axis_name) + alpha * smooth_l1
+
+
 # ---------------------------------------------------------------------------
 # SphereFace2: one binary loss per class.
 # ---------------------------------------------------------------------------
@@ -481,7 +1003,31 @@ def _sphereface2_g(cos, t):
   return 2 * ((jnp.clip(cos, -1, 1) + 1) / 2) ** t - 1
 
 
-@REGISTRY.register("sphereface2", kind="margin")
+class SphereFace2Bias(nn.Module):
+  """SphereFace2's learnable bias b, started at `sphereface2_bias_init`.
+
+  Attributes:
+    num_classes: C.
+    r, m, lam, t: as in `sphereface2` (they set the initial value).
+  """
+
+  num_classes: int
+  r: float = 30.0
+  m: float = 0.4
+  lam: float = 0.7
+  t: float = 3.0
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    start = sphereface2_bias_init(self.num_classes, r=self.r, m=self.m, lam=self.lam, t=self.t)
+    return self.param("b", nn.initializers.constant(start), (), jnp.float32)
+
+  def loss_arguments(self) -> dict[str, jax.Array]:
+    """The learnable keyword arguments of `sphereface2`: {"b": b}."""
+    return {"b": self()}
+
+
+@REGISTRY.register("sphereface2", kind="margin", logit_params=SphereFace2Bias)
 def sphereface2(
     cos: ArrayLike,
     labels: ArrayLike,
@@ -585,7 +1131,8 @@ def _resolve_margin_loss(margin_loss):
   return margin_loss
 
 
-@REGISTRY.register("partial_fc", kind="margin")
+@REGISTRY.register("partial_fc", kind="margin",
+                   inputs=("embeddings", "labels", "centers", "key"))
 def partial_fc(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -670,3 +1217,49 @@ def partial_fc(
     return loss
   start = jax.lax.axis_index(axis_name) * local_batch
   return jax.lax.dynamic_slice_in_dim(loss, start, local_batch)
+
+
+@REGISTRY.register("unicom", kind="margin",
+                   inputs=("embeddings", "labels", "centers", "key"))
+def unicom(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    centers: ArrayLike,
+    *,
+    key: jax.Array,
+    feature_rate: float = 0.5,
+    sample_rate: float = 0.1,
+    margin_loss: str | Callable[..., jax.Array] = "arcface",
+    axis_name=None,
+) -> jax.Array:
+  """Unicom: Partial FC on a random subset of the feature dimensions.
+
+  Each step keeps D' = max(1, round(feature_rate d)) of the d dimensions
+  (uniform without replacement, in increasing order, the same on every
+  device) of both the embeddings and the centers, then applies `partial_fc`
+  to them with the same key, so feature_rate = 1 is exactly `partial_fc`.
+  Unicom samples both the features and the negative class centers to reduce
+  the conflicts between its many pseudo-classes (arXiv:2304.05884, Sec. 3.2);
+  feature_rate 0.5 is our default, not a value we found in the paper.
+
+  Args:
+    embeddings, labels, centers, key, sample_rate, margin_loss, axis_name: as
+      in `partial_fc`.
+    feature_rate: share of the feature dimensions kept, in (0, 1].
+
+  Returns:
+    [N] (or this device's [b]) per-example losses.
+
+  References:
+    An et al., "Unicom: Universal and Compact Representation Learning for
+    Image Retrieval", arXiv:2304.05884.
+  """
+  if not (isinstance(feature_rate, (int, float)) and 0 < feature_rate <= 1):
+    raise ValueError(f"feature_rate must be in (0, 1], got {feature_rate!r}")
+  embeddings, centers = jnp.asarray(embeddings), jnp.asarray(centers)
+  dim = embeddings.shape[-1]
+  kept = max(1, round(feature_rate * dim))
+  dims = jnp.sort(jax.lax.top_k(jax.random.uniform(jax.random.fold_in(key, 1), (dim,)),
+                                kept)[1])
+  return partial_fc(embeddings[:, dims], labels, centers[..., dims], key=key,
+                    sample_rate=sample_rate, margin_loss=margin_loss, axis_name=axis_name)

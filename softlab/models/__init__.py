@@ -4,7 +4,8 @@
 dataset's description (num_classes, input_shape, vocab_size, ...).
 """
 
-from softlab.models import mlp as _mlp  # noqa: F401  (registers models)
+from softlab.models import embedding as _embedding  # noqa: F401  (registers models)
+from softlab.models import mlp as _mlp  # noqa: F401
 from softlab.models import transformer as _transformer  # noqa: F401
 from softlab.models import two_tower as _two_tower  # noqa: F401
 from softlab.models.base import REGISTRY, build  # noqa: F401

@@ -110,10 +110,11 @@ def building(path: str):
     raise ConfigError(f"config.{path}: {error}") from None
 
 
-def loss_options(config, loss_fn, *example, call=None) -> dict:
+def loss_options(config, loss_fn, *example, call=None, supplied=()) -> dict:
   """config.loss's hyperparameters (all but name and dtype), checked up front.
 
-  The valid fields are loss_fn's keyword-only parameters. Unknown fields and
+  The valid fields are loss_fn's keyword-only parameters, except those the
+  trainer supplies itself (`supplied`). Unknown fields and
   bad values are ConfigErrors naming config.loss, found by calling
   `(call or loss_fn)(*example, **hyperparameters)` on a tiny concrete example
   instead of deep inside the first compiled step.
@@ -121,7 +122,8 @@ def loss_options(config, loss_fn, *example, call=None) -> dict:
   hyper = options(config, "loss", drop=("name", "dtype"))
   parameters = inspect.signature(loss_fn).parameters
   valid = [p for p, spec in parameters.items()
-           if spec.kind is inspect.Parameter.KEYWORD_ONLY and p not in ("where", "dtype")]
+           if spec.kind is inspect.Parameter.KEYWORD_ONLY
+           and p not in ("where", "dtype", *supplied)]
   unknown = sorted(set(hyper) - set(valid))
   if unknown:
     raise ConfigError(f"config.loss: unknown field(s) {', '.join(unknown)} for "

@@ -17,7 +17,6 @@ _FED: dict[str, tuple[tuple[str, ...], bool]] = {}
 
 # Loss kinds no trainer feeds yet, and why.
 NO_TRAINER_YET = {
-    "margin": 'issue "Metric learning end to end"',
     "regularizer": "a regularizer is a term added to a loss, and config.loss names one loss",
 }
 

@@ -30,7 +30,15 @@ BASES = {
     "contrastive": ("configs/contrastive/siglip.py", {
         "train.batch_size": 8, "model.image_hidden": (16,), "model.text_width": 16,
         "model.embed_dim": 8}),
+    "metric": ("configs/metric/arcface.py", {
+        "train.batch_size": 16, "train.eval_batch_size": 64, "data.num_identities": 16,
+        "data.heldout_identities": 4, "data.per_identity": 2, "data.heldout_per_identity": 2,
+        "data.closed_per_identity": 1, "model.backbone.hidden": (8,),
+        "model.embedding_dim": 8}),
 }
+# Model fields a loss needs besides its trainer's config's.
+MODEL_FOR = {"subcenter_arcface": {"model.subcenters": 3},
+             "cr_fiqa": {"model.quality_head": True}}
 # Hyperparameters without a default, by loss (digits: 10 classes, about balanced).
 REQUIRED = {"ldam": {"margins": tuple(float(m) for m in losses.ldam_margins([126] * 10))}}
 
@@ -62,17 +70,20 @@ def config_for(name, trainer):
   path, updates = BASES[trainer]
   config = override(load_config(path), {**QUICK, **updates})
   fields = {"name": name, **REQUIRED.get(name, {})}
-  if trainer != "contrastive":
+  if trainer not in ("contrastive", "metric"):
     fields["dtype"] = "float32"
-  return override(config, {"loss": fields})
+  return override(override(config, {"loss": fields}), MODEL_FOR.get(name, {}))
 
 
 def test_required_hyperparameters_are_supplied():
   for name, _ in runs():
-    parameters = inspect.signature(losses.get(name)).parameters.values()
+    info = losses.info(name)
+    # a stateful loss's hyperparameters are its factory's; a margin loss's inputs come
+    # from the trainer; learnable arguments from logit_params
+    parameters = inspect.signature(info.stateful or losses.get(name)).parameters.values()
     required = {p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty}
-    if losses.info(name).kind != "pairwise":  # the pairwise arguments come from logit_params
-      assert required <= set(REQUIRED.get(name, {})), name
+    if info.logit_params is None:
+      assert required - set(info.inputs) <= set(REQUIRED.get(name, {})), name
 
 
 def adapter_runs():
@@ -90,7 +101,7 @@ def test_every_loss_trains_two_steps(name, trainer, tmp_path):
   summary = loop.train(config_for(name, trainer), str(tmp_path))
   assert summary["step"] == 2
   assert math.isfinite(summary["train/loss"])
-  if losses.info(name).stateful:
+  if losses.info(name).stateful and trainer == "classification":
     assert {"train/lambda_noisy", "train/lambda_clean"} <= set(summary)
 
 
