@@ -22,16 +22,16 @@ def build(config, info: Mapping[str, Any], *, dtype):
   (linen's init / apply calling convention, so trainers run either).
   """
   builder, options = REGISTRY.from_config(config)
-  api = options.pop("api", "linen")
+  name, api = config["name"], options.pop("api", "linen")
   if api not in APIS:
     raise ValueError(f"api {api!r}; valid: {', '.join(APIS)}")
   model = builder(options, info, dtype=dtype)
   if api == "linen":
     return model
-  if config.name not in NNX_VERSIONS:
-    raise ValueError(f"api 'nnx': model {config.name!r} has no NNX version; models with one: "
+  if name not in NNX_VERSIONS:
+    raise ValueError(f"api 'nnx': model {name!r} has no NNX version; models with one: "
                      f"{', '.join(sorted(NNX_VERSIONS))}")
-  return NNX_VERSIONS[config.name](model, info)
+  return NNX_VERSIONS[name](model, info)
 
 
 reject_unknown = REGISTRY.reject_unknown

@@ -9,6 +9,7 @@ mutable=["intermediates"])`), by `nnx.split` / `nnx.merge` of its parameters,
 so every trainer trains either API unchanged.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +59,7 @@ class MLP(nnx.Module):
 
 @nnx_version_of("mlp")
 def _mlp(module: mlp.MLP, info, rngs: nnx.Rngs) -> MLP:
-  return MLP(int(jnp.prod(jnp.asarray(info["input_shape"]))), module.hidden, module.num_outputs,
+  return MLP(math.prod(info["input_shape"]), module.hidden, module.num_outputs,
              activation=module.activation, use_bias=module.use_bias,
              kernel_init=module.kernel_init, bias_init=module.bias_init, dtype=module.dtype,
              rngs=rngs)
@@ -171,8 +172,7 @@ class Functional:
     return nnx.merge(self._graphdef, state)
 
   def apply(self, variables, *inputs, mutable=(), **kwargs):
-    model = self.merge(variables)
-    outputs = model(*inputs, **kwargs)
+    outputs, sown = nnx.capture(self.merge(variables), nnx.Intermediate)(*inputs, **kwargs)
     if "intermediates" not in mutable:
       return outputs
-    return outputs, {"intermediates": nnx.to_pure_dict(nnx.pop(model, nnx.Intermediate))}
+    return outputs, {"intermediates": nnx.to_pure_dict(sown)}
