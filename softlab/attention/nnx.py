@@ -62,7 +62,9 @@ class MultiHeadAttention(nnx.Module):
     block_size: chunked block size.
     rotary: None, or (q, k) -> (q, k) applied after QK-norm (e.g. RoPE).
     sow_weights: sow the (dense) weights [B, N, T, S] as the nnx.Intermediate
-      "attention_weights".
+      "attention_weights"; run the model under `nnx.capture(model,
+      nnx.Intermediate)` to get them (an attribute: set it on a built layer to
+      start or stop sowing).
     dtype: computation dtype of the projections (attention computes in f32).
     param_dtype: parameter dtype.
     kernel_init: initializer of the projection kernels.
