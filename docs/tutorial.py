@@ -109,12 +109,12 @@ def train(model: SetReader, key) -> list[float]:
   return [float(step(model, optimizer, k)) for k in jax.random.split(key, STEPS)]
 
 
-def accuracy(model: SetReader, batch) -> float:
-  tokens, flags, labels, _ = batch
-  return float(jnp.mean(jnp.argmax(model(tokens, flags), -1) == labels))
+@nnx.jit
+def accuracy(model: SetReader, tokens, flags, labels) -> jax.Array:
+  return jnp.mean(jnp.argmax(model(tokens, flags), -1) == labels)
 
 
-test_batch = make_batch(jax.random.key(1), 512)
+tokens, flags, labels, position = make_batch(jax.random.key(1), 512)
 models = {
     "softmax": SetReader("softmax", rngs=nnx.Rngs(0)),
     "ssmax (s learned per head)": SetReader("ssmax", rngs=nnx.Rngs(0)),
@@ -125,7 +125,7 @@ models = {
 for name, model in models.items():
   curve = train(model, jax.random.key(2))
   print(f"{name:32s} loss {curve[0]:.3f} -> {curve[-1]:.3f}, "
-        f"test accuracy {accuracy(model, test_batch):.3f}")
+        f"test accuracy {accuracy(model, tokens, flags, labels):.3f}")
 print("SSMax's learned s:", models["ssmax (s learned per head)"].attention.ssmax_s[...])
 
 # %% [markdown]
@@ -135,12 +135,17 @@ print("SSMax's learned s:", models["ssmax (s learned per head)"].attention.ssmax
 # sowed. The flagged item is marked.
 
 # %%
-tokens, flags, labels, position = test_batch
+@nnx.jit
+def attention_weights(model: SetReader, tokens, flags) -> jax.Array:
+  """What the model's attention layer sowed: its weights [batch, 1 head, 1 query, ITEMS]."""
+  _, sown = nnx.capture(model, nnx.Intermediate)(tokens, flags)
+  return sown["attention"]["attention_weights"][0]
+
+
 fig, axes = plt.subplots(len(models), 1, figsize=(8, 2.2 * len(models)), sharex=True)
 for ax, (name, model) in zip(axes, models.items()):
   model.attention.sow_weights = True
-  _, sown = nnx.capture(model, nnx.Intermediate)(tokens[:6], flags[:6])
-  (weights,) = jax.tree.leaves(sown["attention"]["attention_weights"])  # [6, 1 head, 1, ITEMS]
+  weights = attention_weights(model, tokens[:6], flags[:6])
   ax.imshow(weights[:, 0, 0], aspect="auto", cmap="viridis", vmin=0)
   ax.scatter(position[:6], jnp.arange(6), marker="x", color="red", label="flagged item")
   ax.set_ylabel("example")
