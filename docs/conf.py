@@ -38,7 +38,11 @@ napoleon_use_ivar = True
 napoleon_custom_sections = [("Normalizer fields", "params_style")]
 # `name` in a docstring is code.
 default_role = "literal"
+# NNX modules hide __init__'s signature behind their metaclass: show it separately.
+autodoc_class_signature = "separated"
 html_theme = "alabaster"
+html_static_path = ["_static"]
+html_css_files = ["softlab.css"]
 html_title = "softlab"
 html_theme_options = {"page_width": "1180px", "sidebar_width": "260px"}
 myst_heading_anchors = 3
