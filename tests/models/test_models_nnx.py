@@ -7,6 +7,7 @@ import pytest
 from fast_jit import jit
 
 from softlab import models
+from softlab.config import load_config, override
 from softlab.trainers.base import sowing
 
 RNG = np.random.default_rng(0)
@@ -106,3 +107,9 @@ def test_nnx_mlp_with_linen_weights_gives_linen_logits_and_its_initializers():
 def test_bad_api(options, message):
   with pytest.raises(ValueError, match=message):
     models.build(options, {"num_classes": 3, "input_shape": (8, 8, 1)}, dtype=jnp.float32)
+
+
+def test_api_survives_switching_the_model_in_a_config():
+  config = override(load_config("configs/grokking/softmax.py"), {"model.api": "nnx"})
+  switched = override(config, {"model.name": "transformer", "model.d_model": 16})
+  assert dict(switched.model) == {"name": "transformer", "api": "nnx", "d_model": 16}
