@@ -39,7 +39,7 @@ def rendered_text(url: str) -> tuple[str, str]:
   """(the DOM as Chromium rendered it, its visible text with whitespace collapsed)."""
   dom = subprocess.run([*CHROMIUM, "--virtual-time-budget=3000", "--dump-dom", url],
                        capture_output=True, text=True, timeout=120, check=True).stdout
-  body = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+  body = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.DOTALL)
   text = html.unescape(re.sub(r"<[^>]+>", " ", body))
   return dom, re.sub(r"\s+", " ", text)
 

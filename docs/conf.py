@@ -15,7 +15,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "_ext"))
 
 project = "softlab"
 author = "softlab authors"
-copyright = "softlab authors"  # noqa: A001  (Sphinx's name)
+copyright = "softlab authors"
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",

@@ -39,12 +39,12 @@ import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
+import matplotlib.pyplot as plt
+import optax
+from flax import nnx
 
-from softlab import losses, optim  # noqa: E402
-from softlab.attention import nnx as softlab_nnx  # noqa: E402
+from softlab import losses, optim
+from softlab.attention import nnx as softlab_nnx
 
 VOCAB, ITEMS, WIDTH = 16, 24, 32
 STEPS, BATCH = 200, 64

@@ -24,6 +24,8 @@ from softlab.attention.dense import attention_weights
 from softlab.attention.layers import head_dim_of, layer_param_setting, normalizer_fields
 
 Rotary = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# The linen layer's (nn.DenseGeneral's) kernel initializer.
+LECUN_NORMAL = nnx.initializers.lecun_normal()
 
 
 def _head_layer_norm(num_heads: int, head_dim: int, *, dtype, param_dtype, rngs) -> nnx.LayerNorm:
@@ -95,7 +97,7 @@ class MultiHeadAttention(nnx.Module):
       sow_weights: bool = False,
       dtype: Any = None,
       param_dtype: Any = jnp.float32,
-      kernel_init: nnx.Initializer = nnx.initializers.lecun_normal(),
+      kernel_init: nnx.Initializer = LECUN_NORMAL,
       rngs: nnx.Rngs,
       **normalizer_fields: Any,
   ):

@@ -9,6 +9,7 @@ mutable=["intermediates"])`), by `nnx.split` / `nnx.merge` of its parameters,
 so every trainer trains either API unchanged.
 """
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +48,7 @@ class MLP(nnx.Module):
         nnx.Linear(fan_in, width, use_bias=use_bias, dtype=dtype, param_dtype=dtype,
                    kernel_init=mlp.KERNEL_INITS[kernel_init],
                    bias_init=mlp.bias_initializer(bias_init, fan_in), rngs=rngs)
-        for fan_in, width in zip(widths[:-1], widths[1:])])
+        for fan_in, width in itertools.pairwise(widths)])
     self.activation, self.dtype = activation, dtype
 
   def __call__(self, x):
