@@ -36,9 +36,10 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 # Sections whose fields belong to the component `name` picks (the optimizers share theirs),
-# and the fields such a section keeps when its name switches to another component.
+# and the fields such a section keeps when its name switches to another component
+# (a model's Flax `api` holds for the next model too).
 COMPONENT_SECTIONS = ("data", "model", "loss")
-SHARED_FIELDS = ("name", "dtype", "seed")
+SHARED_FIELDS = ("name", "dtype", "seed", "api")
 
 
 def override(config: ml_collections.ConfigDict, updates: Mapping[str, Any]) -> ml_collections.ConfigDict:

@@ -123,8 +123,8 @@ def _field_names(normalizer: str, param: normalizers.LayerParam) -> tuple[str, s
   return name, f"{name}_learnable"
 
 
-def _normalizer_fields() -> dict[str, tuple[Any, Any, str]]:
-  """field -> (annotation, default, doc) for the LayerParams of every spec."""
+def normalizer_fields() -> dict[str, tuple[Any, Any, str]]:
+  """field -> (annotation, default, doc) for the LayerParams of every registered spec."""
   fields = {}
   for normalizer in normalizers.attention_names():
     defaults = normalizers.keyword_defaults(normalizer)
@@ -137,6 +137,51 @@ def _normalizer_fields() -> dict[str, tuple[Any, Any, str]]:
       if switch is not None:
         fields[switch] = (bool, False, f"learn {value_field} per head from its value")
   return fields
+
+
+def layer_param_setting(
+    normalizer: str,
+    param: normalizers.LayerParam,
+    field_value: Callable[[str], Any],
+    kwargs: Mapping[str, Any],
+) -> tuple[bool, Any]:
+  """How a layer hands one of the spec's LayerParams to the normalizer.
+
+  Shared by the linen and the NNX layers: reads the param's fields
+  (`field_value(name)`) and returns (True, initial value) for a learned
+  per-head parameter, (False, value) for a fixed one, or (False, None) when
+  the attention's automatic default applies (e.g. sigmoid's b = -log n).
+
+  Raises:
+    ValueError: `kwargs` (normalizer_kwargs) also sets the parameter, or a
+      field holds a bad value.
+  """
+  field, switch = _field_names(normalizer, param)
+  if param.kwarg in kwargs:
+    raise ValueError(f"normalizer_kwargs[{param.kwarg!r}] is set by the layer's {field} field")
+  value = field_value(field)
+  if param.always_learned:
+    return True, value
+  if isinstance(value, str) and value != param.automatic:
+    valid = "a float" if param.automatic is None else f"{param.automatic!r} or a float"
+    raise ValueError(f"{field} must be {valid}, got {value!r}")
+  if field_value(switch):
+    if isinstance(value, str):
+      raise ValueError(f"{switch}=True needs a float {field} (its initial value), got {value!r}")
+    return True, value
+  return False, None if isinstance(value, str) else value
+
+
+def head_dim_of(num_heads: int, features: int, head_dim: int | None, qkv_features: int | None) -> int:
+  """D: `head_dim`, else (qkv_features or the input features) // num_heads."""
+  if head_dim is not None:
+    return head_dim
+  qkv_features = qkv_features or features
+  if qkv_features % num_heads:
+    raise ValueError(
+        f"qkv_features ({qkv_features}) must be divisible by num_heads ({num_heads}); or set head_dim"
+    )
+  return qkv_features // num_heads
 
 
 class _MultiHeadAttention(nn.Module):
@@ -205,15 +250,7 @@ class _MultiHeadAttention(nn.Module):
   param_dtype: Any = jnp.float32
 
   def _head_dim(self, features: int) -> int:
-    if self.head_dim is not None:
-      return self.head_dim
-    qkv_features = self.qkv_features or features
-    if qkv_features % self.num_heads:
-      raise ValueError(
-          f"qkv_features ({qkv_features}) must be divisible by num_heads"
-          f" ({self.num_heads}); or set head_dim"
-      )
-    return qkv_features // self.num_heads
+    return head_dim_of(self.num_heads, features, self.head_dim, self.qkv_features)
 
   def _per_head_param(self, name: str, init: float) -> jax.Array:
     return self.param(
@@ -223,34 +260,20 @@ class _MultiHeadAttention(nn.Module):
   def _normalizer_kwargs(self) -> dict[str, Any]:
     kwargs = dict(self.normalizer_kwargs or {})
     for param in normalizers.attention_spec(self.normalizer).layer_params:
-      kwargs.update(self._layer_param(param, kwargs))
+      learned, value = layer_param_setting(self.normalizer, param, self._field, kwargs)
+      if learned:
+        kwargs[param.kwarg] = self._per_head_param(f"{self.normalizer}_{param.kwarg}", value)
+      elif value is not None:
+        kwargs[param.kwarg] = value
     return kwargs
 
-  def _layer_param(self, param: normalizers.LayerParam, kwargs) -> dict[str, Any]:
-    """{kwarg: value} that a LayerParam's fields give ({} = the attention's default)."""
-    field, switch = _field_names(self.normalizer, param)
-    if param.kwarg in kwargs:
-      raise ValueError(
-          f"normalizer_kwargs[{param.kwarg!r}] is set by the layer's {field} field"
-      )
+  def _field(self, field: str):
     if not hasattr(self, field):
       raise ValueError(
           f"normalizer {self.normalizer!r} was registered after"
           f" softlab.attention was imported, so the layer has no {field} field"
       )
-    value, name = getattr(self, field), f"{self.normalizer}_{param.kwarg}"
-    if param.always_learned:
-      return {param.kwarg: self._per_head_param(name, value)}
-    if isinstance(value, str) and value != param.automatic:
-      valid = "a float" if param.automatic is None else f"{param.automatic!r} or a float"
-      raise ValueError(f"{field} must be {valid}, got {value!r}")
-    if getattr(self, switch):
-      if isinstance(value, str):
-        raise ValueError(
-            f"{switch}=True needs a float {field} (its initial value), got {value!r}"
-        )
-      return {param.kwarg: self._per_head_param(name, value)}
-    return {} if isinstance(value, str) else {param.kwarg: value}
+    return getattr(self, field)
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv=None, mask=None) -> jax.Array:
@@ -316,7 +339,7 @@ class _MultiHeadAttention(nn.Module):
     return out
 
 
-_FIELDS = _normalizer_fields()
+_FIELDS = normalizer_fields()
 # MultiHeadAttention's (and the models' config) fields for normalizer
 # parameters, derived from the specs registered when this module is imported.
 # Linen fields must exist when the class is created, hence type(): the class is

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -17,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
 import softlab.losses
+import softlab.losses.nnx
 from softlab.losses import CLIPLogitScale, SigLIPLogitParams, clip_loss, siglip_loss
 
 RNG = np.random.default_rng(0)
@@ -288,6 +290,31 @@ def test_logit_params_start_at_the_papers_values():
   assert (
       float(jax.grad(lambda p: scale.apply(p))(big)["params"]["t_prime"]) == 0.0
   )
+
+
+@pytest.mark.parametrize("linen_cls, nnx_cls, options", [
+    (SigLIPLogitParams, softlab.losses.nnx.SigLIPLogitParams, {}),
+    (SigLIPLogitParams, softlab.losses.nnx.SigLIPLogitParams, {"bias_init": None}),
+    (CLIPLogitScale, softlab.losses.nnx.CLIPLogitScale, {"t_prime_init": 5.0}),
+])
+def test_nnx_logit_params_equal_linen(linen_cls, nnx_cls, options):
+  linen_module, module = linen_cls(**options), nnx_cls(**options)
+  params = linen_module.init(jax.random.key(0))
+  assert jax.tree.map(float, params["params"]) == jax.tree.map(
+      float, nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+  trained = jax.tree.map(lambda p: p + 0.5, params)
+  nnx.update(module, trained["params"])
+  want = linen_module.apply(trained, method="loss_arguments")
+  got = module.loss_arguments()
+  assert set(got) == set(want)
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-6)
+  graphdef, state = nnx.split(module)
+  grads = jax.grad(lambda s: sum(nnx.merge(graphdef, s).loss_arguments().values()))(state)
+  want_grads = jax.grad(lambda p: sum(linen_module.apply(p, method="loss_arguments").values()))(
+      trained)
+  assert jax.tree.map(float, nnx.to_pure_dict(grads)) == pytest.approx(
+      jax.tree.map(float, want_grads["params"]))
 
 
 def test_end_to_end_training_step_with_learned_temperature():

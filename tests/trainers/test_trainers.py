@@ -94,6 +94,31 @@ def test_lm_metrics_leave_out_padding_examples(tmp_path):
     assert four[key] == pytest.approx(one[key], rel=1e-4), key
 
 
+def test_lm_trains_an_nnx_transformer_and_reads_its_sown_values(tmp_path):
+  config = quick("configs/lm/ssmax.py", **{
+      "model.api": "nnx", "train.steps": 2, "train.eval_every": 2, "train.batch_size": 8,
+      "train.eval_batch_size": 8, "data.seq_len": 16, "data.eval_lengths": (16,),
+      "data.eval_windows": 8, "model.d_model": 16, "model.num_layers": 1,
+      "evals.diagnostics": {"name": "attention_diagnostics", "splits": ("val_16",)}})
+  summary = loop.train(config, str(tmp_path))
+  losses = losses_by_step(tmp_path)
+  assert np.all(np.isfinite([losses[1], losses[2], summary["val_16/loss"]]))
+  assert summary["train/attention_rms"] > 0 and 0 <= summary["val_16/sink_rate"] <= 1
+  assert summary["val_16/kurtosis"] > 0 and summary["val_16/max_activation_l0"] > 0
+
+
+def test_classification_trains_an_nnx_mlp_with_perpgrad_and_resumes_exactly(tmp_path):
+  config = quick("configs/grokking/perpgrad.py", **{
+      "model.api": "nnx", "data.p": 23, "train.steps": 4, "train.eval_every": 2,
+      "train.checkpoint_every": 2})
+  loop.train(override(config, {"train.steps": 2}), str(tmp_path / "resumed"))
+  summary = loop.train(config, str(tmp_path / "resumed"))
+  loop.train(config, str(tmp_path / "straight"))
+  resumed, straight = losses_by_step(tmp_path / "resumed"), losses_by_step(tmp_path / "straight")
+  assert [resumed[s] for s in (1, 2, 3, 4)] == pytest.approx([straight[s] for s in (1, 2, 3, 4)])
+  assert straight[4] < straight[1] and summary["test/accuracy"] >= 0
+
+
 @pytest.mark.slow  # 15 s; the fused loss equals the dense one in tests/losses/test_vocab.py and
 # trains through the lm trainer in tests/trainers/test_loss_kinds.py
 def test_lm_fused_head_loss_equals_logits_loss(tmp_path):
