@@ -76,7 +76,8 @@ def test_an_evaluator_is_added_from_the_command_line(tmp_path):
                    "--config.evals.q.name=quantized", "--config.evals.q.bits=(8, 4)",
                    "--config.evals.q.splits=('val_64',)", "--config.train.steps=1",
                    "--config.model.d_model=32", "--config.model.num_layers=1",
-                   "--config.data.eval_windows=2", "--config.train.eval_batch_size=2")
+                   "--config.data.eval_windows=2", "--config.train.eval_batch_size=2",
+                   "--config.data.eval_lengths=(64, 128)")
   assert result.returncode == 0, result.stderr
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert {"val_64/loss_int8", "val_64/loss_int4", "val_128/loss"} <= set(summary)
