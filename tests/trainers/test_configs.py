@@ -20,8 +20,12 @@ def test_the_config_folder_is_found():
 # normalizer's decoder runs in tests/models, so their 2-step runs are `slow`.
 LM_VARIANTS = {"configs/lm/sigmoid.py", "configs/lm/softplus.py", "configs/lm/softpick.py",
                "configs/lm/ssmax.py"}
-# classification/digits.py is ldr/ce.py's digits MLP with other model and optimizer fields.
-SLOW = LM_VARIANTS | {"configs/classification/digits.py"}
+# classification/digits.py is ldr/ce.py's digits MLP with other model and optimizer fields;
+# classification/clusters1000.py is the same trainer on gaussian_clusters (tests/data);
+# contrastive/clip.py is contrastive/siglip.py with the CLIP loss (tests/losses);
+# grokking/perpgrad.py is grokking/softmax.py with ⊥Grad (tests/test_optim.py).
+SLOW = LM_VARIANTS | {"configs/classification/digits.py", "configs/classification/clusters1000.py",
+                      "configs/contrastive/clip.py", "configs/grokking/perpgrad.py"}
 PARAMS = [pytest.param(p, id=os.path.relpath(p, "configs"),
                        marks=[pytest.mark.slow] if p in SLOW else []) for p in CONFIGS]
 
