@@ -100,9 +100,10 @@ def sample_rows(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarr
 def bigram_backcopy_sequences(rng, num, length, *, marginal, transition, triggers, bos_id):
   """`num` Bigram-Backcopy sequences of `length` + 1 tokens: [BOS, x_1, ..., x_length].
 
-  x_1 is drawn from the marginal without the trigger characters; after that
-  x_{t+1} copies x_{t-1} when x_t is a trigger and follows the bigram
-  transition of x_t otherwise (the generator of the paper's released code).
+  x_1 is drawn from the marginal without the trigger characters (so the BOS
+  is never copied); after that x_{t+1} copies x_{t-1} when x_t is a trigger
+  and follows the bigram transition of x_t otherwise (the generator of the
+  paper's released code).
   """
   start = marginal.copy()
   start[triggers] = 0.0
@@ -114,8 +115,7 @@ def bigram_backcopy_sequences(rng, num, length, *, marginal, transition, trigger
   for t in range(2, length + 1):
     previous = tokens[:, t - 1]
     bigram = sample_rows(rng, transition[previous])
-    copy = tokens[:, t - 2] if t > 2 else bigram
-    tokens[:, t] = np.where(is_trigger[previous] & (t > 2), copy, bigram)
+    tokens[:, t] = np.where(is_trigger[previous], tokens[:, t - 2], bigram)
   return tokens
 
 
