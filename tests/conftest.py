@@ -5,9 +5,11 @@ import shutil
 import tempfile
 
 # Before JAX initializes its backend: 8 CPU devices for the multi-device tests
-# (single-device code keeps running on device 0).
+# (single-device code keeps running on device 0), and XLA:CPU's older fusion code
+# generator, which compiles the suite's small programs in half the time.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8 --xla_cpu_use_fusion_emitters=false"
 ).strip()
 # The suite's time on CPU is compilation: compile with few optimizations (XLA's
 # numerics are unchanged; only the generated code is slower). Set in the
@@ -30,6 +32,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+
+from softlab import cli  # noqa: E402
 
 settings.register_profile(
     "softlab",
@@ -63,3 +67,24 @@ def x64():
   """Runs the test with jax_enable_x64 on (float64 arrays really are float64)."""
   with jax.enable_x64(True):
     yield
+
+
+@pytest.fixture
+def softlab_cli(capfd):
+  """Runs `softlab ARGS...` in this process: returns (exit code, stdout, stderr).
+
+  The same `cli.main` that `python -m softlab` calls, without a new interpreter's
+  imports (seconds per call); tests/test_cli.py runs the real entry point.
+  """
+
+  def run(*args):
+    capfd.readouterr()
+    try:
+      cli.main(list(args))
+      code = 0
+    except SystemExit as stop:
+      code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+    out, err = capfd.readouterr()
+    return code, out, err
+
+  return run

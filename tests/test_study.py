@@ -90,13 +90,12 @@ def test_study_runs_aggregates_skips_and_forces(tiny_study, tmp_path):
   assert os.path.getmtime(summary) > stamp
 
 
-def test_ablate_list_and_errors():
-  listed = subprocess.run([sys.executable, "-m", "softlab", "ablate", "--list"],
-                          capture_output=True, text=True, timeout=120)
-  assert "experiments/grokking.py: Grokking at the Edge of Numerical Stability" in listed.stdout
-  missing = subprocess.run([sys.executable, "-m", "softlab", "ablate", "experiments/nope.py"],
-                           capture_output=True, text=True, timeout=120)
-  assert missing.returncode == 2 and "study file not found" in missing.stderr
+def test_ablate_list_and_errors(softlab_cli):
+  code, out, _ = softlab_cli("ablate", "--list")
+  assert code == 0
+  assert "experiments/grokking.py: Grokking at the Edge of Numerical Stability" in out
+  code, _, err = softlab_cli("ablate", "experiments/nope.py")
+  assert code == 2 and "study file not found" in err
 
 
 def test_run_made_with_another_config_is_rerun_from_scratch(one_seed_study, tmp_path, capsys):
@@ -149,17 +148,16 @@ def test_default_scale_stretches_the_learning_rate_schedule(tmp_path, config, fi
   optim.make_schedule(tiny.optimizer)  # rounding to a few steps keeps the schedule valid
 
 
-def test_diverging_run_is_one_line_and_the_others_finish(tmp_path, diverging_npz):
+def test_diverging_run_is_one_line_and_the_others_finish(tmp_path, diverging_npz, softlab_cli):
   diverging = {"data": {"name": "npz", "path": diverging_npz}, "model.use_bias": True}
   path = tmp_path / "tiny.py"
   path.write_text(STUDY.format(root=os.getcwd()) + "SEEDS = (0,)\n"
                   f"VARIANTS = {{'adamw': dict(_SMALL), 'diverges': {{**_SMALL, **{diverging!r}}}}}\n")
-  result = subprocess.run([sys.executable, "-m", "softlab", "ablate", str(path), "--workers=2"],
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 3, result.stderr
-  assert result.stderr == ("softlab: 1 of 2 runs stopped on a non-finite loss (diverges seed 0);"
+  code, out, err = softlab_cli("ablate", str(path), "--workers=2")
+  assert code == 3, err
+  assert err == ("softlab: 1 of 2 runs stopped on a non-finite loss (diverges seed 0);"
                            " the other runs are kept, no results written\n")
-  assert "diverges seed 0: non-finite train/loss (nan) at step 1; last good" in result.stdout
+  assert "diverges seed 0: non-finite train/loss (nan) at step 1; last good" in out
   assert (tmp_path / "tiny" / "runs" / "adamw" / "seed0" / "summary.json").exists()
   assert not (tmp_path / "tiny" / "results.json").exists()
 

@@ -3,6 +3,7 @@ the one-line errors a user's config can cause."""
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -115,9 +116,10 @@ def loss_options(config, loss_fn, *example, call=None, supplied=()) -> dict:
 
   The valid fields are loss_fn's keyword-only parameters, except those the
   trainer supplies itself (`supplied`). Unknown fields and
-  bad values are ConfigErrors naming config.loss, found by calling
-  `(call or loss_fn)(*example, **hyperparameters)` on a tiny concrete example
-  instead of deep inside the first compiled step.
+  bad values are ConfigErrors naming config.loss, found by tracing
+  `(call or loss_fn)(*example, **hyperparameters)` on a tiny example (shapes
+  only: nothing is compiled or run) instead of deep inside the first compiled
+  step.
   """
   hyper = options(config, "loss", drop=("name", "dtype"))
   parameters = inspect.signature(loss_fn).parameters
@@ -129,7 +131,7 @@ def loss_options(config, loss_fn, *example, call=None, supplied=()) -> dict:
     raise ConfigError(f"config.loss: unknown field(s) {', '.join(unknown)} for "
                       f"{config.loss.name}; valid: {', '.join(valid)}")
   try:
-    (call or loss_fn)(*example, **hyper)
+    jax.eval_shape(functools.partial(call or loss_fn, **hyper), *example)
   except (TypeError, ValueError) as error:
     raise ConfigError(f"config.loss: {error}") from None
   return hyper

@@ -184,20 +184,20 @@ def test_sigkill_mid_run_then_restart_matches_uninterrupted(tmp_path):
     (["--config.train.stepz=10"], "names a field the config does not have"),
     (["--config.train.dtype=float8"], "config.train.dtype: unknown dtype 'float8'; valid"),
 ])
-def test_bad_config_is_one_line_error(tmp_path, args, message):
-  process = softlab("train", GROKKING, "--workdir", str(tmp_path), "--config.train.steps=1", *args)
-  out, err = process.communicate(timeout=120)
-  assert process.returncode == 2
+def test_bad_config_is_one_line_error(tmp_path, softlab_cli, args, message):
+  code, _, err = softlab_cli("train", GROKKING, "--workdir", str(tmp_path),
+                             "--config.train.steps=1", *args)
+  assert code == 2
   assert message in err, err
   assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_missing_config_file_and_workdir_errors(tmp_path):
-  process = softlab("train", "configs/nope.py", "--workdir", str(tmp_path))
-  assert "config file not found: configs/nope.py" in process.communicate(timeout=60)[1]
-  assert process.returncode == 2
-  process = softlab("train", GROKKING)
-  assert "train needs --workdir" in process.communicate(timeout=60)[1]
+def test_missing_config_file_and_workdir_errors(tmp_path, softlab_cli):
+  code, _, err = softlab_cli("train", "configs/nope.py", "--workdir", str(tmp_path))
+  assert "config file not found: configs/nope.py" in err
+  assert code == 2
+  code, _, err = softlab_cli("train", GROKKING)
+  assert "train needs --workdir" in err and code == 2
 
 
 def test_workdir_holding_another_config_is_refused(tmp_path):
@@ -289,14 +289,13 @@ def test_non_finite_loss_between_log_steps_names_the_first_bad_step(tmp_path, di
 
 @pytest.mark.parametrize("under_file, message", [
     ("", "is a file, not a folder"), ("run", "cannot be written (Not a directory)")])
-def test_unusable_workdir_is_one_line(tmp_path, under_file, message):
+def test_unusable_workdir_is_one_line(tmp_path, softlab_cli, under_file, message):
   (tmp_path / "file").write_text("")
   workdir = tmp_path / "file" / under_file if under_file else tmp_path / "file"
   with pytest.raises(ConfigError, match=re.escape(message)):
     loop.train(small_config(**{"train.steps": 1}), str(workdir))
-  process = softlab("train", GROKKING, "--workdir", str(workdir))
-  out, err = process.communicate(timeout=120)
-  assert process.returncode == 2 and message in err
+  code, _, err = softlab_cli("train", GROKKING, "--workdir", str(workdir))
+  assert code == 2 and message in err
   assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
