@@ -98,7 +98,10 @@ def test_ablate_list_and_errors(softlab_cli):
   assert code == 2 and "study file not found" in err
 
 
-def test_run_made_with_another_config_is_rerun_from_scratch(one_seed_study, tmp_path, capsys):
+def test_run_made_with_another_config_is_rerun_from_scratch_with_progress_lines(
+    one_seed_study, tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(study.StudyProgress, "__init__", functools.partialmethod(
+      study.StudyProgress.__init__, interval=0.2))
   tiny = study.load_study(one_seed_study)
   stale = tmp_path / "tiny" / "runs" / "adamw" / "seed0"
   stale.mkdir(parents=True)
@@ -108,6 +111,11 @@ def test_run_made_with_another_config_is_rerun_from_scratch(one_seed_study, tmp_
   (stale / "stale.txt").write_text("from the old run")
   results = study.run_study(one_seed_study, workers=2)
   out = capsys.readouterr().out
+  lines = out.splitlines()
+  status = [line for line in lines if line.startswith("[") and " done] " in line]
+  assert status and status[-1].startswith("[2/2 done]") and " | ETA " in status[-1], out
+  finished = [line for line in lines if line.startswith(("[1/2] ", "[2/2] "))]
+  assert len(finished) == 2 and all(" seed 0: " in line for line in finished), out
   assert "2 runs (0 already done)" in out
   assert "adamw seed 0: config changed (config.train.steps: 3 != 6); rerunning from scratch" in out
   assert not (stale / "stale.txt").exists()
@@ -191,15 +199,3 @@ def test_progress_marks_early_stopping_runs_totals_and_the_eta_as_bounds(tmp_pat
   assert progress.refresh().startswith("[0/2 done] a seed 0: step 40/<=100 | ETA <= 0:")
   progress.finish(("a", 0), "a seed 0: stopped early")
   assert " | ETA <=" not in progress.refresh()
-
-
-def test_ablate_prints_progress_lines_while_runs_work(one_seed_study, tmp_path, monkeypatch,
-                                                      capsys):
-  monkeypatch.setattr(study.StudyProgress, "__init__", functools.partialmethod(
-      study.StudyProgress.__init__, interval=0.2))
-  study.run_study(one_seed_study, workers=2)
-  out = capsys.readouterr().out.splitlines()
-  status = [line for line in out if line.startswith("[") and " done] " in line]
-  assert status and status[-1].startswith("[2/2 done]") and " | ETA " in status[-1], out
-  finished = [line for line in out if line.startswith(("[1/2] ", "[2/2] "))]
-  assert len(finished) == 2 and all(" seed 0: " in line for line in finished), out
