@@ -23,9 +23,11 @@ LM_VARIANTS = {"configs/lm/sigmoid.py", "configs/lm/softplus.py", "configs/lm/so
 # classification/digits.py is ldr/ce.py's digits MLP with other model and optimizer fields;
 # classification/clusters1000.py is the same trainer on gaussian_clusters (tests/data);
 # contrastive/clip.py is contrastive/siglip.py with the CLIP loss (tests/losses);
-# grokking/perpgrad.py is grokking/softmax.py with ⊥Grad (tests/test_optim.py).
+# grokking/perpgrad.py is grokking/softmax.py with ⊥Grad (tests/test_optim.py);
+# classification/noisy_softmax.py runs 2 steps in tests/trainers/test_trainers.py.
 SLOW = LM_VARIANTS | {"configs/classification/digits.py", "configs/classification/clusters1000.py",
-                      "configs/contrastive/clip.py", "configs/grokking/perpgrad.py"}
+                      "configs/contrastive/clip.py", "configs/grokking/perpgrad.py",
+                      "configs/classification/noisy_softmax.py"}
 PARAMS = [pytest.param(p, id=os.path.relpath(p, "configs"),
                        marks=[pytest.mark.slow] if p in SLOW else []) for p in CONFIGS]
 
