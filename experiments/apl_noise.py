@@ -1,5 +1,5 @@
-"""Active-Passive Losses at 60-80% uniform label noise: digits (K = 10) and Gaussian clusters
-(K = 26), with the protocol of experiments/ldr_noise.py.
+"""Active-Passive Losses at 60% and 80% uniform label noise on digits (K = 10, as CIFAR-10),
+with the protocol of experiments/ldr_noise.py.
 
 Claim (Ma et al., arXiv:2006.13554, Table 2, CIFAR-10 at 0.6 / 0.8 uniform noise): the APL
 losses (NCE+RCE, NFL+RCE, NCE+MAE) beat cross-entropy and the other robust losses by large
@@ -8,22 +8,23 @@ margins at high noise.
 Everything but the settings and the loss list is ldr_noise.py's (imported from it): the tanh
 MLP of width min(dims, K), SGD with momentum 0.9, weight decay 5e-3, batch 64, 100 epochs, lr
 0.01 / 10 at epochs 50 and 75, a validation fifth held out of the noisy training split for
-tuning, clean test labels, 2 seeds; the tuned baselines' grids (GCE q in {0.05, 0.7, 0.95},
+tuning, clean test labels; the tuned baselines' grids (GCE q in {0.05, 0.7, 0.95},
 SCE balance in {0.05, 0.5, 0.95}, NCE+RCE alpha in {5, 9.9} with beta = 10 - alpha in the
 released RCE's scale), the choice by mean validation accuracy (ties to the first value).
 Added: NFL+RCE and NCE+MAE with the APL paper's CIFAR-10 values (alpha = beta = 1, gamma =
 0.5), in the APL code's scaling (its RCE clamps log 0 at log 1e-4, so beta = 9.21 / 4 here;
 its MAE is 1 - p_y, softlab's 2 (1 - p_y), so beta = 0.5 here), untuned; sum-exp (comp-sum,
-arXiv:2304.07288) untuned. Settings: digits at 0.6 and 0.8, clusters26 (16 dimensions, 50
-training examples per class) at 0.8. Left out for the CPU budget: clusters26 at 0.6,
-clusters100, the Crammer-Singer, LDR-KL and ALDR-KL losses (ldr_noise.py's subject); the
-three losses were not added to ldr_noise.py's 30%-noise grid, whose rerun (26.7
-core-minutes) would have reproduced its committed numbers.
+arXiv:2304.07288) untuned. Settings: digits at 0.6 and 0.8, one seed. Left out for the CPU
+budget (the machine's 2 cores were shared by several sessions when this ran): a second seed,
+Gaussian clusters (K = 26, 100), the Crammer-Singer, LDR-KL and ALDR-KL losses (ldr_noise.py's
+subject); the three losses were not added to ldr_noise.py's 30%-noise grid, whose rerun (26.7
+core-minutes) would only have reproduced its committed numbers for the LDR verdict.
 
 Verdict, thresholds fixed before the runs. In each setting the best APL loss (highest tuned
 mean test accuracy among NCE+RCE, NFL+RCE, NCE+MAE) "wins" when it beats CE by >= 0.05 and is
 no more than 0.01 behind the best of the APL paper's other baselines here (GCE, SCE, MAE).
-Supported when it wins in >= 2 of the 3 settings; not supported otherwise.
+Supported when it wins in both settings, not supported when it wins in neither, inconclusive
+otherwise.
 """
 
 import importlib.util
@@ -36,14 +37,13 @@ _spec.loader.exec_module(ldr)
 
 TITLE = "Normalized Loss Functions for Deep Learning with Noisy Labels (Active-Passive Losses)"
 ARXIV = "2006.13554"
-CLAIM = ("At 60-80% uniform label noise the APL losses (NCE+RCE, NFL+RCE, NCE+MAE) beat "
+CLAIM = ("At 60% and 80% uniform label noise the APL losses (NCE+RCE, NFL+RCE, NCE+MAE) beat "
          "cross-entropy by a large margin and are at least as accurate as GCE, SCE and MAE.")
 BASE_CONFIG = ldr.BASE_CONFIG
 
 SETTINGS = {
     "digits10/uniform0.6": ldr.setting(10, "uniform", 0.6),
     "digits10/uniform0.8": ldr.setting(10, "uniform", 0.8),
-    "clusters26/uniform0.8": ldr.setting(26, "uniform", 0.8),
 }
 LOSSES = {
     **{name: ldr.LOSSES[name] for name in ("CE", "GCE", "SCE", "MAE", "NCE+RCE")},
@@ -69,7 +69,7 @@ VARIANTS = {
     for loss, (_, grid) in LOSSES.items() for value, spec in grid.items()
     for name, overrides in SETTINGS.items()
 }
-SEEDS = (0, 1)
+SEEDS = (0,)
 METRICS = {
     "test/accuracy": "clean test top-1 accuracy after 100 epochs",
     "val/accuracy": "top-1 accuracy on the held-out validation fifth (noisy labels), for tuning",
@@ -78,7 +78,7 @@ PLOTS = ("test/accuracy",)
 
 
 def tuned(results):
-  """{setting: {loss: (chosen grid value, test mean, test std, {value: (val, test)})}}."""
+  """{setting: {loss: (chosen grid value, test accuracy, {value: (val, test)})}}."""
   variants = results["variants"]
   table = {}
   for name in SETTINGS:
@@ -89,8 +89,7 @@ def tuned(results):
                 for value in grid}
       best = max(scores, key=lambda value: scores[value][0])  # first value on ties
       numbers = variants[f"{label(loss, best)}/{name}"]
-      table[name][loss] = (best, numbers["mean"]["test/accuracy"],
-                           numbers["std"]["test/accuracy"], scores)
+      table[name][loss] = (best, numbers["mean"]["test/accuracy"], scores)
   return table
 
 
@@ -113,15 +112,15 @@ def wins(entry):
 def report(results):
   """Markdown: tuned accuracy per loss and setting, the grids, the best APL loss's margins."""
   table = tuned(results)
-  lines = ["### Clean test accuracy, baselines tuned on validation (mean ± std over seeds; rank)",
+  lines = ["### Clean test accuracy, baselines tuned on validation (one seed; rank)",
            "", "| loss | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
   for loss in LOSSES:
     cells = []
     for name in SETTINGS:
       rank = ldr.ranks([table[name][other][1] for other in LOSSES])[list(LOSSES).index(loss)]
-      best, mean, std, _ = table[name][loss]
+      best, accuracy, _ = table[name][loss]
       chosen = "" if best is None else f" [{LOSSES[loss][0]}={best:g}]"
-      cells.append(f"{mean:.4f} ± {std:.4f} ({rank}){chosen}")
+      cells.append(f"{accuracy:.4f} ({rank}){chosen}")
     lines.append(f"| {loss} | " + " | ".join(cells) + " |")
   lines += ["", "### Tuning grids: mean validation / test accuracy per grid value (chosen in bold)",
             "", "| loss | value | " + " | ".join(SETTINGS) + " |",
@@ -132,7 +131,7 @@ def report(results):
     for value in grid:
       cells = []
       for name in SETTINGS:
-        best, _, _, scores = table[name][loss]
+        best, _, scores = table[name][loss]
         cell = f"{scores[value][0]:.4f} / {scores[value][1]:.4f}"
         cells.append(f"**{cell}**" if value == best else cell)
       lines.append(f"| {loss} | {parameter}={value:g} | " + " | ".join(cells) + " |")
@@ -148,7 +147,7 @@ def report(results):
 
 def verdict(results):
   """Supported iff the best APL loss beats CE by >= 0.05 and is within 0.01 of the best of
-  GCE / SCE / MAE in >= 2 of the 3 settings (module doc)."""
+  GCE / SCE / MAE in both settings, not supported in neither (module doc)."""
   found = summary(tuned(results))
   won = [name for name, entry in found.items() if wins(entry)]
   numbers = "; ".join(
@@ -156,4 +155,6 @@ def verdict(results):
       f"{entry['over_baseline']:+.4f} over {entry['baseline']}" for name, entry in found.items())
   text = (f"The best APL loss beats CE by >= {MARGIN_OVER_CE} and is within {TOLERANCE} of the "
           f"best of GCE / SCE / MAE in {len(won)} of {len(found)} settings. {numbers}.")
-  return ("supported" if len(won) >= 2 else "not supported"), text
+  if len(won) == len(found):
+    return "supported", text
+  return ("not supported" if not won else "inconclusive"), text
