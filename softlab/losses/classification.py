@@ -594,7 +594,9 @@ def spherical_z_loss(
   and is invariant to adding a constant to every logit and to multiplying
   them by a positive number. b is where the softplus bends: z_y > b is
   hardly penalized (z_y <= sqrt(K - 1)); a sets how sharply. The paper tunes
-  (a, b) per task (Section 4); a = 0.1, b = 10 are ours, not the paper's.
+  (a, b) per task (Section 4); a = 0.1, b = 10 are ours, not the paper's
+  (its tuned values were not in the sources reachable here: abstract-level
+  summaries only).
   Not `z_loss` (PaLM's (log Z)^2 regularizer): a different loss that shares
   the name.
 
@@ -689,7 +691,8 @@ def sovr(
   -log sigmoid(z_y) - sum_{k != y} log sigmoid(-z_k), the others softmax
   cross-entropy. f = 0 gives CE, f = 1 one-vs-rest. The values therefore
   depend on the whole batch, as in the paper. f = 0.4 is our reading of the
-  paper's setting (M = 40%), not checked against its text here.
+  paper's setting (M = 40%), not checked against its text (the sources
+  reachable here showed its abstract and introduction only).
 
   Args:
     logits: [..., K] scores.

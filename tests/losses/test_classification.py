@@ -917,3 +917,12 @@ def test_noisy_softmax_against_numpy_and_alpha_zero_is_cross_entropy(x64):
     L.noisy_softmax_cross_entropy(RANDOM, LABELS, alpha=0.1)
   with pytest.raises(ValueError, match="step: required with anneal_steps"):
     L.noisy_softmax_cross_entropy(RANDOM, LABELS, key=key, anneal_steps=10)
+
+
+def test_classification_loss_inputs_are_checked_at_registration():
+  assert L.info("noisy_softmax_cross_entropy").inputs == ("key", "step")
+  with pytest.raises(ValueError, match=r"unknown input\(s\) cos for a classification loss; "
+                                       r"valid: key, step"):
+    L.REGISTRY.register("bad_inputs", kind="classification", inputs=("cos",))
+  with pytest.raises(ValueError, match=r"unknown input\(s\) key for a pairwise loss; valid: none"):
+    L.REGISTRY.register("bad_inputs", kind="pairwise", inputs=("key",))
