@@ -197,10 +197,11 @@ def noisy_softmax_cross_entropy(
   bias-free linear head): the paper's "annealed noise", which shrinks by
   itself as training aligns x with W_y; or, without `norm_product` (a
   trainer that has only the logits), n = alpha_t |xi|, the paper's "free
-  noise" ablation. The noise only lowers the label's logit, so the loss
-  stays away from saturation longer (n >= 0; the paper finds symmetric
-  noise on the logit no better and negative-only noise worse). alpha = 0
-  gives softmax cross-entropy exactly; alpha = 0.1 is the paper's best.
+  noise" ablation. The noise only lowers the label's logit (n >= 0), so the
+  loss stays away from saturation longer; in the paper's ablation noise that
+  raises it (n = -sigma |xi|) does worse than plain softmax, free and
+  amplitude noise slightly better, the annealed noise best. alpha = 0 gives
+  softmax cross-entropy exactly; alpha = 0.1 is about the paper's best.
   `anneal_steps` (a linear decay of alpha to 0) is softlab's: the paper
   anneals through (1 - cos theta) at a fixed alpha.
 
