@@ -6,7 +6,7 @@
 """
 
 from softlab.losses._registry import (  # noqa: F401
-    KINDS, MARGIN_INPUTS, REGISTRY, LossInfo, StatefulLoss)
+    CLASSIFICATION_INPUTS, KINDS, MARGIN_INPUTS, REGISTRY, LossInfo, StatefulLoss)
 from softlab.losses.classification import *  # noqa: F401,F403
 from softlab.losses.contrastive import *  # noqa: F401,F403
 from softlab.losses.ldr import *  # noqa: F401,F403

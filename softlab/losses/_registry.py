@@ -2,7 +2,9 @@
 
 A loss's kind is its calling convention, so a trainer can feed any loss of a
 kind it knows without knowing the loss:
-- classification: loss(logits [..., K], labels [...] integer classes).
+- classification: loss(logits [..., K], labels [...] integer classes), plus
+  by keyword the entry's `inputs` (CLASSIFICATION_INPUTS: a per-step PRNG key,
+  the training step) when it registers any.
 - multilabel: loss(logits [..., K], label matrix [..., K] of targets in [0, 1]).
 - margin: loss(cosines [N, C] or embeddings + class centers, labels [N]). The
   entry's `inputs` names every argument a trainer supplies, passed by keyword
@@ -44,6 +46,13 @@ MARGIN_INPUTS = {
     "quality": "[N] the model's quality-head predictions",
 }
 
+# What a trainer can hand a classification loss besides (logits, labels), by argument name.
+CLASSIFICATION_INPUTS = {
+    "key": "a PRNG key, new every step (Noisy Softmax's noise)",
+    "step": "the training step (0 first), for a loss's own annealing schedule",
+}
+KIND_INPUTS = {"margin": MARGIN_INPUTS, "classification": CLASSIFICATION_INPUTS}
+
 
 class StatefulLoss(NamedTuple):
   """A loss with per-example state, in the shape of optax's GradientTransformation.
@@ -72,7 +81,10 @@ class LossInfo:
       parameters (its fields are the config's loss options); for a margin
       loss, the module of its learnable arguments (see the module docstring).
     inputs: for a margin loss, the arguments a trainer supplies (MARGIN_INPUTS
-      names), by keyword; ("cos", "labels") unless registered otherwise.
+      names), by keyword; ("cos", "labels") unless registered otherwise. For
+      a classification loss, what it takes beyond (logits, labels)
+      (CLASSIFICATION_INPUTS: a per-step key, the step); only trainers that
+      supply them train it.
   """
 
   kind: str
@@ -99,10 +111,11 @@ class LossRegistry(Registry):
       raise ValueError(f"loss {name!r}: unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     if inputs is None:
       inputs = ("cos", "labels") if kind == "margin" else ()
-    unknown = sorted(set(inputs) - set(MARGIN_INPUTS))
+    valid = KIND_INPUTS.get(kind, {})
+    unknown = sorted(set(inputs) - set(valid))
     if unknown:
-      raise ValueError(f"loss {name!r}: unknown input(s) {', '.join(unknown)}; valid: "
-                       f"{', '.join(MARGIN_INPUTS)}")
+      raise ValueError(f"loss {name!r}: unknown input(s) {', '.join(unknown)} for a {kind} "
+                       f"loss; valid: {', '.join(valid) or 'none'}")
     self._info[name] = LossInfo(kind, stateful, logit_params, tuple(inputs))
     return super().register(name)
 

@@ -1,6 +1,9 @@
 """Classification: inputs -> logits -> any classification or multilabel loss.
 
-Multilabel losses get the labels as a one-hot label matrix. A stateful loss
+Multilabel losses get the labels as a one-hot label matrix. A loss that
+registers `inputs` (Noisy Softmax: "key", "step") gets them by keyword: the
+loop's per-step PRNG key and the training step, which the trainer counts in
+`extra["loss_step"]`; evaluation uses a fixed key. A stateful loss
 (ALDR-KL's per-example lambda) keeps its state in the train state
 (`extra["loss_state"]`, indexed by training-example id), so it survives
 checkpoints like the weights; each per-example state entry is logged averaged
@@ -24,7 +27,10 @@ TARGETS = {
     "classification": lambda labels, num_classes: labels,
     "multilabel": lambda labels, num_classes: jax.nn.one_hot(labels, num_classes),
 }
-feeds("classification", TARGETS, stateful=True)
+# Loss inputs beyond (logits, targets) this trainer supplies (losses.CLASSIFICATION_INPUTS): the
+# loop's per-step key, and the step, counted in extra["loss_step"] (checkpointed with the state).
+INPUTS = ("key", "step")
+feeds("classification", TARGETS, stateful=True, inputs=INPUTS)
 
 
 @REGISTRY.register("classification")
@@ -40,8 +46,16 @@ def classification(config, dataset, mesh) -> Experiment:
     return TARGETS[info.kind](labels, num_classes)
 
   one_logit_row = (jnp.zeros((1, num_classes)), targets(jnp.zeros(1, jnp.int32)))
+  takes_step = "step" in info.inputs
+
+  def loss_inputs(key, step):
+    """The inputs the loss registered, by keyword."""
+    return {name: value for name, value in (("key", key), ("step", step)) if name in info.inputs}
+
   if info.stateful is None:
-    hyper = loss_options(config, loss_fn, *one_logit_row)
+    dry_inputs = loss_inputs(jax.random.key(0), 0)
+    hyper = loss_options(config, loss_fn, *one_logit_row, supplied=info.inputs,
+                         call=lambda *example, **h: loss_fn(*example, **dry_inputs, **h))
     stateful = None
   else:
     if train is None:
@@ -58,18 +72,22 @@ def classification(config, dataset, mesh) -> Experiment:
     return model.init(rng, *example)
 
   def init_extra(params):
-    if stateful is None:
-      return {}
-    return {"loss_state": stateful.init(len(train["labels"]), loss_dtype)}
+    extra = {"loss_step": jnp.zeros((), jnp.int32)} if takes_step else {}
+    if stateful is not None:
+      extra["loss_state"] = stateful.init(len(train["labels"]), loss_dtype)
+    return extra
 
   def loss(params, extra, batch, rng):
     logits = model.apply(params, *model_inputs(batch)).astype(loss_dtype)
     if stateful is None:
-      values = loss_fn(logits, targets(batch["labels"]), **hyper)
+      values = loss_fn(logits, targets(batch["labels"]), **hyper,
+                       **loss_inputs(rng, extra.get("loss_step")))
     else:
       ids = jnp.where(batch["weight"] > 0, batch["ids"], len(train["labels"]))
       values, state = stateful.apply(logits, targets(batch["labels"]), extra["loss_state"], ids)
-      extra = {"loss_state": state}
+      extra = {**extra, "loss_state": state}
+    if takes_step:
+      extra = {**extra, "loss_step": extra["loss_step"] + 1}
     weight = batch["weight"]
     mean = jnp.sum(weight * values) / jnp.sum(weight)
     return mean, (batch_metrics(logits, batch["labels"], values, weight > 0, loss_dtype), extra)
@@ -79,13 +97,14 @@ def classification(config, dataset, mesh) -> Experiment:
     logits, state = sowing(eval_model, sown).apply(params, *model_inputs(batch),
                                                    mutable=["intermediates"])
     logits = logits.astype(loss_dtype)
-    return {"logits": logits, "labels": batch["labels"], "loss": fresh_loss(logits, batch["labels"]),
+    return {"logits": logits, "labels": batch["labels"],
+            "loss": fresh_loss(logits, batch["labels"], extra.get("loss_step")),
             "sown": sown_values(state, sown)}
 
-  def fresh_loss(logits, labels):
-    """Per-example loss values; a stateful loss's from its initial state."""
+  def fresh_loss(logits, labels, step):
+    """Per-example loss values (a fixed key); a stateful loss's from its initial state."""
     if stateful is None:
-      return loss_fn(logits, targets(labels), **hyper)
+      return loss_fn(logits, targets(labels), **hyper, **loss_inputs(jax.random.key(0), step))
     count = labels.shape[0]
     values, _ = stateful.apply(logits, targets(labels), stateful.init(count, loss_dtype),
                                jnp.arange(count))

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 from softlab import losses
 from softlab.trainers.base import ConfigError, field, lookup
 
-# trainer -> (loss kinds it has an adapter for, whether it keeps a stateful loss's state)
-_FED: dict[str, tuple[tuple[str, ...], bool]] = {}
+# trainer -> (loss kinds it has an adapter for, whether it keeps a stateful loss's state,
+# the loss inputs (LossInfo.inputs) it supplies)
+_FED: dict[str, tuple[tuple[str, ...], bool, tuple[str, ...]]] = {}
 
 # Loss kinds no trainer feeds yet, and why.
 NO_TRAINER_YET = {
@@ -21,15 +22,17 @@ NO_TRAINER_YET = {
 }
 
 
-def feeds(trainer: str, kinds, *, stateful: bool = False) -> None:
-  """Declares that `trainer` has adapters for `kinds` (and keeps stateful losses' state)."""
-  _FED[trainer] = (tuple(kinds), stateful)
+def feeds(trainer: str, kinds, *, stateful: bool = False, inputs=()) -> None:
+  """Declares that `trainer` has adapters for `kinds` (and keeps stateful losses' state, and
+  supplies the loss inputs `inputs`, softlab.losses.KIND_INPUTS names)."""
+  _FED[trainer] = (tuple(kinds), stateful, tuple(inputs))
 
 
 def trainers_for(info: losses.LossInfo) -> tuple[str, ...]:
   """The trainers that can train a loss with this LossInfo."""
-  return tuple(sorted(name for name, (kinds, stateful) in _FED.items()
-                      if info.kind in kinds and (stateful or info.stateful is None)))
+  return tuple(sorted(name for name, (kinds, stateful, inputs) in _FED.items()
+                      if info.kind in kinds and (stateful or info.stateful is None)
+                      and set(info.inputs) <= set(inputs)))
 
 
 def choose_loss(config, trainer: str):
@@ -38,8 +41,11 @@ def choose_loss(config, trainer: str):
   loss_fn = lookup(losses.get, name, "loss.name")
   info = losses.info(name)
   if trainer not in trainers_for(info):
-    kinds, stateful = _FED[trainer]
+    kinds, stateful, inputs = _FED[trainer]
     takes = f"{', '.join(kinds)} losses" + (" (no stateful ones)" if info.stateful else "")
+    missing = sorted(set(info.inputs) - set(inputs))
+    if info.kind in kinds and missing:
+      takes += f" but supplies no {', '.join(missing)}"
     able = ", ".join(trainers_for(info))
     if not able:
       able = f"none yet ({NO_TRAINER_YET[info.kind]})" if info.kind in NO_TRAINER_YET else "none"

@@ -36,7 +36,7 @@ from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_mode
                                    options)
 from softlab.trainers.kinds import choose_loss, feeds
 
-feeds("metric", ("margin",), stateful=True)
+feeds("metric", ("margin",), stateful=True, inputs=tuple(losses.MARGIN_INPUTS))
 
 # Inputs that are one value for the whole batch (the rest have the batch or class axis first).
 SHARED_INPUTS = ("key",)

@@ -23,6 +23,7 @@ from jax.test_util import check_grads
 import softlab.losses as L
 from softlab import normalizers
 from softlab.losses import classification
+from fast_jit import jit
 
 # ---------------------------------------------------------------------------
 # Independent float64 references on one example: z = the kept logits (1-D),
@@ -859,3 +860,69 @@ def test_ovr_squared_hinge_is_zero_beyond_the_margins():
 def test_wave2_bad_arguments_raise_one_line_errors(call_, message):
   with pytest.raises(ValueError, match=message):
     call_()
+
+
+def ref_noisy_softmax(x, labels, where, xi, alpha, norm_product=None):
+  """float64: CE with alpha |xi| (free noise) or alpha (r - z_y) |xi| (annealed noise) taken
+  off the label's logit."""
+  x = np.asarray(x, np.float64)
+  out = np.zeros(len(x))
+  for i in range(len(x)):
+    kept = where[i]
+    if not kept[labels[i]]:
+      continue
+    z = x[i].copy()
+    amplitude = 1.0 if norm_product is None else norm_product[i] - z[labels[i]]
+    z[labels[i]] -= alpha * amplitude * abs(xi[i])
+    out[i] = lse(z[kept]) - z[labels[i]]
+  return out
+
+
+def test_noisy_softmax_against_numpy_and_alpha_zero_is_cross_entropy(x64):
+  key = jax.random.key(3)
+  norm_product = np.abs(RANDOM).sum(-1) + 1.0
+
+  @jit
+  def run(x):
+    def total(x):
+      return jnp.sum(L.noisy_softmax_cross_entropy(x, LABELS, key=key, where=MASK, alpha=0.5))
+    return {
+        "free": L.noisy_softmax_cross_entropy(x, LABELS, key=key, where=MASK, alpha=0.5),
+        "annealed": L.noisy_softmax_cross_entropy(x, LABELS, key=key, where=MASK, alpha=0.5,
+                                                  norm_product=norm_product),
+        "zero": L.noisy_softmax_cross_entropy(x, LABELS, key=key, where=MASK, alpha=0.0),
+        "ce": L.softmax_cross_entropy(x, LABELS, where=MASK),
+        "halfway": L.noisy_softmax_cross_entropy(x, LABELS, key=key, step=5, where=MASK,
+                                                 alpha=1.0, anneal_steps=10),
+        "annealed_away": L.noisy_softmax_cross_entropy(x, LABELS, key=key, step=12, where=MASK,
+                                                       alpha=1.0, anneal_steps=10),
+        "grad": jax.grad(total)(x),
+        "xi": jax.random.normal(key, (B,), jnp.float32),
+    }
+
+  got = run(RANDOM)
+  xi = np.asarray(got["xi"], np.float64)
+  np.testing.assert_allclose(got["free"], ref_noisy_softmax(RANDOM, LABELS, MASK, xi, 0.5),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["annealed"], ref_noisy_softmax(RANDOM, LABELS, MASK, xi, 0.5,
+                                                                norm_product), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got["zero"], got["ce"])  # alpha = 0: CE exactly
+  np.testing.assert_allclose(got["halfway"], got["free"], rtol=1e-6)  # alpha_t = 1 * (1 - 5/10)
+  np.testing.assert_array_equal(got["annealed_away"], got["ce"])
+  valid = MASK[np.arange(B), LABELS] & MASK.any(-1)
+  assert np.all(got["free"][valid] > got["ce"][valid])  # the noise only lowers z_y
+  assert np.all(got["free"][~valid] == 0) and np.all(got["grad"][~valid] == 0)
+  assert np.all(got["grad"][~MASK] == 0) and np.all(np.isfinite(got["grad"]))
+  with pytest.raises(ValueError, match="key: a PRNG key is required"):
+    L.noisy_softmax_cross_entropy(RANDOM, LABELS, alpha=0.1)
+  with pytest.raises(ValueError, match="step: required with anneal_steps"):
+    L.noisy_softmax_cross_entropy(RANDOM, LABELS, key=key, anneal_steps=10)
+
+
+def test_classification_loss_inputs_are_checked_at_registration():
+  assert L.info("noisy_softmax_cross_entropy").inputs == ("key", "step")
+  with pytest.raises(ValueError, match=r"unknown input\(s\) cos for a classification loss; "
+                                       r"valid: key, step"):
+    L.REGISTRY.register("bad_inputs", kind="classification", inputs=("cos",))
+  with pytest.raises(ValueError, match=r"unknown input\(s\) key for a pairwise loss; valid: none"):
+    L.REGISTRY.register("bad_inputs", kind="pairwise", inputs=("key",))

@@ -25,10 +25,11 @@ LM_VARIANTS = {"configs/lm/sigmoid.py", "configs/lm/softplus.py", "configs/lm/so
 # contrastive/clip.py is contrastive/siglip.py with the CLIP loss (tests/losses);
 # grokking/perpgrad.py is grokking/softmax.py with ⊥Grad (tests/test_optim.py);
 # retrieval/max_item.py trains and evaluates at test lengths 16 and 64 in
-# tests/trainers/test_trainers.py (its own lengths reach 1,024 items).
+# tests/trainers/test_trainers.py (its own lengths reach 1,024 items);
+# classification/noisy_softmax.py runs 2 steps in tests/trainers/test_trainers.py.
 SLOW = LM_VARIANTS | {"configs/classification/digits.py", "configs/classification/clusters1000.py",
                       "configs/contrastive/clip.py", "configs/grokking/perpgrad.py",
-                      "configs/retrieval/max_item.py"}
+                      "configs/retrieval/max_item.py", "configs/classification/noisy_softmax.py"}
 PARAMS = [pytest.param(p, id=os.path.relpath(p, "configs"),
                        marks=[pytest.mark.slow] if p in SLOW else []) for p in CONFIGS]
 

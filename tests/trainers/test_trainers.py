@@ -142,6 +142,22 @@ def test_aldr_kl_keeps_per_example_lambda_in_the_state(tmp_path):
   assert summary["train/lambda_noisy"] != summary["train/lambda_clean"]
 
 
+def test_noisy_softmax_gets_a_key_and_the_step_from_the_classification_trainer(tmp_path):
+  """configs/classification/noisy_softmax.py for 2 steps: at step 1 (alpha_t = alpha) the
+  annealed run equals the constant-alpha one; at step 2 an annealing over 1 step has reached
+  alpha_t = 0 and the constant run has not."""
+  runs = {"anneal1": {"loss.anneal_steps": 1}, "constant": {"loss.anneal_steps": None}}
+  losses = {}
+  for name, updates in runs.items():
+    config = quick("configs/classification/noisy_softmax.py",
+                   **{"train.steps": 2, "train.eval_every": 2, "loss.alpha": 0.5, **updates})
+    summary = loop.train(config, str(tmp_path / name))
+    losses[name] = losses_by_step(tmp_path / name)
+    assert summary["step"] == 2 and np.isfinite(summary["test/loss"])
+  assert losses["anneal1"][1] == losses["constant"][1]
+  assert losses["anneal1"][2] != losses["constant"][2]
+
+
 def test_retrieval_reports_attention_on_target_and_eval_model(tmp_path):
   config = quick("configs/retrieval/max_item.py", **{
       "train.steps": 20, "train.eval_every": 20, "data.test_lengths": (16, 64),
@@ -195,6 +211,10 @@ def test_two_processes_equal_one_process(tmp_path):
     (GROKKING, {"loss.name": "aldr_kl", "loss.lam0": "ten"}, "config.loss: "),
     ("configs/retrieval/max_item.py", {"loss.name": "aldr_kl"},
      "config.loss.name: aldr_kl keeps a lambda per training example"),
+    ("configs/lm/softmax.py", {"loss.name": "noisy_softmax_cross_entropy"},
+     "'noisy_softmax_cross_entropy' is a classification loss; the lm trainer takes "
+     "classification, vocab_head losses but supplies no key, step; trainers for classification "
+     "losses: classification"),
     ("configs/lm/softmax.py", {"loss.z_loss": 1e-4}, r"config.loss: unknown field\(s\) z_loss"),
     ("configs/lm/softmax.py", {"loss.name": "linear_cross_entropy", "loss.z_loss": -1.0},
      "config.loss: z_loss must be >= 0"),
