@@ -1012,7 +1012,7 @@ class SphereFace2Bias(nn.Module):
   """
 
   num_classes: int
-  r: float = 30.0
+  r: float = 40.0
   m: float = 0.4
   lam: float = 0.7
   t: float = 3.0
