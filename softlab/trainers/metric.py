@@ -11,7 +11,9 @@ here looks at a loss's name.
 - A loss that takes `centers` (Partial FC, Unicom) runs inside shard_map over
   the mesh's "data" axis: each device gets its slice of the batch and its
   C / D rows of the centers, and the loss combines its sums over classes
-  with `axis_name="data"` (data and model parallel, as in Partial FC).
+  with `axis_name="data"` (data and model parallel, as in Partial FC). The
+  centers and their optimizer state are stored split the same way
+  (`param_specs`), so a device holds C / D rows, never all C.
 - A stateful loss (AdaFace's running norm statistics) keeps its state in
   `extra["loss_state"]`; its scalar entries are logged (train/norm_mean, ...).
 - A loss with learnable arguments (SphereFace2's bias) gets them from its
@@ -144,8 +146,15 @@ def metric(config, dataset, mesh) -> Experiment:
     """The loss state's scalars (AdaFace's running norm mean and std)."""
     return {key: value for key, value in extra["loss_state"].items() if jnp.ndim(value) == 0}
 
+  def param_specs(params):
+    """The class centers split over "data" by their leading (class) axis."""
+    specs = jax.tree.map(lambda _: P(), params)
+    specs["model"]["params"]["centers"] = P("data")
+    return specs
+
   return Experiment(init_params=init_params, init_extra=init_extra, loss=loss, predict=predict,
-                    describe_extra=describe_extra if stateful is not None else None)
+                    describe_extra=describe_extra if stateful is not None else None,
+                    param_specs=param_specs if sharded_centers else None)
 
 
 def class_cosines(cos):
