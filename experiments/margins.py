@@ -8,13 +8,19 @@ CosFace (s = 64, m = 0.35), ArcFace (s = 64, m = 0.5), sub-center ArcFace
 (K = 3), ElasticFace-Arc and ElasticFace-Arc+ (m = 0.5, sigma = 0.05; "+":
 sorted margins), AdaFace (m = 0.4, h = 0.333), SphereFace2 (r = 30, m = 0.4,
 lambda = 0.7, t = 3), pair-wise Circle (m = 0.25, gamma = 256, in-batch pairs)
-and UNPG (ArcFace plus in-batch negatives). Each with clean labels and with 20%
-and 40% uniform label noise: 30 variants, one seed. AdamW, lr 1e-2, batch 256,
+and UNPG (ArcFace plus in-batch negatives), with clean labels; ArcFace and
+sub-center ArcFace also with 20% and 40% uniform label noise: 14 variants, one
+seed. AdamW, lr 1e-2, batch 256,
 1,200 steps (about 38 epochs; ArcFace's training accuracy levels off near 0.9
 from step 800 in a calibration run of ArcFace alone). One seed, not two,
 because the shared 2-core machine gave each run a fraction of a core when the
 study started (a 60-step trial run took 170 s of wall time); so differences
-inside the thresholds below are noise.
+inside the thresholds below are noise. The 20% / 40% noise runs of the other
+eight losses (16 runs) were in this study too and were cut, after 3 clean runs
+had finished and before any result was read, when the machine's load rose to
+13 and the runner's ETA to 2 hours, past this session's deadline: they train
+from the same config (`--config.data.label_noise=uniform
+--config.data.noise_rate=0.2`) but are not in this table.
 
 Metrics on 200 held-out identities (4 samples each): TAR at FAR = 1e-4 over
 all pairs (primary), TAR at FAR = 1e-3, ROC-AUC and leave-one-out R@1;
@@ -65,11 +71,12 @@ LOSSES = {
     "pairwise_circle": {"loss": {"name": "pairwise_circle_loss"}},
     "unpg": {"loss": {"name": "unpg"}},
 }
+NOISY = ("arcface", "subcenter_arcface")  # the losses run with label noise
 VARIANTS = {
     **{name: {**_COMMON, **fields} for name, fields in LOSSES.items()},
     **{f"{name}_noise{round(rate * 100)}": {**_COMMON, **fields, "data.label_noise": "uniform",
                                              "data.noise_rate": rate}
-       for rate in NOISE_RATES for name, fields in LOSSES.items()},
+       for rate in NOISE_RATES for name, fields in LOSSES.items() if name in NOISY},
 }
 SEEDS = (0,)
 METRICS = {PRIMARY: "TAR at FAR = 1e-4, held-out identities (primary)",
@@ -126,7 +133,7 @@ def report(results):
                  f"(±{THRESHOLDS[key]}) |")
   lines += ["", f"{PRIMARY} by loss and label noise (mean over seeds):", "",
             "| loss | clean | 20% | 40% |", "| --- | --- | --- | --- |"]
-  for name in LOSSES:
+  for name in NOISY:
     row = [_value(results, name, PRIMARY)] + [
         _value(results, f"{name}_noise{round(rate * 100)}", PRIMARY) for rate in NOISE_RATES]
     lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
