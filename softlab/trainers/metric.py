@@ -5,8 +5,9 @@ centers, cosines to the centers and, with a quality head, quality scores. A
 margin loss names what it takes (LossInfo.inputs, softlab.losses.
 MARGIN_INPUTS) and gets exactly that, by keyword: cosines, labels, embeddings,
 feature norms, a PRNG key drawn fresh every step (ElasticFace's margins,
-Partial FC's sampling), the real-example mask, quality predictions. No code
-here looks at a loss's name.
+Partial FC's sampling), the real-example mask, quality predictions; a loss
+that runs another (Partial FC's margin_loss) also gets that loss's inputs
+(`losses.margin_inputs`). No code here looks at a loss's name.
 
 - A loss that takes `centers` (Partial FC, Unicom) runs inside shard_map over
   the mesh's "data" axis: each device gets its slice of the batch and its
@@ -49,6 +50,11 @@ def metric(config, dataset, mesh) -> Experiment:
   """`config.model` (an embedding_classifier) trained with the margin loss `config.loss.name`."""
   model, eval_model = build_models(config, dataset.info)
   loss_fn, info = choose_loss(config, "metric")
+  given = options(config, "loss", drop=("name", "dtype"))
+  try:
+    inputs = losses.margin_inputs(config.loss.name, given)
+  except ValueError as error:
+    raise ConfigError(f"config.loss: {error}") from None
   num_classes = dataset.info["num_classes"]
   first = dataset.train_batch(0)
   outputs = jax.eval_shape(
@@ -56,10 +62,10 @@ def metric(config, dataset, mesh) -> Experiment:
   if not isinstance(outputs, dict) or "cos" not in outputs:
     raise ConfigError(f"config.model: the metric trainer needs an embedding_classifier, got "
                       f"{config.model.name!r}")
-  if "quality" in info.inputs and "quality" not in outputs:
+  if "quality" in inputs and "quality" not in outputs:
     raise ConfigError(f"config.model.quality_head: {config.loss.name} trains a quality head "
                       "(it takes `quality`); set it to True")
-  sharded_centers = "centers" in info.inputs
+  sharded_centers = "centers" in inputs
   if sharded_centers and num_classes % mesh.size:
     raise ConfigError(f"config.data: {num_classes} classes do not split over {mesh.size} "
                       f"devices, and {config.loss.name} shards the class centers over them")
@@ -67,14 +73,13 @@ def metric(config, dataset, mesh) -> Experiment:
   logit_params, learnable = None, ()
   if info.logit_params is not None:
     fields = {f.name for f in dataclasses.fields(info.logit_params)}
-    given = options(config, "loss", drop=("name", "dtype"))
     logit_params = info.logit_params(num_classes=num_classes,
                                      **{k: v for k, v in given.items() if k in fields})
     learnable = tuple(jax.eval_shape(lambda: logit_params.init_with_output(
         jax.random.key(0), method="loss_arguments")[0]))
 
-  example = example_inputs(info.inputs, outputs, num_classes)
-  supplied = (*info.inputs, *learnable, "axis_name")
+  example = example_inputs(inputs, outputs, num_classes)
+  supplied = (*inputs, *learnable, "axis_name")
   learned_example = {name: jnp.zeros(()) for name in learnable}
   if info.stateful is None:
     hyper = loss_options(config, loss_fn, supplied=supplied,
@@ -95,7 +100,7 @@ def metric(config, dataset, mesh) -> Experiment:
     """(per-example loss values, new extra) from the model's outputs on `batch`."""
     real = batch["weight"] > 0
     available = {**out, "labels": batch["labels"], "key": key, "where": real}
-    arguments = {name: available[name] for name in info.inputs}
+    arguments = {name: available[name] for name in inputs}
     if logit_params is not None:
       arguments.update(logit_params.apply(params["loss"], method="loss_arguments"))
     if sharded_centers:

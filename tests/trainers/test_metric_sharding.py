@@ -1,7 +1,8 @@
 """Class centers split over 8 simulated devices (tests/conftest.py) for Partial FC.
 
 Each device stores its C / 8 rows of the centers and of their Adam moments; the
-loss and every gradient equal those of one device holding all C.
+loss and every gradient (the inner loss's per-example input, CR-FIQA's quality,
+all-gathered) equal those of one device holding all C.
 """
 
 import jax
@@ -17,8 +18,10 @@ CLASSES, DIM, DEVICES = 16, 8, 8
 
 def setup(devices):
   # sample_rate 1 keeps every center: the sampled set is the same on 1 and 8 devices.
-  return loop.setup(config_for("partial_fc", **{"train.num_devices": devices,
-                                                "loss.sample_rate": 1.0}))
+  # The inner loss, CR-FIQA, also takes the quality head's per-example predictions.
+  return loop.setup(config_for("partial_fc", **{
+      "train.num_devices": devices, "loss.sample_rate": 1.0, "loss.margin_loss": "cr_fiqa",
+      "model.quality_head": True}))
 
 
 def row_shapes(array):
