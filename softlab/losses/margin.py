@@ -819,8 +819,12 @@ def madacos(
   about 1 - rho; logits s cos_j and s (cos_y - m). s and m are not
   differentiated. Formula and defaults from the released CFCD code
   (core/model/madacos.py: count 9999999, the scale floored at 32, the margin
-  at 0; rho = the configs' ALPHA = 0.02); we did not read the equations in
-  the paper text itself.
+  at 0; rho = the configs' ALPHA = 0.02). No equation number is cited: the
+  paper's method section could not be read here (the stored copies of
+  arXiv:2308.04008 give its abstract and introduction only, which say that
+  MadaCos "dynamically tunes its scale and margin within each mini-batch" from
+  "the median of cosine logits"), so where the paper's equations may differ
+  from the released code is unchecked, and this function follows the code.
 
   Args:
     cos: [N, C] cosine logits.
@@ -877,7 +881,11 @@ def nbc_softmax(
   projection, tau = 0.2, the 1 / C factor and the (1 - ratio, ratio) mix of
   NCE_Combiner2); the softmax here is the normalized softmax on the cosines
   (scale s), the cosine-logit counterpart of the released linear softmax.
-  weight = 0: `normalized_softmax`.
+  weight = 0: `normalized_softmax`. No equation number is cited: the paper's
+  equations could not be read here (the stored copies of arXiv:2212.08184
+  give its abstract only: "a contrastive loss based clustering technique for
+  softmax loss" using "mini-batch sampling"), so this function follows the
+  released code, and any difference from the paper's equations is unchecked.
 
   Args:
     cos: [N, C] cosine logits.
