@@ -85,12 +85,17 @@ class LossInfo:
       a classification loss, what it takes beyond (logits, labels)
       (CLASSIFICATION_INPUTS: a per-step key, the step); only trainers that
       supply them train it.
+    inner: for a margin loss that runs another margin loss on cosines it
+      computes itself (Partial FC), the hyperparameter naming that loss; a
+      trainer then also supplies the inner loss's inputs
+      (`softlab.losses.margin_inputs`).
   """
 
   kind: str
   stateful: Callable[..., StatefulLoss] | None = None
   logit_params: type | None = None
   inputs: tuple[str, ...] = ()
+  inner: str | None = None
 
   def describe(self) -> str:
     """"classification", or "stateful classification"."""
@@ -104,9 +109,10 @@ class LossRegistry(Registry):
     super().__init__("loss", plural="losses")
     self._info: dict[str, LossInfo] = {}
 
-  def register(self, name: str, *, kind: str, stateful=None, logit_params=None, inputs=None):
+  def register(self, name: str, *, kind: str, stateful=None, logit_params=None, inputs=None,
+               inner=None):
     """Decorator adding a loss under `name` with its kind (and stateful form,
-    logit parameters, or a margin loss's inputs)."""
+    logit parameters, or a margin loss's inputs and inner loss)."""
     if kind not in KINDS:
       raise ValueError(f"loss {name!r}: unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     if inputs is None:
@@ -116,7 +122,7 @@ class LossRegistry(Registry):
     if unknown:
       raise ValueError(f"loss {name!r}: unknown input(s) {', '.join(unknown)} for a {kind} "
                        f"loss; valid: {', '.join(valid) or 'none'}")
-    self._info[name] = LossInfo(kind, stateful, logit_params, tuple(inputs))
+    self._info[name] = LossInfo(kind, stateful, logit_params, tuple(inputs), inner)
     return super().register(name)
 
   def info(self, name: str) -> LossInfo:

@@ -15,7 +15,8 @@ This is what `partial_fc` uses.
 """
 
 import math
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -47,6 +48,7 @@ __all__ = [
     "elasticface",
     "elasticface_cos",
     "madacos",
+    "margin_inputs",
     "nbc_softmax",
     "normalized_softmax",
     "pairwise_circle_loss",
@@ -817,8 +819,12 @@ def madacos(
   about 1 - rho; logits s cos_j and s (cos_y - m). s and m are not
   differentiated. Formula and defaults from the released CFCD code
   (core/model/madacos.py: count 9999999, the scale floored at 32, the margin
-  at 0; rho = the configs' ALPHA = 0.02); we did not read the equations in
-  the paper text itself.
+  at 0; rho = the configs' ALPHA = 0.02). No equation number is cited: the
+  paper's method section could not be read here (the stored copies of
+  arXiv:2308.04008 give its abstract and introduction only, which say that
+  MadaCos "dynamically tunes its scale and margin within each mini-batch" from
+  "the median of cosine logits"), so where the paper's equations may differ
+  from the released code is unchecked, and this function follows the code.
 
   Args:
     cos: [N, C] cosine logits.
@@ -875,7 +881,11 @@ def nbc_softmax(
   projection, tau = 0.2, the 1 / C factor and the (1 - ratio, ratio) mix of
   NCE_Combiner2); the softmax here is the normalized softmax on the cosines
   (scale s), the cosine-logit counterpart of the released linear softmax.
-  weight = 0: `normalized_softmax`.
+  weight = 0: `normalized_softmax`. No equation number is cited: the paper's
+  equations could not be read here (the stored copies of arXiv:2212.08184
+  give its abstract only: "a contrastive loss based clustering technique for
+  softmax loss" using "mini-batch sampling"), so this function follows the
+  released code, and any difference from the paper's equations is unchecked.
 
   Args:
     cos: [N, C] cosine logits.
@@ -1012,7 +1022,7 @@ class SphereFace2Bias(nn.Module):
   """
 
   num_classes: int
-  r: float = 30.0
+  r: float = 40.0
   m: float = 0.4
   lam: float = 0.7
   t: float = 3.0
@@ -1121,18 +1131,55 @@ def sphereface2_bias_init(
 # ---------------------------------------------------------------------------
 
 
-def _resolve_margin_loss(margin_loss):
-  if isinstance(margin_loss, str):
-    return REGISTRY.get(margin_loss)
-  if not callable(margin_loss):
-    raise ValueError(
-        f"margin_loss must be a loss name or a callable, got {margin_loss!r}"
-    )
-  return margin_loss
+# What Partial FC computes for its inner loss; the inner loss's other inputs are forwarded.
+_COMPUTED_FOR_INNER = ("cos", "labels")
+
+
+def _inner_loss(margin_loss) -> tuple[Callable[..., jax.Array], tuple[str, ...]]:
+  """(function, the inputs it takes besides cos and labels) of Partial FC's margin_loss.
+
+  A callable takes (cos, labels, axis_name=...) only; a registered name must be
+  a margin loss on cosines without state, learnable arguments or centers of its
+  own, and takes its other registered inputs (forwarded by Partial FC).
+  """
+  if callable(margin_loss):
+    return margin_loss, ()
+  if not isinstance(margin_loss, str):
+    raise ValueError(f"margin_loss must be a loss name or a callable, got {margin_loss!r}")
+  function, info = REGISTRY.get(margin_loss), REGISTRY.info(margin_loss)
+  if not _runs_inside_partial_fc(info):
+    valid = [n for n in REGISTRY.names() if _runs_inside_partial_fc(REGISTRY.info(n))]
+    raise ValueError(f"margin_loss {margin_loss!r} cannot run inside Partial FC (it needs a "
+                     f"margin loss on cosines without state, learnable arguments or centers); "
+                     f"valid: {', '.join(valid)}")
+  return function, tuple(n for n in info.inputs if n not in _COMPUTED_FOR_INNER)
+
+
+def _runs_inside_partial_fc(info) -> bool:
+  return (info.kind == "margin" and "cos" in info.inputs and "centers" not in info.inputs
+          and info.stateful is None and info.logit_params is None)
+
+
+def margin_inputs(name: str, options: Mapping | None = None) -> tuple[str, ...]:
+  """The inputs (MARGIN_INPUTS names) a trainer supplies to margin loss `name`
+  run with hyperparameters `options`.
+
+  The registered inputs; for a loss that runs another one (LossInfo.inner,
+  e.g. Partial FC's margin_loss, from `options` or its default), also that
+  loss's inputs besides the cosines and labels the wrapper computes: the key
+  of ElasticFace, the mask of UNPG, the quality of CR-FIQA.
+  """
+  info = REGISTRY.info(name)
+  if info.inner is None:
+    return info.inputs
+  default = inspect.signature(REGISTRY.get(name)).parameters[info.inner].default
+  inner = dict(options or {}).get(info.inner, default)
+  extra = _inner_loss(inner)[1]
+  return info.inputs + tuple(n for n in extra if n not in info.inputs)
 
 
 @REGISTRY.register("partial_fc", kind="margin",
-                   inputs=("embeddings", "labels", "centers", "key"))
+                   inputs=("embeddings", "labels", "centers", "key"), inner="margin_loss")
 def partial_fc(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -1142,6 +1189,7 @@ def partial_fc(
     sample_rate: float = 0.1,
     margin_loss: str | Callable[..., jax.Array] = "arcface",
     axis_name=None,
+    **inner_inputs: ArrayLike,
 ) -> jax.Array:
   """Partial FC: a margin loss over the positive centers plus sampled negatives.
 
@@ -1149,7 +1197,11 @@ def partial_fc(
   that occurs in the batch, then random others (uniform, without
   replacement) up to S, in increasing class order; labels are remapped into
   the kept set and `margin_loss(cosine_logits(embeddings, kept), labels,
-  axis_name=axis_name)` gives the losses. Decision: JAX needs a static S, so
+  axis_name=axis_name, **forwarded)` gives the losses. A registered margin_loss
+  gets its other registered inputs too (`margin_inputs`): embeddings are
+  these embeddings, its key is fold_in(key, 2) (independent of the sampling),
+  and the per-example ones (where, norms, quality) come in `inner_inputs`.
+  Decision: JAX needs a static S, so
   S is at least the batch size N, which guarantees room for every positive
   (insightface instead keeps only the positives when they outnumber S).
   sample_rate = 1 keeps every center in order: the full loss.
@@ -1158,9 +1210,10 @@ def partial_fc(
   holds [C / D, d] centers (device k the classes k C / D ...) and its [b, d]
   embeddings and [b] labels; embeddings and labels are all-gathered, each
   device samples from its own shard (C_local in place of C, the key folded
-  with the device index, N the global batch), and the margin loss combines
-  its sums over classes across devices. Each device returns the values of
-  its own b examples.
+  with the device index, N the global batch; the inner loss's per-example
+  inputs are all-gathered too, its key is the same on every device), and the
+  margin loss combines its sums over classes across devices. Each device
+  returns the values of its own b examples.
 
   Args:
     embeddings: [N, d] features (this device's [b, d] when sharded).
@@ -1169,10 +1222,14 @@ def partial_fc(
       device's [C / D, ...] shard when sharded).
     key: PRNG key for the sampling (the same on every device).
     sample_rate: fraction of the centers to keep, in (0, 1] (paper: 0.1).
-    margin_loss: a registered loss name or a callable
-      f(cos, labels, axis_name=...) -> [N]; use functools.partial to set its
-      hyperparameters (e.g. the key of elasticface, the norms of adaface).
+    margin_loss: a registered margin loss on cosines, stateless, without
+      learnable arguments (its default hyperparameters), or a callable
+      f(cos, labels, axis_name=...) -> [N] (functools.partial sets its
+      hyperparameters and other arguments).
     axis_name: axis the centers are sharded over, or None.
+    **inner_inputs: the registered margin_loss's per-example inputs other
+      than cos, labels, embeddings and key, by name ([N], or this device's
+      [b] when sharded), exactly those it takes: e.g. where for unpg.
 
   Returns:
     [N] (or this device's [b]) per-example losses.
@@ -1183,7 +1240,12 @@ def partial_fc(
   """
   if not (isinstance(sample_rate, (int, float)) and 0 < sample_rate <= 1):
     raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-  loss_fn = _resolve_margin_loss(margin_loss)
+  loss_fn, takes = _inner_loss(margin_loss)
+  per_example = sorted(set(takes) - {"embeddings", "key"})
+  if sorted(inner_inputs) != per_example:
+    raise ValueError(f"partial_fc with margin_loss {margin_loss!r} takes the inner inputs "
+                     f"{per_example or 'none'}, got {sorted(inner_inputs) or 'none'}")
+  inner_key = jax.random.fold_in(key, 2)
   embeddings, centers = jnp.asarray(embeddings), jnp.asarray(centers)
   local_batch, classes = embeddings.shape[0], centers.shape[0]
   devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
@@ -1194,6 +1256,8 @@ def partial_fc(
   if axis_name is not None:
     embeddings = jax.lax.all_gather(embeddings, axis_name, tiled=True)
     labels = jax.lax.all_gather(labels, axis_name, tiled=True)
+    inner_inputs = {name: jax.lax.all_gather(jnp.asarray(value), axis_name, tiled=True)
+                    for name, value in inner_inputs.items()}
     labels = labels - jax.lax.axis_index(axis_name) * classes
     key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
   labels = labels.astype(jnp.int32)
@@ -1212,7 +1276,10 @@ def partial_fc(
   position = jnp.full(classes, -1, jnp.int32).at[kept].set(jnp.arange(num_kept))
   labels = jnp.where(here, position[jnp.where(here, labels, 0)], -1)
   cos = cosine_logits(embeddings, centers[kept])
-  loss = loss_fn(cos, labels, axis_name=axis_name)
+  forwarded = {**inner_inputs, **{name: value for name, value in
+                                  (("embeddings", embeddings), ("key", inner_key))
+                                  if name in takes}}
+  loss = loss_fn(cos, labels, axis_name=axis_name, **forwarded)
   if axis_name is None:
     return loss
   start = jax.lax.axis_index(axis_name) * local_batch
@@ -1220,7 +1287,7 @@ def partial_fc(
 
 
 @REGISTRY.register("unicom", kind="margin",
-                   inputs=("embeddings", "labels", "centers", "key"))
+                   inputs=("embeddings", "labels", "centers", "key"), inner="margin_loss")
 def unicom(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -1231,6 +1298,7 @@ def unicom(
     sample_rate: float = 0.1,
     margin_loss: str | Callable[..., jax.Array] = "arcface",
     axis_name=None,
+    **inner_inputs: ArrayLike,
 ) -> jax.Array:
   """Unicom: Partial FC on a random subset of the feature dimensions.
 
@@ -1243,8 +1311,9 @@ def unicom(
   feature_rate 0.5 is our default, not a value we found in the paper.
 
   Args:
-    embeddings, labels, centers, key, sample_rate, margin_loss, axis_name: as
-      in `partial_fc`.
+    embeddings, labels, centers, key, sample_rate, margin_loss, axis_name,
+      inner_inputs: as in `partial_fc` (an inner loss taking embeddings gets
+      the sampled dimensions).
     feature_rate: share of the feature dimensions kept, in (0, 1].
 
   Returns:
@@ -1262,4 +1331,5 @@ def unicom(
   dims = jnp.sort(jax.lax.top_k(jax.random.uniform(jax.random.fold_in(key, 1), (dim,)),
                                 kept)[1])
   return partial_fc(embeddings[:, dims], labels, centers[..., dims], key=key,
-                    sample_rate=sample_rate, margin_loss=margin_loss, axis_name=axis_name)
+                    sample_rate=sample_rate, margin_loss=margin_loss, axis_name=axis_name,
+                    **inner_inputs)

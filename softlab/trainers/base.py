@@ -45,6 +45,10 @@ class Experiment:
       "image_embeddings", "text_embeddings", "class_embeddings"; "sown" maps
       each name in `sown` to the values the model sowed under it, in layer order.
     describe_extra: extra -> scalar metrics logged at eval time (may be None).
+    param_specs: params -> a like-structured tree of PartitionSpecs over the
+      mesh for parameters split across devices (e.g. class centers over
+      "data"), P() for the replicated ones; the optimizer state of a parameter
+      is split like it. None: everything replicated.
   """
 
   init_params: Callable[[jax.Array], Params]
@@ -52,6 +56,7 @@ class Experiment:
   loss: Callable[[Params, Extra, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, tuple[Metrics, Extra]]]
   predict: Callable[..., dict[str, Any]]
   describe_extra: Callable[[Extra], Metrics] | None = None
+  param_specs: Callable[[Params], Any] | None = None
 
 
 def sown_values(state, names) -> dict[str, list]:

@@ -2,8 +2,9 @@
 
 Top-level pieces, each callable on its own (tests run one `train_step`):
   setup(config)                   config -> mesh -> data -> model & optimizer -> evaluators
-  init_state(run)                 fresh, replicated train state
+  init_state(run)                 fresh train state, replicated but for Experiment.param_specs
   train_step(run, state, batch)   one optimizer step -> (state, weighted metric sums)
+  step_functions(run, state)      train_step jitted, the state donated and kept in place
   eval_step(evaluator, state, batch)  one evaluation batch -> weighted metric sums
   evaluate(run, state, step)      every evaluator due at `step` -> metrics
   restore_or_init(run, checkpoints)   the newest restorable checkpoint, or a fresh state
@@ -228,14 +229,31 @@ def setup(config) -> Run:
 
 
 def init_state(run: Run) -> dict:
-  """Step 0: parameters from the seed, optimizer and extra state, replicated on the mesh."""
+  """Step 0: parameters from the seed, optimizer and extra state, placed by `state_shardings`."""
 
   def init():
     params = run.experiment.init_params(jax.random.key(run.seed))
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "opt_state": run.tx.init(params), "extra": run.experiment.init_extra(params)}
 
-  return jax.jit(init, out_shardings=NamedSharding(run.mesh, P()))()
+  return jax.jit(init, out_shardings=state_shardings(run, jax.eval_shape(init)))()
+
+
+def state_shardings(run: Run, state) -> dict:
+  """The train state's placement on the mesh: parameters split as the experiment's
+  `param_specs` say, each parameter's optimizer state (Adam's moments, ...) split
+  like it (optax.tree_utils.tree_map_params), everything else replicated."""
+  replicated = NamedSharding(run.mesh, P())
+  placed = jax.tree.map(lambda _: replicated, state)
+  if run.experiment.param_specs is None:
+    return placed
+  params = jax.tree.map(lambda spec: NamedSharding(run.mesh, spec),
+                        run.experiment.param_specs(state["params"]),
+                        is_leaf=lambda x: isinstance(x, P))
+  opt_state = optax.tree_utils.tree_map_params(
+      run.tx, lambda _, sharding: sharding, state["opt_state"], params,
+      transform_non_params=lambda _: replicated)
+  return {**placed, "params": params, "opt_state": opt_state}
 
 
 def train_step(run: Run, state: dict, batch: Mapping[str, jax.Array], *,
@@ -266,6 +284,15 @@ def train_step(run: Run, state: dict, batch: Mapping[str, jax.Array], *,
       "weight_norm": optax.tree.norm(params),
       "learning_rate": run.schedule(state["step"]),
   }
+
+
+def step_functions(run: Run, state: dict) -> dict[bool, Callable]:
+  """with_metrics -> `train_step` jitted with the state donated and kept where it is
+  (`state_shardings`), metrics replicated."""
+  placement = (state_shardings(run, state), NamedSharding(run.mesh, P()))
+  return {logging: jax.jit(functools.partial(train_step, run, with_metrics=logging),
+                           donate_argnums=0, out_shardings=placement)
+          for logging in (False, True)}
 
 
 def train_metrics(step_metrics: Mapping) -> dict[str, float]:
@@ -354,9 +381,7 @@ def _train(config, workdir, distributed, show_progress):
       return json.load(f)
   run = setup(config)
   state, start = restore_or_init(run, checkpoints)
-  step_fns = {logging: jax.jit(functools.partial(train_step, run, with_metrics=logging),
-                               donate_argnums=0, out_shardings=NamedSharding(run.mesh, P()))
-              for logging in (False, True)}
+  step_fns = step_functions(run, state)
   next_batch = batch_source(run)
   writer = MetricsWriter(workdir, resume_from=start, enabled=is_main)
   progress = Progress(total=steps, start=start, enabled=is_main and show_progress)

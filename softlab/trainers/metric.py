@@ -5,13 +5,16 @@ centers, cosines to the centers and, with a quality head, quality scores. A
 margin loss names what it takes (LossInfo.inputs, softlab.losses.
 MARGIN_INPUTS) and gets exactly that, by keyword: cosines, labels, embeddings,
 feature norms, a PRNG key drawn fresh every step (ElasticFace's margins,
-Partial FC's sampling), the real-example mask, quality predictions. No code
-here looks at a loss's name.
+Partial FC's sampling), the real-example mask, quality predictions; a loss
+that runs another (Partial FC's margin_loss) also gets that loss's inputs
+(`losses.margin_inputs`). No code here looks at a loss's name.
 
 - A loss that takes `centers` (Partial FC, Unicom) runs inside shard_map over
   the mesh's "data" axis: each device gets its slice of the batch and its
   C / D rows of the centers, and the loss combines its sums over classes
-  with `axis_name="data"` (data and model parallel, as in Partial FC).
+  with `axis_name="data"` (data and model parallel, as in Partial FC). The
+  centers and their optimizer state are stored split the same way
+  (`param_specs`), so a device holds C / D rows, never all C.
 - A stateful loss (AdaFace's running norm statistics) keeps its state in
   `extra["loss_state"]`; its scalar entries are logged (train/norm_mean, ...).
 - A loss with learnable arguments (SphereFace2's bias) gets them from its
@@ -47,6 +50,11 @@ def metric(config, dataset, mesh) -> Experiment:
   """`config.model` (an embedding_classifier) trained with the margin loss `config.loss.name`."""
   model, eval_model = build_models(config, dataset.info)
   loss_fn, info = choose_loss(config, "metric")
+  given = options(config, "loss", drop=("name", "dtype"))
+  try:
+    inputs = losses.margin_inputs(config.loss.name, given)
+  except ValueError as error:
+    raise ConfigError(f"config.loss: {error}") from None
   num_classes = dataset.info["num_classes"]
   first = dataset.train_batch(0)
   outputs = jax.eval_shape(
@@ -54,10 +62,10 @@ def metric(config, dataset, mesh) -> Experiment:
   if not isinstance(outputs, dict) or "cos" not in outputs:
     raise ConfigError(f"config.model: the metric trainer needs an embedding_classifier, got "
                       f"{config.model.name!r}")
-  if "quality" in info.inputs and "quality" not in outputs:
+  if "quality" in inputs and "quality" not in outputs:
     raise ConfigError(f"config.model.quality_head: {config.loss.name} trains a quality head "
                       "(it takes `quality`); set it to True")
-  sharded_centers = "centers" in info.inputs
+  sharded_centers = "centers" in inputs
   if sharded_centers and num_classes % mesh.size:
     raise ConfigError(f"config.data: {num_classes} classes do not split over {mesh.size} "
                       f"devices, and {config.loss.name} shards the class centers over them")
@@ -65,14 +73,13 @@ def metric(config, dataset, mesh) -> Experiment:
   logit_params, learnable = None, ()
   if info.logit_params is not None:
     fields = {f.name for f in dataclasses.fields(info.logit_params)}
-    given = options(config, "loss", drop=("name", "dtype"))
     logit_params = info.logit_params(num_classes=num_classes,
                                      **{k: v for k, v in given.items() if k in fields})
     learnable = tuple(jax.eval_shape(lambda: logit_params.init_with_output(
         jax.random.key(0), method="loss_arguments")[0]))
 
-  example = example_inputs(info.inputs, outputs, num_classes)
-  supplied = (*info.inputs, *learnable, "axis_name")
+  example = example_inputs(inputs, outputs, num_classes)
+  supplied = (*inputs, *learnable, "axis_name")
   learned_example = {name: jnp.zeros(()) for name in learnable}
   if info.stateful is None:
     hyper = loss_options(config, loss_fn, supplied=supplied,
@@ -93,7 +100,7 @@ def metric(config, dataset, mesh) -> Experiment:
     """(per-example loss values, new extra) from the model's outputs on `batch`."""
     real = batch["weight"] > 0
     available = {**out, "labels": batch["labels"], "key": key, "where": real}
-    arguments = {name: available[name] for name in info.inputs}
+    arguments = {name: available[name] for name in inputs}
     if logit_params is not None:
       arguments.update(logit_params.apply(params["loss"], method="loss_arguments"))
     if sharded_centers:
@@ -144,8 +151,15 @@ def metric(config, dataset, mesh) -> Experiment:
     """The loss state's scalars (AdaFace's running norm mean and std)."""
     return {key: value for key, value in extra["loss_state"].items() if jnp.ndim(value) == 0}
 
+  def param_specs(params):
+    """The class centers split over "data" by their leading (class) axis."""
+    specs = jax.tree.map(lambda _: P(), params)
+    specs["model"]["params"]["centers"] = P("data")
+    return specs
+
   return Experiment(init_params=init_params, init_extra=init_extra, loss=loss, predict=predict,
-                    describe_extra=describe_extra if stateful is not None else None)
+                    describe_extra=describe_extra if stateful is not None else None,
+                    param_specs=param_specs if sharded_centers else None)
 
 
 def class_cosines(cos):

@@ -1,6 +1,8 @@
 """Margin losses against float64 NumPy formulas; Partial FC on 1 and 8 devices."""
 
+import dataclasses
 import functools
+import inspect
 import math
 
 import jax
@@ -266,6 +268,15 @@ def test_sphereface2_bias_init_zeroes_the_bias_gradient_at_zero_cosines():
         jax.grad(lambda b: M.sphereface2(cos, np.array([0]), b=b, **hyper)[0])
     )(b0)
     assert abs(float(grad)) < 1e-5, (classes, float(grad))
+
+
+def test_sphereface2_bias_module_starts_from_the_loss_defaults():
+  """The bias module's r, m, lam, t default to sphereface2's, so its start fits the loss."""
+  loss_defaults = {k: p.default for k, p in inspect.signature(M.sphereface2).parameters.items()
+                   if k in ("r", "m", "lam", "t")}
+  module_defaults = {f.name: f.default for f in dataclasses.fields(M.SphereFace2Bias)
+                     if f.name in loss_defaults}
+  assert module_defaults == loss_defaults
 
 
 # ---------------------------------------------------------------------------

@@ -303,3 +303,42 @@ def test_adaface_reference_clamp_matches_the_released_head(x64):
   np.testing.assert_allclose(got, want, rtol=1e-10)
   plain = jit(lambda c: M.adaface(c, labels, norms, batch_mean=20.0, batch_std=10.0, s=16.0))(cos)
   assert not np.allclose(plain, got)
+
+
+def test_partial_fc_gives_its_inner_loss_the_inputs_it_registered():
+  """At sample_rate 1 Partial FC is its inner loss on all cosines, fed the key (folded
+  with 2), the embeddings and the per-example mask the inner loss registered."""
+  emb = EMB.astype(np.float32)
+  where = np.arange(N) < 6
+  inner_key = jax.random.fold_in(KEY, 2)
+  assert M.margin_inputs("partial_fc", {"margin_loss": "elasticface"}) == (
+      "embeddings", "labels", "centers", "key")
+  assert M.margin_inputs("unicom", {"margin_loss": "unpg"})[-1] == "where"
+  assert M.margin_inputs("partial_fc") == ("embeddings", "labels", "centers", "key")
+
+  def both(e, c):
+    cos = M.cosine_logits(e, c)
+    pfc = functools.partial(M.partial_fc, e, LABELS, c, key=KEY, sample_rate=1.0)
+    return (pfc(margin_loss="elasticface"), M.elasticface(cos, LABELS, key=inner_key, sigma=0.05),
+            pfc(margin_loss="unpg", where=where),
+            M.unpg(cos, LABELS, embeddings=e, where=where),
+            pfc(margin_loss="cr_fiqa", quality=quality), M.cr_fiqa(cos, LABELS, quality=quality))
+
+  quality = np.linspace(0, 1, N, dtype=np.float32)
+  got = jit(both)(emb, CENTERS)
+  for pfc_value, inner_value in zip(got[::2], got[1::2]):
+    np.testing.assert_allclose(pfc_value, inner_value, rtol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: M.margin_inputs("partial_fc", {"margin_loss": "adaface"}),
+     "'adaface' cannot run inside Partial FC.*valid: .*elasticface"),
+    (lambda: M.margin_inputs("partial_fc", {"margin_loss": "unicom"}), "cannot run inside"),
+    (lambda: M.partial_fc(EMB, LABELS, CENTERS, key=KEY, margin_loss="unpg"),
+     r"takes the inner inputs \['where'\], got none"),
+    (lambda: M.partial_fc(EMB, LABELS, CENTERS, key=KEY, where=np.ones(N, bool)),
+     r"takes the inner inputs none, got \['where'\]"),
+])
+def test_partial_fc_inner_loss_errors(call, message):
+  with pytest.raises(ValueError, match=message):
+    call()

@@ -123,6 +123,10 @@ def test_the_key_is_new_every_step():
     ({"loss.name": "partial_fc", "data.num_identities": 12, "train.num_devices": 8},
      "12 classes do not split over 8 devices"),
     ({"loss.name": "arcface", "loss.key": 1}, "unknown field"),
+    ({"loss.name": "partial_fc", "loss.margin_loss": "adaface"},
+     "config.loss: margin_loss 'adaface' cannot run inside Partial FC"),
+    ({"loss.name": "unicom", "loss.margin_loss": "cr_fiqa"},
+     "config.model.quality_head: unicom trains a quality head"),
     ({"loss.name": "softmax_cross_entropy"}, "the metric trainer takes margin losses"),
 ])
 def test_bad_metric_configs_are_one_line_errors(updates, message):
