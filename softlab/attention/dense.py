@@ -35,10 +35,10 @@ def attendable(problem: _common.Problem) -> jax.Array:
 
 def scores(problem: _common.Problem, valid: jax.Array) -> jax.Array:
   """scale * q.k + bias as [B, N, T, S]; 0 where `valid` is False."""
-  b, t, n, h = problem.query.shape
+  b, t, n, _ = problem.query.shape
   k = problem.key.shape[2]
   query, key = problem.spec.prepare_qk(problem.query, problem.key)
-  x = jnp.einsum("btkgh,bskh->bkgts", query.reshape(b, t, k, n // k, h), key)
+  x = jnp.einsum("btkgh,bskh->bkgts", query.reshape(b, t, k, n // k, -1), key)
   x = problem.scale * x.reshape(b, n, t, -1)
   if problem.bias is not None:
     x = x + jnp.where(valid, problem.bias, 0)
