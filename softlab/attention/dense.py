@@ -62,13 +62,16 @@ def weights(problem: _common.Problem) -> jax.Array:
   return normalizers.get(problem.normalizer)(x, axis=-1, where=valid, **kwargs)
 
 
+def weighted_values(w: jax.Array, value: jax.Array) -> jax.Array:
+  """sum_s w[b, n, t, s] value[b, s, n // G, :] as [B, T, N, Hv] (G = N / K)."""
+  b, n, t, _ = w.shape
+  out = jnp.einsum("bkgts,bskh->btkgh", _grouped(w, value.shape[2]), value)
+  return out.reshape(b, t, n, value.shape[-1])
+
+
 def dense_attention(problem: _common.Problem) -> jax.Array:
   """sum_s weights[b, n, t, s] value[b, s, n // G, :] as [B, T, N, Hv]."""
-  w = weights(problem)
-  b, n, t, _ = w.shape
-  value = problem.value
-  out = jnp.einsum("bkgts,bskh->btkgh", _grouped(w, value.shape[2]), value)
-  return out.reshape(b, t, n, value.shape[-1]).astype(problem.out_dtype)
+  return weighted_values(weights(problem), problem.value).astype(problem.out_dtype)
 
 
 def attention_weights(
