@@ -1175,3 +1175,53 @@ def adaptive_softmax(
   beta = jnp.polyval(jnp.asarray(ADAPTIVE_TEMPERATURE_POLY, x.dtype), entropy)
   beta = jnp.where(entropy > 0.5, jnp.maximum(beta, 1), 1)
   return _softmax(beta * _centered(x, mask, axis), mask, axis).astype(out_dtype)
+
+
+def gaussian_kernel_qk(query, key):
+  """(q, k) -> ([q, 1], [k, -|k|^2 / 2]) over the last dim, so q'.k' = q.k - |k|^2 / 2.
+
+  -|q - k|^2 / 2 = q.k - |k|^2 / 2 - |q|^2 / 2, and the last term is the same
+  for every key of a row, so a softmax over q'.k' gives the normalized Gaussian
+  kernel. The extra coordinate is a per-key bias carried inside q.k, which is
+  how the dense and the chunked attention both compute it unchanged.
+  """
+  ones = jnp.ones(query.shape[:-1] + (1,), query.dtype)
+  half_norm = 0.5 * jnp.sum(key * key, axis=-1, keepdims=True)
+  return jnp.concatenate([query, ones], axis=-1), jnp.concatenate([key, -half_norm], axis=-1)
+
+
+# Gaussian-kernel attention: softmax of scale * (q.k - |k|^2 / 2), i.e. weights
+# proportional to exp(-|q_i - k_j|^2 / (2 sigma^2)) with sigma^2 = 1 / scale
+# (default scale 1 / sqrt(d): sigma^2 = sqrt(d), SOFT's bandwidth); online as
+# softmax.
+_GAUSSIAN_ATTENTION = AttentionSpec(prepare_qk=gaussian_kernel_qk, online=SOFTMAX_ONLINE)
+
+
+@register("gaussian", attention=_GAUSSIAN_ATTENTION)
+def gaussian(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
+  """Gaussian-kernel attention weights: softmax of scores that carry the kernel's key term.
+
+  In attention the spec turns q.k into q.k - |k|^2 / 2 (`gaussian_kernel_qk`),
+  so with scale = 1 / sigma^2 the weights of row i are
+    w_ij = exp(-|q_i - k_j|^2 / (2 sigma^2)) / sum_l exp(-|q_i - k_l|^2 / (2 sigma^2)),
+  the row-normalized Gaussian kernel, which is invariant to translating q and
+  k together. The default scale 1 / sqrt(d) gives sigma^2 = sqrt(d), the
+  bandwidth of SOFT (arXiv:2110.11945, exp(-|q - k|^2 / (2 sqrt d))); the
+  NeurIPS paper's kernel exp(-|W_Q x_i - W_K x_j|^2 / (2 sigma^2)) leaves
+  sigma free (its exact equation text could not be retrieved here, so no
+  equation number is cited). On plain scores this function is the softmax.
+
+  Args:
+    x: scores (in attention: scale * (q.k - |k|^2 / 2)).
+    axis: the axis to normalize over.
+    where: boolean mask, True = keep.
+
+  Returns:
+    Weights summing to 1 over each row with an unmasked entry.
+
+  References:
+    Song, Han, Zhang, Ding & Hong, "Unraveling the Gradient Descent Dynamics
+    of Transformers", NeurIPS 2024.
+  """
+  x, mask, axis, out_dtype = _prepare(x, axis, where)
+  return _softmax(x, mask, axis).astype(out_dtype)

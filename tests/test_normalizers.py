@@ -125,10 +125,11 @@ REFERENCES = {
     "sa_softmax": ref_sa_softmax,
     "adaptive_softmax": ref_adaptive_softmax,
     "topk_softmax": ref_topk_softmax,
+    "gaussian": ref_softmax,  # on plain scores; its kernel is in q.k (tests/attention/test_gaussian_attention.py)
 }
 LOG_NORMALIZERS = {"log_softmax", "log_stablemax"}
 SUMS_TO_ONE = {"softmax", "stablemax", "ssmax", "softplus", "sparsemax",
-               "entmax15", "adaptive_softmax", "gumbel_softmax", "topk_softmax"}
+               "entmax15", "adaptive_softmax", "gumbel_softmax", "topk_softmax", "gaussian"}
 DETERMINISTIC = sorted(REFERENCES)
 # Normalizers with extra variants worth running through every generic test.
 VARIANTS = {

@@ -6,12 +6,14 @@ built on softlab.normalizers, "chunked" is memory-linear in sequence length.
 """
 
 from softlab.attention import diagnostics
+from softlab.attention import soft
 from softlab.attention.chunked import supported as chunked_normalizers
 from softlab.attention.core import dot_product_attention
 from softlab.attention.dense import attention_weights
 from softlab.attention.layers import NORMALIZER_FIELDS
 from softlab.attention.layers import MultiHeadAttention
 from softlab.attention.layers import make_attention_fn
+from softlab.attention.soft import soft_attention
 
 # The normalizers with a chunked form when softlab.attention was imported
 # (chunked_normalizers() also lists those registered later).
@@ -26,4 +28,6 @@ __all__ = [
     "diagnostics",
     "dot_product_attention",
     "make_attention_fn",
+    "soft",
+    "soft_attention",
 ]

@@ -35,10 +35,10 @@ def attendable(problem: _common.Problem) -> jax.Array:
 
 def scores(problem: _common.Problem, valid: jax.Array) -> jax.Array:
   """scale * q.k + bias as [B, N, T, S]; 0 where `valid` is False."""
-  b, t, n, h = problem.query.shape
+  b, t, n, _ = problem.query.shape
   k = problem.key.shape[2]
   query, key = problem.spec.prepare_qk(problem.query, problem.key)
-  x = jnp.einsum("btkgh,bskh->bkgts", query.reshape(b, t, k, n // k, h), key)
+  x = jnp.einsum("btkgh,bskh->bkgts", query.reshape(b, t, k, n // k, -1), key)
   x = problem.scale * x.reshape(b, n, t, -1)
   if problem.bias is not None:
     x = x + jnp.where(valid, problem.bias, 0)
@@ -62,13 +62,16 @@ def weights(problem: _common.Problem) -> jax.Array:
   return normalizers.get(problem.normalizer)(x, axis=-1, where=valid, **kwargs)
 
 
+def weighted_values(w: jax.Array, value: jax.Array) -> jax.Array:
+  """sum_s w[b, n, t, s] value[b, s, n // G, :] as [B, T, N, Hv] (G = N / K)."""
+  b, n, t, _ = w.shape
+  out = jnp.einsum("bkgts,bskh->btkgh", _grouped(w, value.shape[2]), value)
+  return out.reshape(b, t, n, value.shape[-1])
+
+
 def dense_attention(problem: _common.Problem) -> jax.Array:
   """sum_s weights[b, n, t, s] value[b, s, n // G, :] as [B, T, N, Hv]."""
-  w = weights(problem)
-  b, n, t, _ = w.shape
-  value = problem.value
-  out = jnp.einsum("bkgts,bskh->btkgh", _grouped(w, value.shape[2]), value)
-  return out.reshape(b, t, n, value.shape[-1]).astype(problem.out_dtype)
+  return weighted_values(weights(problem), problem.value).astype(problem.out_dtype)
 
 
 def attention_weights(

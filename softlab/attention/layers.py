@@ -11,7 +11,7 @@ from flax import nnx
 
 from softlab import normalizers
 from softlab.attention.core import dot_product_attention
-from softlab.attention.dense import attention_weights
+from softlab.attention.dense import attention_weights, weighted_values
 
 # dot_product_attention keywords that make_attention_fn accepts.
 _ATTENTION_OPTIONS = (
@@ -276,30 +276,42 @@ class _MultiHeadAttention(nn.Module):
     return getattr(self, field)
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv=None, mask=None) -> jax.Array:
+  def __call__(self, inputs_q, inputs_kv=None, mask=None, *, shared_weights=None,
+               return_weights=False):
     """Attention of inputs_q [B, T, F] over inputs_kv [B, S, F'] (default inputs_q).
 
     Args:
       inputs_q: queries' inputs.
       inputs_kv: keys' and values' inputs; None for self-attention.
       mask: boolean, broadcastable to [B, N, T, S]; True = attend.
+      shared_weights: [B, N, T, S] attention weights computed elsewhere (UniAttn:
+        the first block of a superblock); this layer then applies them to its
+        own values and has no query / key projections (nor normalizer parameters).
+      return_weights: also return the [B, N, T, S] weights (computed densely,
+        and applied to the values densely).
 
     Returns:
-      [B, T, out_features].
+      [B, T, out_features]; with return_weights, (that, the weights).
     """
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
     kv_heads = self.num_kv_heads or self.num_heads
     head_dim = self._head_dim(inputs_q.shape[-1])
-    kwargs = self._normalizer_kwargs()
     dense = functools.partial(
         nn.DenseGeneral,
         use_bias=False,
         dtype=self.dtype,
         param_dtype=self.param_dtype,
     )
+    value = dense((kv_heads, head_dim), name="value")(inputs_kv)
+    if shared_weights is not None:
+      weights = shared_weights
+      if self.sow_weights:
+        self.sow("intermediates", "attention_weights", weights)
+      out = weighted_values(weights, value.astype(weights.dtype)).astype(value.dtype)
+      return self._output(out, inputs_q.shape[-1], weights, return_weights)
+    kwargs = self._normalizer_kwargs()
     query = dense((self.num_heads, head_dim), name="query")(inputs_q)
     key = dense((kv_heads, head_dim), name="key")(inputs_kv)
-    value = dense((kv_heads, head_dim), name="value")(inputs_kv)
     if self.qk_norm:
       norm = functools.partial(
           nn.LayerNorm,
@@ -314,20 +326,30 @@ class _MultiHeadAttention(nn.Module):
     options = dict(
         normalizer=self.normalizer, normalizer_kwargs=kwargs, is_causal=self.is_causal
     )
-    out = dot_product_attention(
-        query,
-        key,
-        value,
-        mask=mask,
-        implementation=self.implementation,
-        block_size=self.block_size,
-        **options,
-    )
-    if self.sow_weights:
+    weights = None
+    if self.sow_weights or return_weights:
       weights = attention_weights(query, key, mask=mask, **options)
+    if self.sow_weights:
       self.sow("intermediates", "attention_weights", weights)
-    features = self.out_features or inputs_q.shape[-1]
-    out = dense(features, axis=(-2, -1), name="out")(out)
+    if return_weights:
+      out = weighted_values(weights, value.astype(weights.dtype)).astype(query.dtype)
+    else:
+      out = dot_product_attention(
+          query,
+          key,
+          value,
+          mask=mask,
+          implementation=self.implementation,
+          block_size=self.block_size,
+          **options,
+      )
+    return self._output(out, inputs_q.shape[-1], weights, return_weights)
+
+  def _output(self, out, input_features, weights, return_weights):
+    """The output projection (+ LayerScale) of the heads' outputs [B, T, N, Hv]."""
+    features = self.out_features or input_features
+    out = nn.DenseGeneral(features, axis=(-2, -1), use_bias=False, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name="out")(out)
     if self.layer_scale_init is not None:
       gain = self.param(
           "layer_scale",
@@ -336,7 +358,7 @@ class _MultiHeadAttention(nn.Module):
           self.param_dtype,
       )
       out = out * gain
-    return out
+    return (out, weights) if return_weights else out
 
 
 _FIELDS = normalizer_fields()

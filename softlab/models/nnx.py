@@ -125,6 +125,9 @@ class DecoderLM(nnx.Module):
 @nnx_version_of("transformer")
 def _decoder_lm(module: transformer.DecoderLM, info, rngs: nnx.Rngs) -> DecoderLM:
   del info
+  if module.superblock_size != 1:
+    raise ValueError(f"superblock_size={module.superblock_size}: UniAttn superblocks exist in the"
+                     " linen transformer only (model.api='linen')")
   return DecoderLM(module.vocab_size, module.d_model, module.num_layers, module.num_heads,
                    module.mlp_ratio, module.positions, module.tie_embeddings,
                    dict(module.attention_options), module.dtype, rngs=rngs)

@@ -48,6 +48,12 @@ class Block(nn.Module):
   Sows ("intermediates") the mean square of the attention output per example
   ("attention_mean_square", [B]) and the block's output ("hidden"), for
   stability and activation diagnostics.
+
+  UniAttn superblocks (`DecoderLM.superblock_size`): the first block of a
+  superblock has `returns_weights` and returns (x, its attention weights
+  [B, N, T, S]); a later one is called with `shared_weights`, applies them to
+  its own values (no query / key projections), and with `compensation` adds
+  LayerNorm(x) W_c to the attention output, W_c [d, d] initialized to 0.
   """
 
   num_heads: int
@@ -56,15 +62,24 @@ class Block(nn.Module):
   is_causal: bool
   positions: str
   dtype: Any
+  returns_weights: bool = False
+  compensation: bool = False
 
   @nn.compact
-  def __call__(self, x, mask=None):
+  def __call__(self, x, mask=None, shared_weights=None):
     h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
     attended = attention.MultiHeadAttention(
         num_heads=self.num_heads, is_causal=self.is_causal,
         rotary=rope_both if self.positions == "rope" else None,
         dtype=self.dtype, param_dtype=self.dtype, name="attention",
-        **self.attention_options)(h, mask=mask)
+        **self.attention_options)(h, mask=mask, shared_weights=shared_weights,
+                                  return_weights=self.returns_weights)
+    if self.returns_weights:
+      attended, weights = attended
+    if shared_weights is not None and self.compensation:
+      attended = attended + nn.Dense(x.shape[-1], use_bias=False, kernel_init=nn.initializers.zeros,
+                                     dtype=self.dtype, param_dtype=self.dtype,
+                                     name="compensation")(h)
     self.sow("intermediates", "attention_mean_square",
              jnp.mean(jnp.square(attended.astype(jnp.float32)), axis=(1, 2)))
     x = x + attended
@@ -73,7 +88,7 @@ class Block(nn.Module):
     h = nn.Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.dtype)(nn.gelu(h))
     x = x + h
     self.sow("intermediates", "hidden", x)
-    return x
+    return (x, weights) if self.returns_weights else x
 
 
 class DecoderLM(nn.Module):
@@ -81,6 +96,21 @@ class DecoderLM(nn.Module):
 
   With `head=False` it returns (hidden [B, T, d], head weight [d, V]) so the
   loss can be computed without materializing the logits (linear_cross_entropy).
+
+  UniAttn (Softmax Unification): with superblock_size G > 1, blocks i with
+  i % G == 0 compute their attention weights (densely) and the next G - 1
+  blocks reuse them on their own values, so only one block in G computes
+  q.k and the normalizer; `uniattn_compensation` adds to each reusing block
+  the linear compensation LayerNorm(x) W_c, initialized at 0 so a model
+  post-trained from a baseline (`config.train.init_from`) starts as pure
+  reuse. The paper computes W_c's initial value in closed form from
+  calibration data; that initialization is not implemented. G = 1 is the
+  baseline (the same parameters and computation).
+
+  References:
+    Xiong et al., "UniAttn: Reducing Inference Costs via Softmax Unification
+    for Post-Training LLMs", arXiv:2502.00439 (released code: the reusing
+    layers' `v2_proj` on the normed input, added to the attention output).
   """
 
   vocab_size: int
@@ -92,14 +122,25 @@ class DecoderLM(nn.Module):
   tie_embeddings: bool
   attention_options: Mapping[str, Any]
   dtype: Any
+  superblock_size: int = 1
+  uniattn_compensation: bool = False
 
   @nn.compact
   def __call__(self, tokens, *, head: bool = True):
     embed = nn.Embed(self.vocab_size, self.d_model, dtype=self.dtype, param_dtype=self.dtype)
     x = embed(tokens)
+    shared = None
     for i in range(self.num_layers):
-      x = Block(self.num_heads, self.mlp_ratio, self.attention_options, True, self.positions,
-                self.dtype, name=f"block{i}")(x)
+      first = i % self.superblock_size == 0
+      block = Block(self.num_heads, self.mlp_ratio, self.attention_options, True, self.positions,
+                    self.dtype, returns_weights=first and self.superblock_size > 1,
+                    compensation=self.uniattn_compensation, name=f"block{i}")
+      if self.superblock_size == 1:
+        x = block(x)
+      elif first:
+        x, shared = block(x)
+      else:
+        x = block(x, shared_weights=shared)
     x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.dtype)(x)
     if self.tie_embeddings:
       weight = embed.embedding.T
@@ -171,17 +212,25 @@ def attention_options(options: dict) -> dict:
 
 @REGISTRY.register("transformer")
 def transformer(options, info, *, dtype):
-  """A decoder LM sized by d_model, num_layers, num_heads, mlp_ratio."""
+  """A decoder LM sized by d_model, num_layers, num_heads, mlp_ratio; UniAttn by
+  superblock_size and uniattn_compensation (see DecoderLM)."""
   model = DecoderLM(
       vocab_size=options.pop("vocab_size", info.get("vocab_size")),
       d_model=options.pop("d_model", 128), num_layers=options.pop("num_layers", 2),
       num_heads=options.pop("num_heads", 4), mlp_ratio=options.pop("mlp_ratio", 4),
       positions=options.pop("positions", "rope"),
       tie_embeddings=options.pop("tie_embeddings", True),
-      attention_options=attention_options(options), dtype=dtype)
+      attention_options=attention_options(options), dtype=dtype,
+      superblock_size=options.pop("superblock_size", 1),
+      uniattn_compensation=options.pop("uniattn_compensation", False))
   reject_unknown(options, "transformer")
   if model.positions not in POSITIONS:
     raise ValueError(f"positions {model.positions!r}; valid: {', '.join(POSITIONS)}")
+  if not isinstance(model.superblock_size, int) or model.superblock_size < 1:
+    raise ValueError(f"superblock_size must be an int >= 1, got {model.superblock_size!r}")
+  if not isinstance(model.uniattn_compensation, bool):
+    raise ValueError(f"uniattn_compensation must be True or False, got"
+                     f" {model.uniattn_compensation!r}")
   return model
 
 

@@ -49,12 +49,13 @@ from softlab.evaluators.common import means, weighted_sums
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, building, field, integer,
                                    lookup)
 from softlab.trainers.reporting import MetricsWriter, Progress, read_records
+from softlab.trainers import warm_start
 from softlab.trainers.sharding import make_mesh, shard, to_host
 
 TIMING_KEYS = ("train/steps_per_second",)
 # Every field config.train may hold; anything else is a typo.
 TRAIN_FIELDS = ("steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
-                "checkpoint_every", "dtype", "num_devices", "x64", "early_stop")
+                "checkpoint_every", "dtype", "num_devices", "x64", "early_stop", "init_from")
 EARLY_STOP_FIELDS = ("metric", "mode", "patience", "min_delta", "target")
 EARLY_STOP_MODES = ("max", "min")
 TOP_FIELDS = ("trainer", "seed", "data", "model", "loss", "optimizer", "train", "evals",
@@ -229,10 +230,16 @@ def setup(config) -> Run:
 
 
 def init_state(run: Run) -> dict:
-  """Step 0: parameters from the seed, optimizer and extra state, placed by `state_shardings`."""
+  """Step 0: parameters from the seed (the shared ones from `config.train.init_from`'s newest
+  checkpoint when set, see `warm_start`), optimizer and extra state, placed by
+  `state_shardings`."""
+  init_from = field(run.config, "train").get("init_from")
+  trained = warm_start.trained_params(init_from) if init_from else None
 
   def init():
     params = run.experiment.init_params(jax.random.key(run.seed))
+    if trained is not None:
+      params = warm_start.merge(params, trained)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "opt_state": run.tx.init(params), "extra": run.experiment.init_extra(params)}
 

@@ -146,7 +146,7 @@ def test_chunked_temporary_memory_is_linear_in_length():
 # ---------------------------------------------------------------------------
 
 _T, _S, _N, _H = 5, 11, 2, 4
-_SUMS_TO_ONE = ("softmax", "ssmax", "softplus", "stablemax")
+_SUMS_TO_ONE = ("softmax", "ssmax", "softplus", "stablemax", "gaussian")
 
 
 @functools.lru_cache(maxsize=None)
