@@ -44,6 +44,9 @@ class Experiment:
       "image_embeddings", "text_embeddings", "class_embeddings"; "sown" maps
       each name in `sown` to the values the model sowed under it, in layer order.
     describe_extra: extra -> scalar metrics logged at eval time (may be None).
+    trainable: params -> a tree of bools like params (True = trained); None
+      trains everything. The loop gives frozen parameters no update and no
+      optimizer state, so they stay bit-identical.
   """
 
   init_params: Callable[[jax.Array], Params]
@@ -51,6 +54,7 @@ class Experiment:
   loss: Callable[[Params, Extra, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, tuple[Metrics, Extra]]]
   predict: Callable[..., dict[str, Any]]
   describe_extra: Callable[[Extra], Metrics] | None = None
+  trainable: Callable[[Params], Any] | None = None
 
 
 def sown_values(state, names) -> dict[str, list]:
