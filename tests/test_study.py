@@ -205,3 +205,33 @@ def test_ablate_prints_progress_lines_while_runs_work(one_seed_study, tmp_path, 
   assert status and status[-1].startswith("[2/2 done]") and " | ETA " in status[-1], out
   finished = [line for line in out if line.startswith(("[1/2] ", "[2/2] "))]
   assert len(finished) == 2 and all(" seed 0: " in line for line in finished), out
+
+
+DEPENDENT_STUDY = textwrap.dedent('''
+    from softlab.study import RunOf
+    TITLE, ARXIV, CLAIM = "Dependency check", "0000.00000", "none"
+    BASE_CONFIG = {config!r}
+    VARIANTS = {{"tuned": {{"linearize": dict(from_workdir=RunOf("base"), stage="lora")}},
+                "base": {{}}, "later": {{"linearize": dict(from_workdir=RunOf("tuned"))}}}}
+    SEEDS = (0, 3)
+    METRICS = {{}}
+
+    def verdict(results):
+      return "inconclusive", "nothing to check"
+    ''')
+
+
+def test_run_of_gives_another_runs_workdir_and_orders_the_runs(tmp_path):
+  path = tmp_path / "chain.py"
+  path.write_text(DEPENDENT_STUDY.format(config=os.path.abspath("configs/lm/softmax.py")))
+  chain = study.load_study(str(path))
+  assert study.waves(chain) == [["base"], ["tuned"], ["later"]]
+  config = study.study_config(chain, "tuned", 3, scale=1)
+  assert config.linearize.from_workdir == str(tmp_path / "chain" / "runs" / "base" / "seed3")
+  assert config.linearize.stage == "lora" and config.seed == 3
+  chain.VARIANTS["base"] = {"x": study.RunOf("later")}
+  with pytest.raises(ValueError, match="cycle among tuned, base, later"):
+    study.waves(chain)
+  chain.VARIANTS["base"] = {"x": study.RunOf("nope")}
+  with pytest.raises(ValueError, match="RunOf of unknown variant"):
+    study.waves(chain)

@@ -25,8 +25,10 @@ feature_map="hedgehog") and `config.linearize` (LINEARIZE_FIELDS):
   lora_rank (8), lora_alpha (16.0), train_feature_maps (False): stage "lora".
 The parameters are {"model": the student's, "lora": the adapters (empty
 unless stage "lora")}; the Experiment's `trainable` tells the loop which
-train. The sliding-window variant's learned mixing factor (LoLCATs Eq. 6) is
-not implemented: softmax and linear terms are summed with weight 1.
+train; every step logs the counts `parameters` and `trainable_parameters`.
+The sliding-window variant's learned mixing factor (LoLCATs Eq. 6; a sigmoid
+per head in the released code) is not implemented: the softmax and linear
+terms are summed with weight 1.
 
 References:
   Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models",
@@ -176,12 +178,12 @@ def linearize(config, dataset, mesh) -> Experiment:
   options = linearize_options(config)
   stage = options["stage"]
   model, eval_model = build_models(config, dataset.info)
-  source_config, source_params = load_source(options["from_workdir"])
   feature_maps = feature_map_names(field(config, "model"))
   if stage == "transfer" and not feature_maps:
     raise ConfigError("config.linearize.stage='transfer' trains the feature maps: config.model "
                       "needs attention='linear' or 'sliding_window' with a learned feature_map "
                       "(e.g. 'hedgehog')")
+  source_config, source_params = load_source(options["from_workdir"])
   teacher_model = source_config["model"]
   teacher_kind = {name: teacher_model.get(name, getattr(attention.MultiHeadAttention, name))
                   for name in KIND_FIELDS}
@@ -203,13 +205,26 @@ def linearize(config, dataset, mesh) -> Experiment:
   def merged(params):
     return merge_lora(params["model"], params["lora"], alpha=alpha)
 
+  trainable = lambda params: trainable_mask(
+      params, stage=stage, feature_maps=feature_maps,
+      train_feature_maps=options["train_feature_maps"])
+  shapes = jax.eval_shape(init_params, jax.random.key(0))
+  sizes = jax.tree.map(lambda leaf: leaf.size, shapes)
+  counts = {"parameters": float(sum(jax.tree.leaves(sizes))),
+            "trainable_parameters": float(sum(
+                size for size, keep in zip(jax.tree.leaves(sizes), jax.tree.leaves(trainable(shapes)))
+                if keep))}
+
+  def constants():
+    return {key: jnp.float32(value) for key, value in counts.items()}
+
   def weighted_mean(values, weight):
     return jnp.sum(weight * values) / jnp.sum(weight)
 
   def transfer_loss(params, extra, batch, rng):
     errors = transfer_errors(model, merged(params), batch["tokens"][:, :-1], teacher_kind)
     values = jnp.mean(errors, axis=0)
-    step_metrics = {f"transfer_mse_l{i}": error for i, error in enumerate(errors)}
+    step_metrics = {f"transfer_mse_l{i}": error for i, error in enumerate(errors)} | constants()
     return weighted_mean(values, batch["weight"]), ({"loss": values, **step_metrics}, extra)
 
   def next_token_loss(params, extra, batch, rng):
@@ -218,6 +233,7 @@ def linearize(config, dataset, mesh) -> Experiment:
                                        loss_dtype)
     step_metrics = {key: jnp.mean(value, axis=-1) for key, value in per_token.items()}
     step_metrics["attention_rms"] = attention_rms(state, batch["weight"])
+    step_metrics.update(constants())
     values = jnp.mean(values, axis=-1)
     return weighted_mean(values, batch["weight"]), ({"loss": values, **step_metrics}, extra)
 
@@ -230,9 +246,6 @@ def linearize(config, dataset, mesh) -> Experiment:
             "loss": jnp.mean(losses.softmax_cross_entropy(logits, targets), axis=-1),
             "sown": sown_values(state, sown)}
 
-  trainable = lambda params: trainable_mask(
-      params, stage=stage, feature_maps=feature_maps,
-      train_feature_maps=options["train_feature_maps"])
   return Experiment(init_params=init_params, init_extra=lambda params: {},
                     loss=transfer_loss if stage == "transfer" else next_token_loss,
                     predict=predict, trainable=trainable)
