@@ -9,7 +9,7 @@ transfer run (the swapped model before any training) minus the base's. Then,
 with the same 200 linearizing steps each (a quarter of the base's tokens):
   swap_finetune          every parameter trains on next-token loss (200 steps)
   transfer               only the feature maps train on the per-layer output
-                         MSE against softmax (LoLCATs Eq. 4; 50 steps)
+                         MSE against softmax (attention transfer; 50 steps)
   transfer_lora          from `transfer`: LoRA r = 8, alpha = 16 on q, k, v, o
                          trains on next-token loss (150 steps)
   transfer_window,       the same two stages with the sliding-window + linear

@@ -12,23 +12,26 @@ feature_map="hedgehog") and `config.linearize` (LINEARIZE_FIELDS):
                  on the per-layer MSE between the student layer's output and
                  the source layer's (its own attention kind, normally softmax)
                  on the same input; the source's output is passed on, so every
-                 layer sees the teacher's inputs (LoLCATs Sec. 3.1, Eq. 4;
-                 like the released code, the MSE is taken after the frozen
-                 output projection, averaged over layers).
+                 layer sees the teacher's inputs (LoLCATs' "attention
+                 transfer"; as in the released code, hazyresearch/lolcats,
+                 the MSE is taken after the frozen output projection o_proj;
+                 here averaged over layers).
                  "lora": LoRA adapters on the attention projections q, k, v, o
                  (rank `lora_rank`, W + (lora_alpha / r) A B, B = 0 at init, so
                  the model starts as the base) train on config.loss (next
                  token); with `train_feature_maps` the feature maps train too
-                 (LoLCATs Sec. 3.1, "low-rank linearizing").
+                 (LoLCATs' low-rank linearizing).
                  "finetune": every parameter trains on config.loss (the
                  swap-and-fine-tune baseline).
   lora_rank (8), lora_alpha (16.0), train_feature_maps (False): stage "lora".
 The parameters are {"model": the student's, "lora": the adapters (empty
 unless stage "lora")}; the Experiment's `trainable` tells the loop which
 train; every step logs the counts `parameters` and `trainable_parameters`.
-The sliding-window variant's learned mixing factor (LoLCATs Eq. 6; a sigmoid
-per head in the released code) is not implemented: the softmax and linear
-terms are summed with weight 1.
+The sliding-window variant's learned mixing factor (a sigmoid of a learned
+per-head factor weighting the softmax and linear terms in the released code)
+is not implemented: both terms have weight 1. The paper's equation numbers
+could not be checked from here (only its abstract and the released code were
+reachable), so none are cited.
 
 References:
   Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models",
