@@ -69,6 +69,16 @@ DEFAULTS: dict[str, Any] = {
     "sam_rho": 0.05,
 }
 
+def freeze(tx: optax.GradientTransformation, trainable) -> optax.GradientTransformationExtraArgs:
+  """`tx` on the parameters `trainable(params)` marks True; the others get zero updates.
+
+  Frozen parameters get no optimizer state (optax.multi_transform with
+  set_to_zero), so weight decay cannot move them either.
+  """
+  labels = lambda params: jax.tree.map(lambda t: "trained" if t else "frozen", trainable(params))
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
 # ---------------------------------------------------------------------------
 # ⊥Grad.
 # ---------------------------------------------------------------------------

@@ -21,6 +21,11 @@ and optionally:
                       "markdown" entry goes into RESULTS.md
   report(results)     -> markdown of study-specific tables for RESULTS.md
 
+A variant may start from another's run: a config value `RunOf("base")` becomes
+the workdir of variant "base"'s run with the same seed (e.g.
+`"linearize": dict(from_workdir=RunOf("base"), ...)`). Such runs wait for the runs they
+name, and rerun whenever those rerun.
+
 `run_study` runs every missing (variant, seed) in parallel processes (the
 parent shows their progress: each running run's step, runs done / total and an
 ETA, read from the runs' metrics.jsonl), then writes experiments/<study>/results.json, RESULTS.md and <metric>.png. A run
@@ -31,6 +36,7 @@ FloatingPointError without writing results.
 """
 
 import concurrent.futures
+import dataclasses
 import importlib.util
 import json
 import math
@@ -46,6 +52,53 @@ from softlab.config import load_config, override
 
 STATUSES = ("supported", "not supported", "inconclusive")
 REQUIRED = ("TITLE", "ARXIV", "CLAIM", "BASE_CONFIG", "VARIANTS", "SEEDS", "METRICS", "verdict")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOf:
+  """A config value in VARIANTS: the workdir of `variant`'s run with the same seed."""
+
+  variant: str
+
+
+def _resolve(value, seed: int, study):
+  """`value` with every RunOf in it (nested dicts included) replaced by that run's workdir."""
+  if isinstance(value, RunOf):
+    return run_dir(study, value.variant, seed)
+  if isinstance(value, Mapping):
+    return {key: _resolve(item, seed, study) for key, item in value.items()}
+  return value
+
+
+def _run_refs(value):
+  if isinstance(value, RunOf):
+    yield value.variant
+  elif isinstance(value, Mapping):
+    for item in value.values():
+      yield from _run_refs(item)
+
+
+def dependencies(study, variant: str) -> set[str]:
+  """The variants whose runs `variant` starts from (its RunOf values)."""
+  return set(_run_refs(study.VARIANTS[variant]))
+
+
+def waves(study) -> list[list[str]]:
+  """The variants in groups, each group's dependencies all in earlier groups."""
+  for variant in study.VARIANTS:
+    unknown = dependencies(study, variant) - set(study.VARIANTS)
+    if unknown:
+      raise ValueError(f"{study.NAME}: variant {variant!r} uses RunOf of unknown variant(s) "
+                       f"{', '.join(sorted(unknown))}")
+  ordered, done = [], set()
+  while len(done) < len(study.VARIANTS):
+    ready = [v for v in study.VARIANTS if v not in done and dependencies(study, v) <= done]
+    if not ready:
+      raise ValueError(f"{study.NAME}: RunOf dependencies form a cycle among "
+                       f"{', '.join(v for v in study.VARIANTS if v not in done)}")
+    ordered.append(ready)
+    done.update(ready)
+  return ordered
 
 
 def load_study(path: str):
@@ -78,7 +131,7 @@ def list_studies(directory: str = "experiments") -> list[tuple[str, str]]:
 def study_config(study, variant: str, seed: int, scale: float):
   """The full config of one run."""
   base = load_config(os.path.join(os.path.dirname(study.PATH), study.BASE_CONFIG))
-  config = override(base, {**study.VARIANTS[variant], "seed": seed})
+  config = override(base, {**_resolve(study.VARIANTS[variant], seed, study), "seed": seed})
   if scale != 1:
     config = study.scale(config, scale) if hasattr(study, "scale") else scale_steps(config, scale)
   return config
@@ -151,6 +204,13 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
              if (difference := config_change(run_dir(study, *run), config))}
   todo = [run for run in configs if force or run in changed
           or not os.path.exists(os.path.join(run_dir(study, *run), "summary.json"))]
+  for group in waves(study):  # a run whose starting run reruns reruns too
+    for variant in group:
+      for seed in study.SEEDS:
+        if (variant, seed) not in todo and any((v, seed) in todo
+                                               for v in dependencies(study, variant)):
+          todo.append((variant, seed))
+          changed.setdefault((variant, seed), "a run it starts from reruns")
   workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
   threads = max(1, (os.cpu_count() or 1) // workers)
   print(f"{study.NAME}: {len(configs)} runs ({len(configs) - len(todo)} already done), "
@@ -167,21 +227,31 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
                            capped={run for run in todo if configs[run].train.get("early_stop")})
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                               max_tasks_per_child=1) as pool:
-    futures = {
-        pool.submit(_train_in_fresh_process, configs[run].to_json_best_effort(),
-                    run_dir(study, *run), threads): run
-        for run in todo
-    }
-    pending = set(futures)
-    while pending:
+    futures, pending, done, broken = {}, set(), set(), set()
+    waiting = list(todo)
+    while waiting or pending:
+      for run in list(waiting):
+        starts_from = {(v, run[1]) for v in dependencies(study, run[0])} & set(todo)
+        if starts_from & broken:
+          waiting.remove(run)
+          broken.add(run)
+          failed.append(f"{run[0]} seed {run[1]} (a run it starts from failed)")
+        elif starts_from <= done:
+          waiting.remove(run)
+          future = pool.submit(_train_in_fresh_process, configs[run].to_json_best_effort(),
+                               run_dir(study, *run), threads)
+          futures[future] = run
+          pending.add(future)
       finished, pending = concurrent.futures.wait(
           pending, timeout=progress.interval, return_when=concurrent.futures.FIRST_COMPLETED)
       for future in finished:
         variant, seed = futures[future]
         try:
           outcome = f"{future.result():.0f}s"
+          done.add((variant, seed))
         except FloatingPointError as error:
           failed.append(f"{variant} seed {seed}")
+          broken.add((variant, seed))
           outcome = str(error)
         progress.finish(futures[future], f"{variant} seed {seed}: {outcome}")
       progress.refresh()
@@ -355,6 +425,10 @@ def aggregate(study, scale: float) -> dict:
 
 
 def _jsonable(value):
+  if isinstance(value, RunOf):
+    return f"run of {value.variant}"
+  if isinstance(value, Mapping):
+    return {key: _jsonable(item) for key, item in value.items()}
   return list(value) if isinstance(value, tuple) else value
 
 

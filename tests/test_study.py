@@ -199,3 +199,33 @@ def test_progress_marks_early_stopping_runs_totals_and_the_eta_as_bounds(tmp_pat
   assert progress.refresh().startswith("[0/2 done] a seed 0: step 40/<=100 | ETA <= 0:")
   progress.finish(("a", 0), "a seed 0: stopped early")
   assert " | ETA <=" not in progress.refresh()
+
+
+DEPENDENT_STUDY = textwrap.dedent('''
+    from softlab.study import RunOf
+    TITLE, ARXIV, CLAIM = "Dependency check", "0000.00000", "none"
+    BASE_CONFIG = {config!r}
+    VARIANTS = {{"tuned": {{"linearize": dict(from_workdir=RunOf("base"), stage="lora")}},
+                "base": {{}}, "later": {{"linearize": dict(from_workdir=RunOf("tuned"))}}}}
+    SEEDS = (0, 3)
+    METRICS = {{}}
+
+    def verdict(results):
+      return "inconclusive", "nothing to check"
+    ''')
+
+
+def test_run_of_gives_another_runs_workdir_and_orders_the_runs(tmp_path):
+  path = tmp_path / "chain.py"
+  path.write_text(DEPENDENT_STUDY.format(config=os.path.abspath("configs/lm/softmax.py")))
+  chain = study.load_study(str(path))
+  assert study.waves(chain) == [["base"], ["tuned"], ["later"]]
+  config = study.study_config(chain, "tuned", 3, scale=1)
+  assert config.linearize.from_workdir == str(tmp_path / "chain" / "runs" / "base" / "seed3")
+  assert config.linearize.stage == "lora" and config.seed == 3
+  chain.VARIANTS["base"] = {"x": study.RunOf("later")}
+  with pytest.raises(ValueError, match="cycle among tuned, base, later"):
+    study.waves(chain)
+  chain.VARIANTS["base"] = {"x": study.RunOf("nope")}
+  with pytest.raises(ValueError, match="RunOf of unknown variant"):
+    study.waves(chain)

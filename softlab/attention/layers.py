@@ -12,6 +12,8 @@ from flax import nnx
 from softlab import normalizers
 from softlab.attention.core import dot_product_attention
 from softlab.attention.dense import attention_weights, weighted_values
+from softlab.attention.linear import (DEFAULT_CHUNK_SIZE, feature_map_spec, linear_attention,
+                                      sliding_window_linear_attention)
 
 # dot_product_attention keywords that make_attention_fn accepts.
 _ATTENTION_OPTIONS = (
@@ -172,6 +174,65 @@ def layer_param_setting(
   return False, None if isinstance(value, str) else value
 
 
+# What a layer's `attention` field selects: dot-product attention with the
+# normalizer, linear attention with a feature map, or the causal sliding-window
+# softmax + linear hybrid.
+ATTENTION_KINDS = ("dot_product", "linear", "sliding_window")
+
+
+def check_attention_kind(attention: str, *, sow_weights: bool, is_causal: bool) -> None:
+  """One-line ValueErrors for an unknown `attention` or options it cannot honour."""
+  if attention not in ATTENTION_KINDS:
+    raise ValueError(f"unknown attention {attention!r}; valid: {', '.join(ATTENTION_KINDS)}")
+  if attention != "dot_product" and sow_weights:
+    raise ValueError(f"sow_weights needs attention='dot_product' (attention={attention!r} has no weights to sow)")
+  if attention == "sliding_window" and not is_causal:
+    raise ValueError("attention='sliding_window' is causal only; set is_causal=True")
+
+
+def learned_feature_map_params(feature_map: str, feature_map_kwargs, head_dim: int,
+                               num_kv_heads: int) -> dict[str, jax.Array]:
+  """Initial values of the feature map's learned arguments (spec.learned), by argument name.
+
+  Raises:
+    ValueError: feature_map_kwargs also sets one of them.
+  """
+  kwargs = dict(feature_map_kwargs or {})
+  values = {}
+  for name, init in feature_map_spec(feature_map).learned.items():
+    if name in kwargs:
+      raise ValueError(f"feature_map_kwargs[{name!r}] is learned by the layer ({feature_map}_{name})")
+    values[name] = init(head_dim, num_kv_heads, kwargs)
+  return values
+
+
+def attend(query, key, value, mask, *, attention: str, normalizer: str, normalizer_kwargs,
+           is_causal: bool, implementation: str | None, block_size: int | None,
+           feature_map: str, feature_map_kwargs, window: int) -> jax.Array:
+  """The attention output of a layer: q [B, T, N, D], k, v [B, S, K, D] -> [B, T, N, D].
+
+  attention="dot_product": dot_product_attention with the normalizer (mask,
+  implementation dense / chunked / None, block_size). "linear":
+  linear_attention with the feature map (no mask; implementation parallel /
+  recurrent / chunked, None = parallel; block_size = chunk size).
+  "sliding_window": sliding_window_linear_attention (softmax on the last
+  `window` keys, the feature map on older ones).
+  """
+  if attention == "dot_product":
+    return dot_product_attention(query, key, value, mask=mask, normalizer=normalizer,
+                                 normalizer_kwargs=normalizer_kwargs, is_causal=is_causal,
+                                 implementation=implementation, block_size=block_size)
+  if mask is not None:
+    raise ValueError(f"attention={attention!r} takes no mask (only causal masking)")
+  if attention == "linear":
+    return linear_attention(query, key, value, feature_map=feature_map,
+                            feature_map_kwargs=feature_map_kwargs, is_causal=is_causal,
+                            implementation=implementation or "parallel",
+                            chunk_size=block_size or DEFAULT_CHUNK_SIZE)
+  return sliding_window_linear_attention(query, key, value, window=window, feature_map=feature_map,
+                                         feature_map_kwargs=feature_map_kwargs)
+
+
 def head_dim_of(num_heads: int, features: int, head_dim: int | None, qkv_features: int | None) -> int:
   """D: `head_dim`, else (qkv_features or the input features) // num_heads."""
   if head_dim is not None:
@@ -205,6 +266,12 @@ class _MultiHeadAttention(nn.Module):
   QK-norm and LayerScale (init 1e-4) are the sigmoid attention paper's
   stabilizers of early training.
 
+  `attention` picks the mechanism (ATTENTION_KINDS): "dot_product" (the
+  normalizer), "linear" (softlab.attention.linear_attention with
+  `feature_map`; a map's learned arguments, e.g. hedgehog's W [K, D, D], are
+  parameters named "<feature_map>_<argument>") or "sliding_window" (softmax
+  on the last `window` keys, linear attention on older ones; causal).
+
   Attributes:
     num_heads: N, query heads.
     num_kv_heads: K, key/value heads (N a multiple of K); default N.
@@ -217,8 +284,15 @@ class _MultiHeadAttention(nn.Module):
     qk_norm: apply per-head LayerNorm to q and k.
     layer_scale_init: None, or the initial LayerScale gain (e.g. 1e-4).
     is_causal: causal self-attention.
-    implementation: "dense", "chunked" or None (see dot_product_attention).
-    block_size: chunked block size (see dot_product_attention).
+    implementation: "dense", "chunked" or None (see dot_product_attention);
+      with attention="linear": "parallel" (None), "recurrent" or "chunked".
+    block_size: chunked block size (see dot_product_attention); linear: the
+      chunk size.
+    attention: "dot_product", "linear" or "sliding_window".
+    feature_map: a name in softlab.attention.FEATURE_MAPS (linear and
+      sliding_window).
+    feature_map_kwargs: its fixed keyword arguments, e.g. {"order": 2}.
+    window: sliding_window: softmax reads the last `window` keys.
     rotary: None, or a function (q, k) -> (q, k) applied after QK-norm, e.g.
       RoPE closed over the model's positions; q is [B, T, N, D], k [B, S, K, D].
     sow_weights: sow the (dense) weights [B, N, T, S] as
@@ -244,6 +318,10 @@ class _MultiHeadAttention(nn.Module):
   is_causal: bool = False
   implementation: str | None = None
   block_size: int | None = None
+  attention: str = "dot_product"
+  feature_map: str = "elu+1"
+  feature_map_kwargs: Mapping[str, Any] | None = None
+  window: int = 64
   rotary: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
   sow_weights: bool = False
   dtype: Any = None
@@ -293,6 +371,10 @@ class _MultiHeadAttention(nn.Module):
     Returns:
       [B, T, out_features]; with return_weights, (that, the weights).
     """
+    check_attention_kind(self.attention, sow_weights=self.sow_weights, is_causal=self.is_causal)
+    if self.attention != "dot_product" and (return_weights or shared_weights is not None):
+      raise ValueError("shared attention weights (UniAttn) need attention='dot_product', got "
+                       f"attention={self.attention!r}")
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
     kv_heads = self.num_kv_heads or self.num_heads
     head_dim = self._head_dim(inputs_q.shape[-1])
@@ -334,15 +416,16 @@ class _MultiHeadAttention(nn.Module):
     if return_weights:
       out = weighted_values(weights, value.astype(weights.dtype)).astype(query.dtype)
     else:
-      out = dot_product_attention(
-          query,
-          key,
-          value,
-          mask=mask,
-          implementation=self.implementation,
-          block_size=self.block_size,
-          **options,
-      )
+      feature_map_kwargs = dict(self.feature_map_kwargs or {})
+      if self.attention != "dot_product":
+        for name, initial in learned_feature_map_params(
+            self.feature_map, feature_map_kwargs, head_dim, kv_heads).items():
+          feature_map_kwargs[name] = self.param(
+              f"{self.feature_map}_{name}", lambda rng, v=initial: v.astype(self.param_dtype))
+      out = attend(query, key, value, mask, attention=self.attention,
+                   implementation=self.implementation, block_size=self.block_size,
+                   feature_map=self.feature_map, feature_map_kwargs=feature_map_kwargs,
+                   window=self.window, **options)
     return self._output(out, inputs_q.shape[-1], weights, return_weights)
 
   def _output(self, out, input_features, weights, return_weights):

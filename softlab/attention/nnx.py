@@ -19,9 +19,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from softlab import normalizers
-from softlab.attention.core import dot_product_attention
 from softlab.attention.dense import attention_weights
-from softlab.attention.layers import head_dim_of, layer_param_setting, normalizer_fields
+from softlab.attention.layers import (attend, check_attention_kind, head_dim_of,
+                                      layer_param_setting, learned_feature_map_params,
+                                      normalizer_fields)
 
 Rotary = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 # The linen layer's (nn.DenseGeneral's) kernel initializer.
@@ -61,7 +62,10 @@ class MultiHeadAttention(nnx.Module):
     layer_scale_init: None, or the initial LayerScale gain (e.g. 1e-4).
     is_causal: causal self-attention.
     implementation: "dense", "chunked" or None (see dot_product_attention).
-    block_size: chunked block size.
+    block_size: chunked block size (linear: chunk size).
+    attention, feature_map, feature_map_kwargs, window: as in the linen layer
+      ("dot_product", "linear" or "sliding_window"; a feature map's learned
+      arguments are nnx.Params named "<feature_map>_<argument>").
     rotary: None, or (q, k) -> (q, k) applied after QK-norm (e.g. RoPE).
     sow_weights: sow the (dense) weights [B, N, T, S] as the nnx.Intermediate
       "attention_weights"; run the model under `nnx.capture(model,
@@ -93,6 +97,10 @@ class MultiHeadAttention(nnx.Module):
       is_causal: bool = False,
       implementation: str | None = None,
       block_size: int | None = None,
+      attention: str = "dot_product",
+      feature_map: str = "elu+1",
+      feature_map_kwargs: Mapping[str, Any] | None = None,
+      window: int = 64,
       rotary: Rotary | None = None,
       sow_weights: bool = False,
       dtype: Any = None,
@@ -101,6 +109,7 @@ class MultiHeadAttention(nnx.Module):
       rngs: nnx.Rngs,
       **normalizer_fields: Any,
   ):
+    check_attention_kind(attention, sow_weights=sow_weights, is_causal=is_causal)
     spec = normalizers.attention_spec(normalizer)
     fields = normalizer_fields_with_defaults(normalizer_fields)
     self.num_heads, self.normalizer, self.is_causal = num_heads, normalizer, is_causal
@@ -134,6 +143,15 @@ class MultiHeadAttention(nnx.Module):
       elif value is not None:
         fixed[param.kwarg] = value
     self.learned, self.fixed_kwargs = tuple(learned), fixed
+    self.attention, self.feature_map, self.window = attention, feature_map, window
+    self.fixed_feature_map_kwargs = dict(feature_map_kwargs or {})
+    learned_maps = []  # (feature map argument, attribute holding its parameter)
+    if attention != "dot_product":
+      for name, value in learned_feature_map_params(feature_map, feature_map_kwargs, dim,
+                                                    kv_heads).items():
+        setattr(self, f"{feature_map}_{name}", nnx.Param(value.astype(param_dtype)))
+        learned_maps.append((name, f"{feature_map}_{name}"))
+    self.learned_feature_map = tuple(learned_maps)
 
   def normalizer_kwargs(self) -> dict[str, Any]:
     """The normalizer's keyword arguments: fixed ones and the learned per-head values."""
@@ -161,8 +179,12 @@ class MultiHeadAttention(nnx.Module):
       query, key = self.rotary(query, key)
     options = dict(normalizer=self.normalizer, normalizer_kwargs=self.normalizer_kwargs(),
                    is_causal=self.is_causal)
-    out = dot_product_attention(query, key, value, mask=mask, implementation=self.implementation,
-                                block_size=self.block_size, **options)
+    feature_map_kwargs = {**self.fixed_feature_map_kwargs,
+                          **{name: getattr(self, attr)[...] for name, attr in self.learned_feature_map}}
+    out = attend(query, key, value, mask, attention=self.attention,
+                 implementation=self.implementation, block_size=self.block_size,
+                 feature_map=self.feature_map, feature_map_kwargs=feature_map_kwargs,
+                 window=self.window, **options)
     if self.sow_weights:
       self.sow(nnx.Intermediate, "attention_weights",
                attention_weights(query, key, mask=mask, **options))

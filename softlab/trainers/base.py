@@ -49,6 +49,9 @@ class Experiment:
       mesh for parameters split across devices (e.g. class centers over
       "data"), P() for the replicated ones; the optimizer state of a parameter
       is split like it. None: everything replicated.
+    trainable: params -> a tree of bools like params (True = trained); None
+      trains everything. The loop gives frozen parameters no update and no
+      optimizer state, so they stay bit-identical.
   """
 
   init_params: Callable[[jax.Array], Params]
@@ -57,6 +60,7 @@ class Experiment:
   predict: Callable[..., dict[str, Any]]
   describe_extra: Callable[[Extra], Metrics] | None = None
   param_specs: Callable[[Params], Any] | None = None
+  trainable: Callable[[Params], Any] | None = None
 
 
 def sown_values(state, names) -> dict[str, list]:

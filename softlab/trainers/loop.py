@@ -59,7 +59,7 @@ TRAIN_FIELDS = ("steps", "batch_size", "eval_batch_size", "log_every", "eval_eve
 EARLY_STOP_FIELDS = ("metric", "mode", "patience", "min_delta", "target")
 EARLY_STOP_MODES = ("max", "min")
 TOP_FIELDS = ("trainer", "seed", "data", "model", "loss", "optimizer", "train", "evals",
-              "eval_model")
+              "eval_model", "linearize")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +217,8 @@ def setup(config) -> Run:
   with building("optimizer"):
     optimizer_config = field(config, "optimizer")
     tx = optim.make_optimizer(optimizer_config)
+    if experiment.trainable is not None:
+      tx = optim.freeze(tx, experiment.trainable)
     schedule = optim.make_schedule(optimizer_config)
 
   # -------------------------------------------------------------- evaluators

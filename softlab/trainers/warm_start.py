@@ -18,22 +18,28 @@ from flax import traverse_util
 from softlab.trainers.base import ConfigError
 
 
-def trained_params(workdir: str):
-  """The parameters of the newest checkpoint in `workdir` (a softlab run), on the host."""
+def trained_params(workdir: str, *, field: str = "train.init_from"):
+  """The parameters of the newest checkpoint in `workdir` (a softlab run), on the host.
+
+  Raises:
+    ConfigError: naming config.<field>, when `workdir` has no checkpoint.
+  """
   directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
   step = ocp.CheckpointManager(directory).latest_step() if os.path.isdir(directory) else None
   if step is None:
-    raise ConfigError(f"config.train.init_from={workdir!r} has no checkpoint (expected a softlab"
+    raise ConfigError(f"config.{field}={workdir!r} has no checkpoint (expected a softlab"
                       " run's workdir with checkpoints/)")
-  state = ocp.CheckpointManager(directory).restore(step, args=ocp.args.StandardRestore())
+  with ocp.CheckpointManager(directory) as manager:
+    state = manager.restore(step, args=ocp.args.StandardRestore())
   return jax.tree.map(np.asarray, state["params"])
 
 
-def merge(fresh, trained, *, source: str = "init_from"):
+def merge(fresh, trained, *, field: str = "train.init_from"):
   """`fresh` with every leaf that `trained` has at the same path and shape replaced by it.
 
   Raises:
-    ConfigError: a shared path with another shape, or no shared parameter at all.
+    ConfigError: naming config.<field>: a shared path with another shape, or no
+      shared parameter at all.
   """
   flat_fresh = traverse_util.flatten_dict(fresh)
   flat_trained = traverse_util.flatten_dict(trained)
@@ -41,10 +47,10 @@ def merge(fresh, trained, *, source: str = "init_from"):
   for path in shared:
     if np.shape(flat_fresh[path]) != np.shape(flat_trained[path]):
       raise ConfigError(
-          f"config.train.{source}: parameter {'/'.join(path)} has shape"
+          f"config.{field}: parameter {'/'.join(path)} has shape"
           f" {np.shape(flat_trained[path])} there but {np.shape(flat_fresh[path])} in this model")
   if not shared:
-    raise ConfigError(f"config.train.{source}: the checkpoint shares no parameter with this model")
+    raise ConfigError(f"config.{field}: the checkpoint shares no parameter with this model")
   merged = {path: (flat_trained[path].astype(flat_fresh[path].dtype) if path in flat_trained
                    else value) for path, value in flat_fresh.items()}
   return traverse_util.unflatten_dict(merged)
