@@ -596,9 +596,9 @@ def masked_and_dropped(kept):
   return jax.jit(evaluate)
 
 
-@settings(max_examples=20)  # every distinct mask size compiles anew
-@given(x=hnp.arrays(np.float32, 8, elements=st.floats(-50, 50, width=32)),
-       where=hnp.arrays(np.bool_, 8).filter(lambda m: m.any()))
+@settings(max_examples=15)  # every distinct mask size (1-6) compiles anew
+@given(x=hnp.arrays(np.float32, 6, elements=st.floats(-50, 50, width=32)),
+       where=hnp.arrays(np.bool_, 6).filter(lambda m: m.any()))
 def test_property_mask_equals_dropping_entries(x, where):
   for name, (masked, dropped) in masked_and_dropped(int(where.sum()))(
       x, where, x[where], np.ones(where.sum(), bool)).items():

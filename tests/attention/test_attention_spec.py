@@ -118,7 +118,8 @@ _LAYER_SCRIPT = textwrap.dedent("""
 def test_toy_registered_first_gets_layer_and_config_fields():
   here = pathlib.Path(__file__).parent
   root = pathlib.Path(normalizers.__file__).parents[1]  # the softlab under test
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+  one_device = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=one_device,
              PYTHONPATH=os.pathsep.join([str(here), str(root)]))
   result = subprocess.run([sys.executable, "-c", _LAYER_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
