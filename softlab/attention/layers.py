@@ -12,8 +12,12 @@ from flax import nnx
 from softlab import normalizers
 from softlab.attention.core import dot_product_attention
 from softlab.attention.dense import attention_weights
-from softlab.attention.linear import (DEFAULT_CHUNK_SIZE, feature_map_spec, linear_attention,
-                                      sliding_window_linear_attention)
+from softlab.attention.linear import (
+  DEFAULT_CHUNK_SIZE,
+  feature_map_spec,
+  linear_attention,
+  sliding_window_linear_attention,
+)
 
 # dot_product_attention keywords that make_attention_fn accepts.
 _ATTENTION_OPTIONS = (
