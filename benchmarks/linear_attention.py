@@ -52,7 +52,7 @@ def contenders(chunk: int, length: int, parallel_max: int):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--lengths", default="256,1024,4096,8192")
+  parser.add_argument("--lengths", default="256,1024,4096")
   parser.add_argument("--chunk", type=int, default=64, help="block / chunk size of both")
   parser.add_argument("--min_total", type=float, default=0.5, help="seconds of calls per cell")
   parser.add_argument("--max_calls", type=int, default=20)

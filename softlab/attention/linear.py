@@ -3,9 +3,10 @@
 out_t = sum_s phi(q_t).phi(k_s) v_s / sum_s phi(q_t).phi(k_s)        (causal: s <= t)
       = phi(q_t)^T S_t / phi(q_t).z_t,  S_t = sum_{s<=t} phi(k_s) v_s^T,  z_t = sum_{s<=t} phi(k_s)
 
-(Katharopoulos et al., arXiv:2006.16236, Sec. 3.2: the linearized attention and its
-causal form with the running sums S_i and Z_i, Sec. 3.4: the same sums as an RNN's
-state.) Three implementations compute the same numbers:
+(Katharopoulos et al., arXiv:2006.16236: Sec. 3.2 the linearized attention, Sec. 3.3
+its causal form with the running sums S_i and Z_i, Sec. 3.4 the same sums as an RNN's
+state; the paper's text was not available to check equation numbers, so none are
+cited.) Three implementations compute the same numbers:
 - "parallel": the masked quadratic form, [T, S] kernel values (a feature map with a
   closed-form kernel, e.g. Taylor, never forms its features here);
 - "recurrent": `lax.scan` over time carrying (S_t, z_t);
@@ -131,7 +132,8 @@ def hedgehog(x: jax.Array, *, weight: ArrayLike) -> jax.Array:
 
   References:
     Zhang et al., "The Hedgehog & the Porcupine: Expressive Linear Attentions
-    with Softmax Mimicry", arXiv:2402.04347, Sec. 4.
+    with Softmax Mimicry", arXiv:2402.04347 (its equations could not be read
+    here; the form above is the released LoLCATs code's, which cites it).
     Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models",
     arXiv:2410.10254.
   """
@@ -305,6 +307,8 @@ def linear_attention(
   References:
     Katharopoulos et al., "Transformers are RNNs: Fast Autoregressive
     Transformers with Linear Attention", arXiv:2006.16236, Sec. 3.2-3.4.
+    Mongaras & Larson, "On the Expressiveness of Softmax Attention: A
+    Recurrent Neural Network Perspective", arXiv:2507.23632 (taylor).
   """
   query, key, value = _check_inputs(query, key, value, implementation, is_causal)
   fn = FEATURE_MAPS.get(feature_map)
@@ -376,7 +380,7 @@ def _recurrent(phi_q, phi_k, value, eps: float) -> jax.Array:
 
 def _chunked(phi_q, phi_k, value, chunk_size: int, eps: float) -> jax.Array:
   """Causal in chunks: earlier chunks through their summed state, the own chunk masked."""
-  b, t, k, g, f = phi_q.shape
+  b, t, k, g, _ = phi_q.shape
   size = min(chunk_size, t)
   chunks = -(-t // size)
   pad = chunks * size - t  # padded keys come after every real query: causality ignores them
@@ -437,7 +441,8 @@ def sliding_window_linear_attention(
 
   References:
     Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models",
-    arXiv:2410.10254, Sec. 3.2 (sliding window + linear attention).
+    arXiv:2410.10254 (sliding window + linear attention; its equation
+    numbers could not be checked here).
   """
   query, key, value = _check_inputs(query, key, value, "parallel", True)
   if query.shape[1] != key.shape[1]:

@@ -20,9 +20,14 @@ from flax import nnx
 
 from softlab import normalizers
 from softlab.attention.dense import attention_weights
-from softlab.attention.layers import (attend, check_attention_kind, head_dim_of,
-                                      layer_param_setting, learned_feature_map_params,
-                                      normalizer_fields)
+from softlab.attention.layers import (
+  attend,
+  check_attention_kind,
+  head_dim_of,
+  layer_param_setting,
+  learned_feature_map_params,
+  normalizer_fields,
+)
 
 Rotary = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 # The linen layer's (nn.DenseGeneral's) kernel initializer.
