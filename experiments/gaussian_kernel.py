@@ -44,6 +44,13 @@ difference is significant by a one-sided Fisher exact test (p < MAX_P = 0.05 for
 kernel's stuck share is lower"), and its median final training loss is not higher than
 softmax's. Not supported when the Gaussian kernel is stuck at least as often as softmax.
 Inconclusive otherwise (fewer stuck Gaussian runs, but not significantly, or a higher median).
+
+Reading of the result (written after the single study run; it changes no threshold): both
+kernels were stuck in 16/16 runs with nearly the same mean loss curve. With a query this large
+the Gaussian kernel's scores scale * (q.k - |k|^2 / 2) are dominated by q.k, so at this
+initialization the two kernels are close to the same function, and the Gaussian kernel
+saturates just like softmax; the study shows that it does not escape a saturated start under
+plain SGD, not that softmax never stalls where the Gaussian kernel would not.
 """
 
 
