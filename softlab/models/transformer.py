@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from softlab import attention
 from softlab.models.base import REGISTRY, reject_unknown
+from softlab.validation import check_number
 
 POSITIONS = ("rope", "none")
 # Model config fields passed to softlab.attention.MultiHeadAttention as they are;
@@ -184,7 +185,10 @@ class SetAttention(nn.Module):
   Items are embedded by a 2-layer MLP; the query attends over the unmasked
   items (the attention weights are sown for diagnostics); an MLP maps the read
   vector to class logits. The max-retrieval setup of "softmax is not enough"
-  (arXiv:2410.01104).
+  (arXiv:2410.01104). `query_init_std` is the learned query's initial standard
+  deviation: the attention scores at initialization scale with it, so a large
+  value starts the attention saturated (the regime where Song et al.,
+  arXiv:2411.07538, find softmax attention can stall under gradient descent).
   """
 
   num_classes: int
@@ -192,12 +196,13 @@ class SetAttention(nn.Module):
   num_heads: int
   attention_options: Mapping[str, Any]
   dtype: Any
+  query_init_std: float = 1.0
 
   @nn.compact
   def __call__(self, items, mask=None):
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.dtype, name=name)
     x = dense(self.d_model, "embed_out")(nn.gelu(dense(self.d_model, "embed_in")(items)))
-    query = self.param("query", nn.initializers.normal(1.0), (1, 1, self.d_model), self.dtype)
+    query = self.param("query", nn.initializers.normal(self.query_init_std), (1, 1, self.d_model), self.dtype)
     query = jnp.broadcast_to(query, (x.shape[0], 1, self.d_model))
     attend = None if mask is None else mask[:, None, None, :]
     read = attention.MultiHeadAttention(
@@ -250,10 +255,13 @@ def vit_tiny(options, info, *, dtype):
 
 @REGISTRY.register("set_attention")
 def set_attention(options, info, *, dtype):
-  """The one-layer set classifier of the max-retrieval task."""
+  """The one-layer set classifier of the max-retrieval task (query_init_std: the
+  learned query's initial standard deviation, default 1)."""
+  query_init_std = options.pop("query_init_std", 1.0)
+  check_number(query_init_std, "model.query_init_std", lambda v: v > 0, "> 0", required=True)
   model = SetAttention(
       num_classes=options.pop("num_classes", info.get("num_classes")),
       d_model=options.pop("d_model", 64), num_heads=options.pop("num_heads", 1),
-      attention_options=attention_options(options), dtype=dtype)
+      attention_options=attention_options(options), dtype=dtype, query_init_std=query_init_std)
   reject_unknown(options, "set_attention")
   return model

@@ -75,6 +75,19 @@ def test_set_attention_ignores_masked_items_and_sows_weights():
   assert np.all(weights[:, 0, 0][~mask] == 0)
 
 
+def test_set_attention_query_init_std_scales_the_learned_query():
+  shapes = {"num_classes": 5}
+  items = jnp.zeros((1, 3, 4), jnp.float32)
+  built = [models.build({"name": "set_attention", "d_model": 256, **extra}, shapes,
+                        dtype=jnp.float32) for extra in ({}, {"query_init_std": 8.0})]
+  init = jit(lambda key: [m.init(key, items)["params"]["query"] for m in built])
+  default, wide = init(jax.random.key(0))
+  np.testing.assert_allclose(np.std(default), 1.0, rtol=0.15)
+  np.testing.assert_allclose(np.std(wide), 8.0, rtol=0.15)
+  with pytest.raises(ValueError, match="model.query_init_std must be a number > 0"):
+    models.build({"name": "set_attention", "query_init_std": 0.0}, shapes, dtype=jnp.float32)
+
+
 def test_vit_and_two_tower_shapes():
   vit = models.build({"name": "vit_tiny", "d_model": 16}, {"num_classes": 10}, dtype=jnp.float32)
   images = jnp.zeros((2, 8, 8, 1))
