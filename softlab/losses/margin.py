@@ -1310,10 +1310,10 @@ def unicom(
   the conflicts between its many pseudo-classes (arXiv:2304.05884, Sec. 3.2);
   feature_rate 0.5 is our default, not a value we found in the paper.
 
+  The arguments other than feature_rate are `partial_fc`'s (an inner loss
+  taking embeddings gets the sampled dimensions).
+
   Args:
-    embeddings, labels, centers, key, sample_rate, margin_loss, axis_name,
-      inner_inputs: as in `partial_fc` (an inner loss taking embeddings gets
-      the sampled dimensions).
     feature_rate: share of the feature dimensions kept, in (0, 1].
 
   Returns:
