@@ -58,14 +58,8 @@ MARGIN_OVER_CE = 0.05
 TOLERANCE = 0.01
 
 
-def label(loss, value):
-  """The variant's loss part: "GCE[q=0.7]", or the loss alone when untuned."""
-  parameter = LOSSES[loss][0]
-  return loss if parameter is None else f"{loss}[{parameter}={value:g}]"
-
-
 VARIANTS = {
-    f"{label(loss, value)}/{name}": {**overrides, "loss": {**spec, "dtype": "float32"}}
+    f"{ldr.label(loss, value, LOSSES)}/{name}": {**overrides, "loss": {**spec, "dtype": "float32"}}
     for loss, (_, grid) in LOSSES.items() for value, spec in grid.items()
     for name, overrides in SETTINGS.items()
 }
@@ -75,22 +69,6 @@ METRICS = {
     "val/accuracy": "top-1 accuracy on the held-out validation fifth (noisy labels), for tuning",
 }
 PLOTS = ("test/accuracy",)
-
-
-def tuned(results):
-  """{setting: {loss: (chosen grid value, test accuracy, {value: (val, test)})}}."""
-  variants = results["variants"]
-  table = {}
-  for name in SETTINGS:
-    table[name] = {}
-    for loss, (_, grid) in LOSSES.items():
-      scores = {value: (variants[f"{label(loss, value)}/{name}"]["mean"]["val/accuracy"],
-                        variants[f"{label(loss, value)}/{name}"]["mean"]["test/accuracy"])
-                for value in grid}
-      best = max(scores, key=lambda value: scores[value][0])  # first value on ties
-      numbers = variants[f"{label(loss, best)}/{name}"]
-      table[name][loss] = (best, numbers["mean"]["test/accuracy"], scores)
-  return table
 
 
 def summary(table):
@@ -111,14 +89,14 @@ def wins(entry):
 
 def report(results):
   """Markdown: tuned accuracy per loss and setting, the grids, the best APL loss's margins."""
-  table = tuned(results)
+  table = ldr.tuned(results, LOSSES, SETTINGS)
   lines = ["### Clean test accuracy, baselines tuned on validation (one seed; rank)",
            "", "| loss | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
   for loss in LOSSES:
     cells = []
     for name in SETTINGS:
       rank = ldr.ranks([table[name][other][1] for other in LOSSES])[list(LOSSES).index(loss)]
-      best, accuracy, _ = table[name][loss]
+      best, accuracy, _, _ = table[name][loss]
       chosen = "" if best is None else f" [{LOSSES[loss][0]}={best:g}]"
       cells.append(f"{accuracy:.4f} ({rank}){chosen}")
     lines.append(f"| {loss} | " + " | ".join(cells) + " |")
@@ -131,7 +109,7 @@ def report(results):
     for value in grid:
       cells = []
       for name in SETTINGS:
-        best, _, scores = table[name][loss]
+        best, _, _, scores = table[name][loss]
         cell = f"{scores[value][0]:.4f} / {scores[value][1]:.4f}"
         cells.append(f"**{cell}**" if value == best else cell)
       lines.append(f"| {loss} | {parameter}={value:g} | " + " | ".join(cells) + " |")
@@ -148,7 +126,7 @@ def report(results):
 def verdict(results):
   """Supported iff the best APL loss beats CE by >= 0.05 and is within 0.01 of the best of
   GCE / SCE / MAE in both settings, not supported in neither (module doc)."""
-  found = summary(tuned(results))
+  found = summary(ldr.tuned(results, LOSSES, SETTINGS))
   won = [name for name, entry in found.items() if wins(entry)]
   numbers = "; ".join(
       f"{name}: {entry['best_apl']} {entry['accuracy']:.4f}, {entry['over_ce']:+.4f} over CE, "

@@ -118,9 +118,9 @@ LOSSES = {
 }
 
 
-def label(loss, value):
+def label(loss, value, losses=LOSSES):
   """The variant's loss part: "GCE[q=0.7]", or the loss alone when untuned."""
-  parameter = LOSSES[loss][0]
+  parameter = losses[loss][0]
   return loss if parameter is None else f"{loss}[{parameter}={value:g}]"
 
 
@@ -139,18 +139,18 @@ METRICS = {
 PLOTS = ("test/accuracy",)
 
 
-def tuned(results):
+def tuned(results, losses=LOSSES, settings=SETTINGS):
   """{setting: {loss: (chosen grid value, test mean, test std, {value: (val, test)})}}."""
   variants = results["variants"]
   table = {}
-  for name in SETTINGS:
+  for name in settings:
     table[name] = {}
-    for loss, (_, grid) in LOSSES.items():
-      scores = {value: (variants[f"{label(loss, value)}/{name}"]["mean"]["val/accuracy"],
-                        variants[f"{label(loss, value)}/{name}"]["mean"]["test/accuracy"])
+    for loss, (_, grid) in losses.items():
+      scores = {value: (variants[f"{label(loss, value, losses)}/{name}"]["mean"]["val/accuracy"],
+                        variants[f"{label(loss, value, losses)}/{name}"]["mean"]["test/accuracy"])
                 for value in grid}
       best = max(scores, key=lambda value: scores[value][0])  # first value on ties
-      numbers = variants[f"{label(loss, best)}/{name}"]
+      numbers = variants[f"{label(loss, best, losses)}/{name}"]
       table[name][loss] = (best, numbers["mean"]["test/accuracy"],
                            numbers["std"]["test/accuracy"], scores)
   return table
