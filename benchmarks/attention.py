@@ -47,12 +47,12 @@ def _softlab(q, k, v, *, normalizer, normalizer_kwargs, implementation, block_si
   )
 
 
-def _compiled_grad(attention, args):
+def compiled_grad(attention, args):
   grad = jax.grad(lambda q, k, v: jnp.sum(attention(q, k, v)), argnums=(0, 1, 2))
   return jax.jit(grad).lower(*args).compile()
 
 
-def _seconds(compiled, args, min_total: float, max_calls: int) -> float:
+def fastest_seconds(compiled, args, min_total: float, max_calls: int) -> float:
   """Fastest of at least one call and about min_total s of calls.
 
   The minimum, not the median: on a shared machine other processes only ever
@@ -115,11 +115,11 @@ def main() -> None:
     base_time = base_memory = None
     for label, attention in _contenders(flags.normalizers.split(","),
                                         flags.block_size):
-      compiled = _compiled_grad(attention, args)
+      compiled = compiled_grad(attention, args)
       memory = compiled.memory_analysis().temp_size_in_bytes
       seconds = None
       if memory <= flags.max_run_gib * 2**30:
-        seconds = _seconds(compiled, args, flags.min_seconds, flags.max_calls)
+        seconds = fastest_seconds(compiled, args, flags.min_seconds, flags.max_calls)
       if label == "xla":
         base_time, base_memory = seconds, memory
       time_text = "n/a" if seconds is None else f"{seconds:.3f}"

@@ -14,31 +14,16 @@ to chunked softmax at the same T.
 
 import argparse
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attention import compiled_grad, fastest_seconds  # benchmarks/attention.py, this folder
 from softlab.attention import dot_product_attention, linear_attention
 
 BATCH, HEADS, HEAD_DIM = 1, 4, 32
 MIB = 2**20
-
-
-def _compiled_grad(attention, args):
-  grad = jax.grad(lambda q, k, v: jnp.sum(attention(q, k, v)), argnums=(0, 1, 2))
-  return jax.jit(grad).lower(*args).compile()
-
-
-def _seconds(compiled, args, min_total: float, max_calls: int) -> float:
-  """Fastest of at least one call and about min_total s of calls (others only add time)."""
-  times = []
-  while not times or (sum(times) < min_total and len(times) < max_calls):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return min(times)
 
 
 def contenders(chunk: int, length: int, parallel_max: int):
@@ -68,9 +53,9 @@ def main():
               for _ in range(3)]
     base = None
     for name, attention in contenders(args.chunk, t, args.parallel_max):
-      compiled = _compiled_grad(attention, inputs)
+      compiled = compiled_grad(attention, inputs)
       memory = compiled.memory_analysis().temp_size_in_bytes / MIB
-      seconds = _seconds(compiled, inputs, args.min_total, args.max_calls)
+      seconds = fastest_seconds(compiled, inputs, args.min_total, args.max_calls)
       base = base or (seconds, memory)
       print(f"{t:>6}  {name:<22} {1e3 * seconds:>9.2f} {seconds / base[0]:>6.2f}"
             f" {memory:>9.1f} {memory / base[1]:>6.2f}")
