@@ -25,11 +25,14 @@ def trained_params(workdir: str, *, field: str = "train.init_from"):
     ConfigError: naming config.<field>, when `workdir` has no checkpoint.
   """
   directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  step = ocp.CheckpointManager(directory).latest_step() if os.path.isdir(directory) else None
-  if step is None:
-    raise ConfigError(f"config.{field}={workdir!r} has no checkpoint (expected a softlab"
-                      " run's workdir with checkpoints/)")
+  missing = ConfigError(f"config.{field}={workdir!r} has no checkpoint (expected a softlab"
+                        " run's workdir with checkpoints/)")
+  if not os.path.isdir(directory):
+    raise missing
   with ocp.CheckpointManager(directory) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise missing
     state = manager.restore(step, args=ocp.args.StandardRestore())
   return jax.tree.map(np.asarray, state["params"])
 
