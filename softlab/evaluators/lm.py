@@ -8,12 +8,22 @@ from softlab.evaluators.common import REGISTRY, Evaluator
 
 @REGISTRY.register("lm")
 class LanguageModel(Evaluator):
-  """Per split: next-token `loss` (nats per token) and `accuracy`, averaged per window."""
+  """Per split: next-token `loss` (nats per token) and `accuracy`, averaged per window.
 
-  def __init__(self, experiment, splits, mesh, *, every):
+  Options:
+    top_k: k values for `top{k}_accuracy`, the share of next tokens among the
+      model's k highest logits (softlab.metrics.topk_accuracy).
+  """
+
+  def __init__(self, experiment, splits, mesh, *, every, top_k=()):
     super().__init__(experiment, splits, mesh, every=every)
+    self.top_k = tuple(top_k)
 
   def batch_metrics(self, params, predict, batch):
     out = predict(params)
-    return {"loss": out["loss"],
-            "accuracy": jnp.mean(metrics.accuracy(out["logits"], out["targets"]), axis=-1)}
+    logits, targets = out["logits"], out["targets"]
+    results = {"loss": out["loss"],
+               "accuracy": jnp.mean(metrics.accuracy(logits, targets), axis=-1)}
+    for k in self.top_k:
+      results[f"top{k}_accuracy"] = jnp.mean(metrics.topk_accuracy(logits, targets, k=k), axis=-1)
+    return results

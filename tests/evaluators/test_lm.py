@@ -25,9 +25,12 @@ def test_loss_and_accuracy_per_split_equal_numpy(mesh):
               "targets": RNG.integers(0, 6, (7, length))}
     splits[f"val_{length}"] = (arrays, batches(arrays, 3, padding=2))
   got = LanguageModel(fake_experiment(predict), {k: v[1] for k, v in splits.items()}, mesh,
-                      every=1).run({}, {})
+                      every=1, top_k=(3,)).run({}, {})
   for name, (arrays, _) in splits.items():
     assert got[f"{name}/loss"] == pytest.approx(
         softmax_ce(arrays["logits"], arrays["targets"]).mean(), rel=1e-5)
     assert got[f"{name}/accuracy"] == pytest.approx(
         np.mean(arrays["logits"].argmax(-1) == arrays["targets"]))
+    rank = (arrays["logits"] > np.take_along_axis(
+        arrays["logits"], arrays["targets"][..., None], -1)).sum(-1)
+    assert got[f"{name}/top3_accuracy"] == pytest.approx(np.mean(rank < 3))
