@@ -1,39 +1,36 @@
-"""Active-Passive Losses at 60% and 80% uniform label noise on digits (K = 10, as CIFAR-10),
-with the protocol of experiments/ldr_noise.py.
+"""Active-Passive Losses at 60% and 80% uniform label noise, with the protocol of
+experiments/ldr_noise.py: digits (K = 10, as CIFAR-10) and Gaussian clusters (K = 26).
 
 Claim (Ma et al., arXiv:2006.13554, Table 2, CIFAR-10 at 0.6 / 0.8 uniform noise): the APL
 losses (NCE+RCE, NFL+RCE, NCE+MAE) beat cross-entropy and the other robust losses by large
 margins at high noise.
 
-Everything but the settings and the loss list is ldr_noise.py's (imported from it): the tanh
+Everything but the settings and the loss list is ldr_noise.py's (loaded from it): the tanh
 MLP of width min(dims, K), SGD with momentum 0.9, weight decay 5e-3, batch 64, 100 epochs, lr
 0.01 / 10 at epochs 50 and 75, a validation fifth held out of the noisy training split for
-tuning, clean test labels; the tuned baselines' grids (GCE q in {0.05, 0.7, 0.95},
-SCE balance in {0.05, 0.5, 0.95}, NCE+RCE alpha in {5, 9.9} with beta = 10 - alpha in the
-released RCE's scale), the choice by mean validation accuracy (ties to the first value).
-Added: NFL+RCE and NCE+MAE with the APL paper's CIFAR-10 values (alpha = beta = 1, gamma =
-0.5), in the APL code's scaling (its RCE clamps log 0 at log 1e-4, so beta = 9.21 / 4 here;
-its MAE is 1 - p_y, softlab's 2 (1 - p_y), so beta = 0.5 here), untuned; sum-exp (comp-sum,
-arXiv:2304.07288) untuned. Settings: digits at 0.6 and 0.8, one seed. Left out for the CPU
-budget (the machine's 2 cores were shared by several sessions when this ran): a second seed,
-Gaussian clusters (K = 26, 100), the Crammer-Singer, LDR-KL and ALDR-KL losses (ldr_noise.py's
-subject); the three losses were not added to ldr_noise.py's 30%-noise grid, whose rerun (26.7
-core-minutes) would only have reproduced its committed numbers for the LDR verdict.
+tuning, clean test labels, two seeds; its losses CE, GCE, SCE, MAE, NCE+RCE (tuned over its
+grids: GCE q in {0.05, 0.7, 0.95}, SCE balance in {0.05, 0.5, 0.95}, NCE+RCE alpha in {5, 9.9}
+with beta = 10 - alpha in the released RCE's scale) and NFL+RCE, NCE+MAE (the APL paper's
+CIFAR-10 values alpha = beta = 1, gamma = 0.5 in the APL code's scaling) and sum-exp
+(comp-sum, arXiv:2304.07288), untuned; the choice by mean validation accuracy (ties to the
+first value). Settings: digits and clusters26 (16 dimensions, 50 training examples per class)
+at 0.6 and 0.8 uniform noise. Left out for the CPU budget: clusters100, and the
+Crammer-Singer, LDR-KL and ALDR-KL losses (ldr_noise.py's subject).
+
+History: the first version ran digits only, one seed, and was inconclusive (the best APL loss
+won at 60% and lost at 80%); two settings could not tell a pattern from a seed's luck. This
+version (four settings, two seeds) and its verdict rule were fixed before its run.
 
 Verdict, thresholds fixed before the runs. In each setting the best APL loss (highest tuned
 mean test accuracy among NCE+RCE, NFL+RCE, NCE+MAE) "wins" when it beats CE by >= 0.05 and is
 no more than 0.01 behind the best of the APL paper's other baselines here (GCE, SCE, MAE).
-Supported when it wins in both settings, not supported when it wins in neither, inconclusive
-otherwise.
+Supported when it wins in at least 3 of the 4 settings, not supported when it wins in at most
+1, inconclusive at 2.
 """
 
-import importlib.util
-import os
+from softlab.study import load_study
 
-_spec = importlib.util.spec_from_file_location(
-    "softlab_study_ldr_noise_protocol", os.path.join(os.path.dirname(__file__), "ldr_noise.py"))
-ldr = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ldr)
+ldr = load_study(__file__.replace("apl_noise.py", "ldr_noise.py"))
 
 TITLE = "Normalized Loss Functions for Deep Learning with Noisy Labels (Active-Passive Losses)"
 ARXIV = "2006.13554"
@@ -41,21 +38,16 @@ CLAIM = ("At 60% and 80% uniform label noise the APL losses (NCE+RCE, NFL+RCE, N
          "cross-entropy by a large margin and are at least as accurate as GCE, SCE and MAE.")
 BASE_CONFIG = ldr.BASE_CONFIG
 
-SETTINGS = {
-    "digits10/uniform0.6": ldr.setting(10, "uniform", 0.6),
-    "digits10/uniform0.8": ldr.setting(10, "uniform", 0.8),
-}
-LOSSES = {
-    **{name: ldr.LOSSES[name] for name in ("CE", "GCE", "SCE", "MAE", "NCE+RCE")},
-    "NFL+RCE": (None, {None: {"name": "nfl_rce", "alpha": 1.0, "beta": ldr.RCE_SCALE,
-                              "gamma": 0.5}}),
-    "NCE+MAE": (None, {None: {"name": "nce_mae", "alpha": 1.0, "beta": 0.5}}),
-    "sum-exp": (None, {None: {"name": "sum_exp_loss"}}),
-}
+SETTINGS = {f"{data}{k}/uniform{rate}": ldr.setting(k, "uniform", rate)
+            for data, k in (("digits", 10), ("clusters", 26)) for rate in (0.6, 0.8)}
+LOSSES = {name: ldr.LOSSES[name]
+          for name in ("CE", "GCE", "SCE", "MAE", "NCE+RCE", "NFL+RCE", "NCE+MAE", "sum-exp")}
 APL = ("NCE+RCE", "NFL+RCE", "NCE+MAE")
 BASELINES = ("GCE", "SCE", "MAE")
 MARGIN_OVER_CE = 0.05
 TOLERANCE = 0.01
+MIN_WINS = 3
+MAX_WINS_NOT_SUPPORTED = 1
 
 
 VARIANTS = {
@@ -63,7 +55,7 @@ VARIANTS = {
     for loss, (_, grid) in LOSSES.items() for value, spec in grid.items()
     for name, overrides in SETTINGS.items()
 }
-SEEDS = (0,)
+SEEDS = (0, 1)
 METRICS = {
     "test/accuracy": "clean test top-1 accuracy after 100 epochs",
     "val/accuracy": "top-1 accuracy on the held-out validation fifth (noisy labels), for tuning",
@@ -90,7 +82,7 @@ def wins(entry):
 def report(results):
   """Markdown: tuned accuracy per loss and setting, the grids, the best APL loss's margins."""
   table = ldr.tuned(results, LOSSES, SETTINGS)
-  lines = ["### Clean test accuracy, baselines tuned on validation (one seed; rank)",
+  lines = ["### Clean test accuracy, baselines tuned on validation (mean over seeds; rank)",
            "", "| loss | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
   for loss in LOSSES:
     cells = []
@@ -125,7 +117,7 @@ def report(results):
 
 def verdict(results):
   """Supported iff the best APL loss beats CE by >= 0.05 and is within 0.01 of the best of
-  GCE / SCE / MAE in both settings, not supported in neither (module doc)."""
+  GCE / SCE / MAE in >= 3 of the 4 settings, not supported in <= 1 (module doc)."""
   found = summary(ldr.tuned(results, LOSSES, SETTINGS))
   won = [name for name, entry in found.items() if wins(entry)]
   numbers = "; ".join(
@@ -133,6 +125,6 @@ def verdict(results):
       f"{entry['over_baseline']:+.4f} over {entry['baseline']}" for name, entry in found.items())
   text = (f"The best APL loss beats CE by >= {MARGIN_OVER_CE} and is within {TOLERANCE} of the "
           f"best of GCE / SCE / MAE in {len(won)} of {len(found)} settings. {numbers}.")
-  if len(won) == len(found):
+  if len(won) >= MIN_WINS:
     return "supported", text
-  return ("not supported" if not won else "inconclusive"), text
+  return ("not supported" if len(won) <= MAX_WINS_NOT_SUPPORTED else "inconclusive"), text
