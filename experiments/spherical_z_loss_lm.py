@@ -2,10 +2,10 @@
 
 The character half of experiments/spherical_z_loss.py (whose Z-loss settings and verdict rule
 this study shares): the 2-layer transformer of configs/lm/softmax.py (d_model 128, RoPE,
-length 64) over its 104 next-character classes, trained with softmax cross-entropy and with
-`spherical_z_loss` at (a, b) = (0.1, 10) and (1, 5); 500 steps (the step budget of
-experiments/taylor_orders.py), two seeds. Reported: top-1 and top-5 next-character accuracy
-and the validation cross-entropy at the training length after the last step (the Z-loss does
+length 64) over its 103 next-character classes, trained with softmax cross-entropy and with
+`spherical_z_loss` at (a, b) = (0.1, 10) and (1, 5), with the run settings of
+experiments/topk_softmax_lm.py (500 steps, evaluated at the training length), two seeds.
+Reported: top-1 and top-5 next-character accuracy and the validation cross-entropy at the training length after the last step (the Z-loss does
 not train a calibrated softmax, so its cross-entropy is shown, not judged).
 
 Verdict, thresholds fixed before the runs, as the K = 1,000 half: supported when some Z-loss
@@ -16,16 +16,13 @@ setting's is <= cross-entropy's; inconclusive in between.
 from softlab.study import load_study
 
 _K1000 = load_study(__file__.replace("_lm.py", ".py"))
+_LM = load_study(__file__.replace("spherical_z_loss_lm.py", "topk_softmax_lm.py"))
 
 TITLE = _K1000.TITLE
 ARXIV = _K1000.ARXIV
 CLAIM = "On a character LM, the Z-loss beats log-softmax (cross-entropy) on top-k scores."
 BASE_CONFIG = "../configs/lm/softmax.py"
-STEPS = 500
-_BASE = {"train.steps": STEPS, "optimizer.total_steps": STEPS, "train.eval_every": STEPS,
-         "train.log_every": 50, "train.checkpoint_every": STEPS, "data.eval_lengths": (64,),
-         "evals.lm.top_k": (5,)}
-VARIANTS = {v: {**_BASE, **overrides} for v, overrides in _K1000.VARIANTS.items()}
+VARIANTS = {v: {**_LM.LM_RUN, **overrides} for v, overrides in _K1000.VARIANTS.items()}
 SEEDS = (0, 1)
 METRICS = {
     "val_64/accuracy": "top-1 next-character accuracy",

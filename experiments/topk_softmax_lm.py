@@ -2,7 +2,7 @@
 
 The character half of experiments/topk_softmax.py (whose K = 1,000 half, the verdict rule
 and k values this study shares): the 2-layer transformer of configs/lm/softmax.py (d_model
-128, RoPE, length 64) over its 104 next-character classes (103 characters and the BOS),
+128, RoPE, length 64) over its 103 next-character classes,
 trained with softmax cross-entropy and with `topk_cross_entropy` for k in {5, 20, 100}; 500
 steps (the step budget of experiments/taylor_orders.py, sized to the shared 2-core CPU), two
 seeds. Reported: top-1 and top-5 next-character accuracy and the validation loss (softmax
@@ -27,10 +27,10 @@ CLAIM = ("On a character LM's output head, sparse-softmax (top-k cross-entropy) 
          "softmax cross-entropy and at least as accurate.")
 BASE_CONFIG = "../configs/lm/softmax.py"
 STEPS = 500
-_BASE = {"train.steps": STEPS, "optimizer.total_steps": STEPS, "train.eval_every": STEPS,
+LM_RUN = {"train.steps": STEPS, "optimizer.total_steps": STEPS, "train.eval_every": STEPS,
          "train.log_every": 50, "train.checkpoint_every": STEPS, "data.eval_lengths": (64,),
          "evals.lm.top_k": (5,)}
-VARIANTS = {v: {**_BASE, **overrides} for v, overrides in _K1000.VARIANTS.items()}
+VARIANTS = {v: {**LM_RUN, **overrides} for v, overrides in _K1000.VARIANTS.items()}
 SEEDS = (0, 1)
 METRICS = {
     "val_64/accuracy": "top-1 next-character accuracy",
