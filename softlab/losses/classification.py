@@ -595,11 +595,18 @@ def spherical_z_loss(
   and is invariant to adding a constant to every logit and to multiplying
   them by a positive number. b is where the softplus bends: z_y > b is
   hardly penalized (z_y <= sqrt(K - 1)); a sets how sharply. The paper tunes
-  (a, b) per task (Section 4); a = 0.1, b = 10 are ours, not the paper's
-  (its tuned values were not in the sources reachable here: abstract-level
-  summaries only).
+  (a, b) per task; a = 0.1, b = 10 are softlab's, not the paper's.
   Not `z_loss` (PaLM's (log Z)^2 regularizer): a different loss that shares
   the name.
+
+  Checked against: the form L = (1/a) log(1 + exp(a (b - z_c))) with
+  mu = (1/D) sum_k o_k, sigma^2 = (1/D) sum_k o_k^2 - mu^2 (population std)
+  as written out in third-party summaries of arXiv:1604.08859
+  (emergentmind.com topics "z-loss" and "scale-and-shift-invariant-loss-ssil");
+  it matches. Not verified: the paper's equation and section numbers and its
+  tuned (a, b) (the paper's text was not reachable here; its authors'
+  released code, github.com/adbrebs/factored_output_layer, holds the
+  spherical-family output layer but no Z-loss).
 
   Args:
     logits: [..., K] pre-activations o.
@@ -614,8 +621,8 @@ def spherical_z_loss(
 
   References:
     de Brebisson & Vincent, "The Z-loss: a shift and scale invariant
-    classification loss belonging to the Spherical Family", arXiv:1604.08859
-    (the Z-loss, Section 3); "An Exploration of Softmax Alternatives Belonging
+    classification loss belonging to the Spherical Family", arXiv:1604.08859;
+    "An Exploration of Softmax Alternatives Belonging
     to the Spherical Loss Family", arXiv:1511.05042.
   """
   check_number(a, "a", lambda v: v > 0, "> 0")
