@@ -698,9 +698,19 @@ def sovr(
   together; ties to the lower flat index) get the one-vs-rest loss
   -log sigmoid(z_y) - sum_{k != y} log sigmoid(-z_k), the others softmax
   cross-entropy. f = 0 gives CE, f = 1 one-vs-rest. The values therefore
-  depend on the whole batch, as in the paper. f = 0.4 is our reading of the
-  paper's setting (M = 40%), not checked against its text (the sources
-  reachable here showed its abstract and introduction only).
+  depend on the whole batch.
+
+  Checked against: the abstracts of arXiv:2207.10283 v2 / v3 and of its
+  ICLR 2023 submission (openreview IVE5g1af87): SOVR switches from
+  cross-entropy to the one-vs-the-rest loss for the samples with small
+  logit margins (true label's logit against the others'); that matches.
+  Not verified (the stored copies of the paper stop after its abstract and
+  the start of its introduction, and no released code was found): the
+  equation numbers, whether the switch takes a fixed share of each
+  minibatch (as here) or a margin threshold, the margin's exact form (here
+  against the largest other logit), the one-vs-rest loss's normalization
+  (here a plain sum over classes), and the default f = 0.4, which is
+  softlab's guess, not a value read in the paper.
 
   Args:
     logits: [..., K] scores.
