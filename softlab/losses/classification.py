@@ -201,17 +201,22 @@ def noisy_softmax_cross_entropy(
   loss stays away from saturation longer; in the paper's ablation noise that
   raises it (n = -sigma |xi|) does worse than plain softmax, free and
   amplitude noise slightly better, the annealed noise best. alpha = 0 gives
-  softmax cross-entropy exactly; alpha = 0.1 is about the paper's best.
+  softmax cross-entropy exactly; alpha = 0.1 is about the paper's best
+  (per the survey below).
   `anneal_steps` (a linear decay of alpha to 0) is softlab's: the paper
   anneals through (1 - cos theta) at a fixed alpha.
 
-  The paper's PDF was not reachable here; the noise forms are those of its
-  Section 3 (the annealed noise, Eqs. 5-6: target logit |W_y||x|
-  cos(theta_y + alpha |xi|), used through the first-order form above) and
-  its noise ablation (free noise alpha |xi|, amplitude noise alpha |W||x||xi|,
-  annealed noise alpha |W||x|(1 - cos theta)|xi|), as summarized in
-  github.com/shunk031/paper-survey; check the equation numbers against the
-  paper.
+  Checked against the paper's Eqs. (5) and (6), read from crops of the
+  paper's equations (with its own numbers) in github.com/shunk031/paper-survey
+  (images/CV/Noisy_Softmax_..., commit d714077):
+    (5) f_y^noise = f_y - alpha |W_y| |X| (1 - cos theta_y) |xi|
+    (6) L = -(1/N) sum_i log( e^{f_y^noise} / (sum_{j != y} e^{f_j} + e^{f_y^noise}) )
+  which is the annealed form above, exactly (not a first-order expansion).
+  The ablation's noise forms (free alpha |xi|, amplitude alpha |W||X||xi|,
+  negative -alpha |xi|) and "alpha about 0.1 works best" come from that
+  survey's summary, not from the paper's text. Not verified: xi's variance
+  (taken as 1, "Gaussian noise" in the summary) and the paper's table of
+  alpha values (the paper's text was not reachable here).
 
   Args:
     logits: [..., K] scores z.
