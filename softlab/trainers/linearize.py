@@ -32,11 +32,13 @@ feature_map="hedgehog") and `config.linearize` (LINEARIZE_FIELDS):
 The parameters are {"model": the student's, "lora": the adapters (empty
 unless stage "lora")}; the Experiment's `trainable` tells the loop which
 train; every step logs the counts `parameters` and `trainable_parameters`.
-The sliding-window variant's learned mixing factor (a sigmoid of a learned
-per-head factor weighting the softmax and linear terms in the released code)
-is not implemented: both terms have weight 1. The paper's equation numbers
-could not be checked from here (only its abstract and the released code were
-reachable), so none are cited.
+The sliding-window variant's learned mixing factor is not implemented: both
+terms have weight 1 (see `softlab.attention.sliding_window_linear_attention`
+for how the released hybrid differs). The released LoRA stage
+(configs/experiment/finetune_lora_qkvo_alpaca_clean.yaml) uses r = 8,
+lora_alpha = 16, dropout 0 on q_proj, k_proj, v_proj, o_proj: the defaults
+here. The paper's equation numbers could not be checked from here (only its
+abstract and the released code were reachable), so none are cited.
 
 References:
   Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models",
