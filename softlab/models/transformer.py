@@ -117,7 +117,7 @@ class DecoderLM(nn.Module):
   normed input) is added to the attention output after o_proj: as here.
   Differences: the released models group only layers
   grouping_begin_idx <= i < grouping_end_idx (the README's runs: G = 4,
-  layers 16..32 of 32, the lower half untouched), the first of each group
+  begin 16, end 33: layers 16..31 of 32, the lower half untouched), the first of each group
   being (i - grouping_begin_idx) % G == 0 (llama; mistral uses i % G == 0,
   gemma2 (i - 1) % G == 0), where here every layer is grouped from layer 0;
   its reusing layers keep (and compute, unused) q_proj and k_proj, which
