@@ -199,8 +199,16 @@ def taylor(x: jax.Array, *, order: int = 2) -> jax.Array:
   References:
     Mongaras & Larson, "On the Expressiveness of Softmax Attention: A
     Recurrent Neural Network Perspective", arXiv:2507.23632: softmax attention
-    as the sum over n of RNNs on x^{(x)n} weighted by 1/n! (the paper's
-    equation numbers could not be read in the sources available here).
+    as the sum over n of RNNs on x^{(x)n} weighted by 1/n! (as third-party
+    summaries of the paper state it; its equation numbers could not be read
+    here: the paper's text was not reachable). Checked against the released
+    code (github.com/gmongaras/On-the-Expressiveness-of-Softmax-Attention-A-
+    Recurrent-Neural-Network-Perspective, GPT_Trainer/LlamaDecoderLayer.py,
+    attention_type "softmax_taylor_80terms"): it sums s^i / i! for
+    i = 0..79 with s = q.k / sqrt(d), i.e. this kernel with the default
+    scale and n = 79, computed from the scores rather than from features,
+    then masks causally; unlike `linear_attention` it multiplies V by the
+    unnormalized sums (the normalized weights are computed but not used).
   """
   order = check_order(order)
   power = jnp.ones(x.shape[:-1] + (1,), x.dtype)
