@@ -1206,10 +1206,15 @@ def gaussian(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
     w_ij = exp(-|q_i - k_j|^2 / (2 sigma^2)) / sum_l exp(-|q_i - k_l|^2 / (2 sigma^2)),
   the row-normalized Gaussian kernel, which is invariant to translating q and
   k together. The default scale 1 / sqrt(d) gives sigma^2 = sqrt(d), the
-  bandwidth of SOFT (arXiv:2110.11945, exp(-|q - k|^2 / (2 sqrt d))); the
-  NeurIPS paper's kernel exp(-|W_Q x_i - W_K x_j|^2 / (2 sigma^2)) leaves
-  sigma free (its exact equation text could not be retrieved here, so no
-  equation number is cited). On plain scores this function is the softmax.
+  bandwidth of SOFT (arXiv:2110.11945, exp(-|q - k|^2 / (2 sqrt d)), checked
+  against SOFT's released code). On plain scores this function is the
+  softmax.
+
+  Not verified against the NeurIPS paper (arXiv:2411.07538): its text was
+  not reachable here (only its abstract and a review page that names a
+  "Gaussian attention kernel" without its formula), so neither its equation
+  numbers, nor its bandwidth sigma, nor whether it normalizes the kernel's
+  rows (as here) could be checked; no released code was found.
 
   Args:
     x: scores (in attention: scale * (q.k - |k|^2 / 2)).

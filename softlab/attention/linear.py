@@ -118,9 +118,13 @@ def hedgehog(x: jax.Array, *, weight: ArrayLike) -> jax.Array:
   """phi(x) = [softmax(W^T x), softmax(-W^T x)] over the F features: 2F values > 0.
 
   Hedgehog's trainable map with an exponential activation, each half normalized
-  over the feature dimension as in the released LoLCATs code (`SoftmaxDim`);
-  a layer learns W per key/value head, initialized to the identity as in the
-  Hedgehog code.
+  over the feature dimension as in the released LoLCATs code
+  (src/model/feature_map.py, `SoftmaxDim`, applied to x W of its
+  `FeatureMapMLP`); a layer learns W per key/value head, one W for both q and
+  k, initialized to the identity. The released LoLCATs configs differ: W is
+  [H, 64] per head, separate for q and k (tie_qk_kernels false), initialized
+  Kaiming-uniform (zero_init false), no bias, and phi is clamped below at
+  1e-12.
 
   Args:
     x: [..., H]; in linear_attention [B, L, K, G, H] (K key/value heads, G
@@ -195,8 +199,16 @@ def taylor(x: jax.Array, *, order: int = 2) -> jax.Array:
   References:
     Mongaras & Larson, "On the Expressiveness of Softmax Attention: A
     Recurrent Neural Network Perspective", arXiv:2507.23632: softmax attention
-    as the sum over n of RNNs on x^{(x)n} weighted by 1/n! (the paper's
-    equation numbers could not be read in the sources available here).
+    as the sum over n of RNNs on x^{(x)n} weighted by 1/n! (as third-party
+    summaries of the paper state it; its equation numbers could not be read
+    here: the paper's text was not reachable). Checked against the released
+    code (github.com/gmongaras/On-the-Expressiveness-of-Softmax-Attention-A-
+    Recurrent-Neural-Network-Perspective, GPT_Trainer/LlamaDecoderLayer.py,
+    attention_type "softmax_taylor_80terms"): it sums s^i / i! for
+    i = 0..79 with s = q.k / sqrt(d), i.e. this kernel with the default
+    scale and n = 79, computed from the scores rather than from features,
+    then masks causally; unlike `linear_attention` it multiplies V by the
+    unnormalized sums (the normalized weights are computed but not used).
   """
   order = check_order(order)
   power = jnp.ones(x.shape[:-1] + (1,), x.dtype)
@@ -421,10 +433,24 @@ def sliding_window_linear_attention(
   out_t = [sum_{t-w<s<=t} exp(c q_t.k_s) v_s + sum_{s<=t-w} phi(c' q_t).phi(k_s) v_s]
           / [sum_{t-w<s<=t} exp(c q_t.k_s) + sum_{s<=t-w} phi(c' q_t).phi(k_s)]
 
-  The sliding-window + linear attention of LoLCATs (without its learned mixing
-  factor). Computed in the parallel (quadratic) form with every term of row t
+  The sliding-window + linear attention of LoLCATs, without its learned mixing
+  factor. Computed in the parallel (quadratic) form with every term of row t
   multiplied by exp(-m_t), m_t = max(0, the row's largest windowed score), so
   no exp overflows; with window >= T it is softmax attention exactly.
+
+  Checked against the released code (github.com/HazyResearch/lolcats,
+  src/model/linear_attention/linear_window_attention_sw.py,
+  `hybrid_attention_quadratic`): the same split (softmax on keys
+  t-w < s <= t, linear on s <= t-w) and one shared denominator. It differs
+  in two ways: (1) its softmax terms are weighted by a learned per-head
+  factor gamma = sigmoid(w_h) (`window_factors`, trained, initialized at
+  w = -2.197 = logit(0.1) in its configs; the linear terms get 1, or
+  1 - gamma with `affine_attention_factors`, off in its configs); (2) it
+  shifts only the softmax terms by the row's windowed maximum,
+  gamma exp(s - m_t), leaving the linear terms unshifted, so the balance of
+  the two parts depends on m_t, while here both parts are shifted alike
+  (the exact ratio). Its configs use w = 64 and the Hedgehog map with 64
+  features.
 
   Args:
     query: [B, T, N, H] (N a multiple of K, as in linear_attention).
@@ -442,7 +468,7 @@ def sliding_window_linear_attention(
   References:
     Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models",
     arXiv:2410.10254 (sliding window + linear attention; its equation
-    numbers could not be checked here).
+    numbers could not be checked here: the paper's text was not reachable).
   """
   query, key, value = _check_inputs(query, key, value, "parallel", True)
   if query.shape[1] != key.shape[1]:

@@ -14,11 +14,30 @@ for q and k (call with key = query); the approximation is exact for L = T = S
 (A A^+ A = A), up to the iteration's convergence.
 
 The papers' equations could not be read here (only abstracts were reachable),
-so no equation numbers are cited; the formulas follow the released code
-(github.com/fudan-zvg/SOFT: models/softmax_free_transformer.py,
-SOFT/kernel/inverse.py), except that landmarks are segment means (the paper's
-average-pooling option; the released models pool with a learned strided
-convolution + LayerNorm + GELU, which a layer can apply before calling this).
+so no equation numbers are cited; the formulas were checked against the
+released code (github.com/fudan-zvg/SOFT at d3febc3:
+models/softmax_free_transformer.py, SOFT/kernel/inverse.py):
+  - kernel: it divides Q by d^{1/4} and takes exp(-|q - k|^2 / 2), i.e.
+    exp(-|q - k|^2 / (2 sqrt d)): the default scale here. Matches.
+  - approximation: kernel_1 newton_inverse(kernel_2) (kernel_1^T V), with
+    K = Q (shared projection). Matches (call with key = query).
+  - symmetric normalization (`SoftmaxFreeNormAttentionKernel`): D_sym =
+    rowsum(kernel_2)^{-1/2}, D_sym * inverse * D_sym^T. Matches.
+  - backward of the inverse: -V^T dV V^T (`_NewtonInverseKernel.backward`).
+    Matches.
+  - Newton-Raphson: same step V <- 2 V - V P V and 20 iterations, but other
+    starts: the plain model's `newton_inv` iterates on P = A + 0.01 I from
+    V_0 = 0.9 * 2 / max_i(rowsum_i A)^2 * P, so it approximates the
+    regularized inverse (A + 0.01 I)^{-1}, not A^+; the normalized model's
+    `newton_inv` starts from V_0 = alpha A, alpha = 2 / max(rowsum)^2 halved
+    (up to 10 times) until |I - A V_0|_1 <= 1.01. Here V_0 = A^T / (|A|_1
+    |A|_inf) (Ben-Israel & Cohen; for the symmetric nonnegative landmark
+    kernel that is A / max(rowsum)^2) on A itself, so the limit is A^+
+    (tested against jnp.linalg.pinv); the 0.01 I regularization is not
+    applied.
+  - landmarks: segment means here (the paper's average-pooling option); the
+    released models pool with a learned strided convolution + LayerNorm +
+    GELU, which a layer can apply before calling this.
 
 References:
   Lu et al., "SOFT: Softmax-free Transformer with Linear Complexity",

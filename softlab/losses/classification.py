@@ -201,17 +201,22 @@ def noisy_softmax_cross_entropy(
   loss stays away from saturation longer; in the paper's ablation noise that
   raises it (n = -sigma |xi|) does worse than plain softmax, free and
   amplitude noise slightly better, the annealed noise best. alpha = 0 gives
-  softmax cross-entropy exactly; alpha = 0.1 is about the paper's best.
+  softmax cross-entropy exactly; alpha = 0.1 is about the paper's best
+  (per the survey below).
   `anneal_steps` (a linear decay of alpha to 0) is softlab's: the paper
   anneals through (1 - cos theta) at a fixed alpha.
 
-  The paper's PDF was not reachable here; the noise forms are those of its
-  Section 3 (the annealed noise, Eqs. 5-6: target logit |W_y||x|
-  cos(theta_y + alpha |xi|), used through the first-order form above) and
-  its noise ablation (free noise alpha |xi|, amplitude noise alpha |W||x||xi|,
-  annealed noise alpha |W||x|(1 - cos theta)|xi|), as summarized in
-  github.com/shunk031/paper-survey; check the equation numbers against the
-  paper.
+  Checked against the paper's Eqs. (5) and (6), read from crops of the
+  paper's equations (with its own numbers) in github.com/shunk031/paper-survey
+  (images/CV/Noisy_Softmax_..., commit d714077):
+    (5) f_y^noise = f_y - alpha |W_y| |X| (1 - cos theta_y) |xi|
+    (6) L = -(1/N) sum_i log( e^{f_y^noise} / (sum_{j != y} e^{f_j} + e^{f_y^noise}) )
+  which is the annealed form above, exactly (not a first-order expansion).
+  The ablation's noise forms (free alpha |xi|, amplitude alpha |W||X||xi|,
+  negative -alpha |xi|) and "alpha about 0.1 works best" come from that
+  survey's summary, not from the paper's text. Not verified: xi's variance
+  (taken as 1, "Gaussian noise" in the summary) and the paper's table of
+  alpha values (the paper's text was not reachable here).
 
   Args:
     logits: [..., K] scores z.
@@ -595,11 +600,18 @@ def spherical_z_loss(
   and is invariant to adding a constant to every logit and to multiplying
   them by a positive number. b is where the softplus bends: z_y > b is
   hardly penalized (z_y <= sqrt(K - 1)); a sets how sharply. The paper tunes
-  (a, b) per task (Section 4); a = 0.1, b = 10 are ours, not the paper's
-  (its tuned values were not in the sources reachable here: abstract-level
-  summaries only).
+  (a, b) per task; a = 0.1, b = 10 are softlab's, not the paper's.
   Not `z_loss` (PaLM's (log Z)^2 regularizer): a different loss that shares
   the name.
+
+  Checked against: the form L = (1/a) log(1 + exp(a (b - z_c))) with
+  mu = (1/D) sum_k o_k, sigma^2 = (1/D) sum_k o_k^2 - mu^2 (population std)
+  as written out in third-party summaries of arXiv:1604.08859
+  (emergentmind.com topics "z-loss" and "scale-and-shift-invariant-loss-ssil");
+  it matches. Not verified: the paper's equation and section numbers and its
+  tuned (a, b) (the paper's text was not reachable here; its authors'
+  released code, github.com/adbrebs/factored_output_layer, holds the
+  spherical-family output layer but no Z-loss).
 
   Args:
     logits: [..., K] pre-activations o.
@@ -614,8 +626,8 @@ def spherical_z_loss(
 
   References:
     de Brebisson & Vincent, "The Z-loss: a shift and scale invariant
-    classification loss belonging to the Spherical Family", arXiv:1604.08859
-    (the Z-loss, Section 3); "An Exploration of Softmax Alternatives Belonging
+    classification loss belonging to the Spherical Family", arXiv:1604.08859;
+    "An Exploration of Softmax Alternatives Belonging
     to the Spherical Loss Family", arXiv:1511.05042.
   """
   check_number(a, "a", lambda v: v > 0, "> 0")
@@ -691,9 +703,19 @@ def sovr(
   together; ties to the lower flat index) get the one-vs-rest loss
   -log sigmoid(z_y) - sum_{k != y} log sigmoid(-z_k), the others softmax
   cross-entropy. f = 0 gives CE, f = 1 one-vs-rest. The values therefore
-  depend on the whole batch, as in the paper. f = 0.4 is our reading of the
-  paper's setting (M = 40%), not checked against its text (the sources
-  reachable here showed its abstract and introduction only).
+  depend on the whole batch.
+
+  Checked against: the abstracts of arXiv:2207.10283 v2 / v3 and of its
+  ICLR 2023 submission (openreview IVE5g1af87): SOVR switches from
+  cross-entropy to the one-vs-the-rest loss for the samples with small
+  logit margins (true label's logit against the others'); that matches.
+  Not verified (the stored copies of the paper stop after its abstract and
+  the start of its introduction, and no released code was found): the
+  equation numbers, whether the switch takes a fixed share of each
+  minibatch (as here) or a margin threshold, the margin's exact form (here
+  against the largest other logit), the one-vs-rest loss's normalization
+  (here a plain sum over classes), and the default f = 0.4, which is
+  softlab's guess, not a value read in the paper.
 
   Args:
     logits: [..., K] scores.

@@ -1062,9 +1062,10 @@ def sphereface2(
   released code (github.com/ydwen/opensphere, model/head/sphereface2c.py):
   lam = 0.7 (its `alpha`, "the lambda in paper Eqn. 5"), r = 40, m = 0.4,
   t = 3; r was 30 here before, unchecked. That code also multiplies the loss
-  by a weight lw = 50 and averages over the N x C binary terms, so its value
-  is lw / N times the mean of these per-example values; the loss weight is
-  the caller's.
+  by a weight lw = 50 (and each term by C, which its average over the N x C
+  binary terms divides out), so its value is lw times the mean of these
+  per-example values (tested against a NumPy transcription of that
+  forward); the loss weight is the caller's.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).

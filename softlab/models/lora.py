@@ -45,7 +45,10 @@ def init_lora(rng: jax.Array, params, *, rank: int,
   References:
     Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
     arXiv:2106.09685, Sec. 4.1 (Eq. 3: h = W0 x + B A x, A Gaussian, B zero,
-    the update scaled by alpha / r).
+    the update scaled by alpha / r). LoLCATs' released code
+    (github.com/HazyResearch/lolcats, src/model/peft.py) uses Hugging Face
+    PEFT's LoraConfig (r = 8, lora_alpha = 16, dropout 0, q/k/v/o_proj),
+    whose A starts Kaiming-uniform rather than Gaussian; B = 0 there too.
   """
   if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
     raise ValueError(f"rank must be a positive integer, got {rank!r}")

@@ -109,10 +109,26 @@ class DecoderLM(nn.Module):
   calibration data; that initialization is not implemented. G = 1 is the
   baseline (the same parameters and computation).
 
+  Checked against the released code (github.com/Bostoncake/UniAttn,
+  model_file/modeling_llama_softmax_layer_init.py and the mistral / gemma2
+  files, `scaled_dot_product_attention(..., residual_attention_weight)`):
+  a reusing layer applies the computing layer's post-softmax weights to its
+  own v_proj values, and its `v2_proj` (a hidden x hidden Linear on the
+  normed input) is added to the attention output after o_proj: as here.
+  Differences: the released models group only layers
+  grouping_begin_idx <= i < grouping_end_idx (the README's runs: G = 4,
+  begin 16, end 33: layers 16..31 of 32, the lower half untouched), the first of each group
+  being (i - grouping_begin_idx) % G == 0 (llama; mistral uses i % G == 0,
+  gemma2 (i - 1) % G == 0), where here every layer is grouped from layer 0;
+  its reusing layers keep (and compute, unused) q_proj and k_proj, which
+  here have no parameters; v2_proj is initialized from calibration
+  statistics (scripts/train_deepspeed-init_calc.sh) and has a bias when the
+  model's attention has one. The paper's equation numbers could not be
+  checked (its text was not reachable here).
+
   References:
     Xiong et al., "UniAttn: Reducing Inference Costs via Softmax Unification
-    for Post-Training LLMs", arXiv:2502.00439 (released code: the reusing
-    layers' `v2_proj` on the normed input, added to the attention output).
+    for Post-Training LLMs", arXiv:2502.00439.
   """
 
   vocab_size: int

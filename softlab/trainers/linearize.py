@@ -13,9 +13,14 @@ feature_map="hedgehog") and `config.linearize` (LINEARIZE_FIELDS):
                  the source layer's (its own attention kind, normally softmax)
                  on the same input; the source's output is passed on, so every
                  layer sees the teacher's inputs (LoLCATs' "attention
-                 transfer"; as in the released code, hazyresearch/lolcats,
-                 the MSE is taken after the frozen output projection o_proj;
-                 here averaged over layers).
+                 transfer"). As in the released code (hazyresearch/lolcats,
+                 src/model/linear_attention/linear_attention.py and
+                 linear_window_attention_sw.py: MSE of y_pred against
+                 _y_true; src/trainer/distill_attention_xent_mse.py) the
+                 MSE is taken on the heads' outputs before the output
+                 projection o_proj and averaged over layers; that code
+                 also multiplies it by mse_factor = 1000 (its configs), a
+                 constant left out here.
                  "lora": LoRA adapters on the attention projections q, k, v, o
                  (rank `lora_rank`, W + (lora_alpha / r) A B, B = 0 at init, so
                  the model starts as the base) train on config.loss (next
@@ -27,11 +32,13 @@ feature_map="hedgehog") and `config.linearize` (LINEARIZE_FIELDS):
 The parameters are {"model": the student's, "lora": the adapters (empty
 unless stage "lora")}; the Experiment's `trainable` tells the loop which
 train; every step logs the counts `parameters` and `trainable_parameters`.
-The sliding-window variant's learned mixing factor (a sigmoid of a learned
-per-head factor weighting the softmax and linear terms in the released code)
-is not implemented: both terms have weight 1. The paper's equation numbers
-could not be checked from here (only its abstract and the released code were
-reachable), so none are cited.
+The sliding-window variant's learned mixing factor is not implemented: both
+terms have weight 1 (see `softlab.attention.sliding_window_linear_attention`
+for how the released hybrid differs). The released LoRA stage
+(configs/experiment/finetune_lora_qkvo_alpaca_clean.yaml) uses r = 8,
+lora_alpha = 16, dropout 0 on q_proj, k_proj, v_proj, o_proj: the defaults
+here. The paper's equation numbers could not be checked from here (only its
+abstract and the released code were reachable), so none are cited.
 
 References:
   Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models",
@@ -131,28 +138,39 @@ def trainable_mask(params, *, stage: str, feature_maps: set[str], train_feature_
 
 
 def transfer_errors(model, params, inputs, teacher_kind: dict):
-  """Per-layer MSE [layers, B] of the student's attention outputs against the teacher's.
+  """Per-layer MSE [layers, B] of the student's heads' outputs against the teacher's.
 
   Each attention layer's call is intercepted: the same layer (same
   parameters) is also applied with the teacher's attention kind on the same
-  input, and the teacher's output goes on to the next block.
+  input, and the teacher's output goes on to the next block. The error is
+  the mean square difference of the heads' outputs [T, N, H] before the
+  output projection (the input of the layer's `out`), as in the released
+  LoLCATs code (MSE of y_pred against _y_true, both before o_proj).
   """
   errors = []
+  heads = []  # the input of each `out` projection, in call order
   teaching = []  # non-empty while the teacher layer runs (its own call is not intercepted)
 
   def interceptor(next_fun, args, kwargs, context):
-    if (teaching or context.method_name != "__call__"
-        or not isinstance(context.module, attention.MultiHeadAttention)):
+    if context.method_name != "__call__":
       return next_fun(*args, **kwargs)
-    student = next_fun(*args, **kwargs)
+    if (context.module.name == "out"
+        and isinstance(context.module.parent, attention.MultiHeadAttention)):
+      heads.append(args[0])
+      return next_fun(*args, **kwargs)
+    if teaching or not isinstance(context.module, attention.MultiHeadAttention):
+      return next_fun(*args, **kwargs)
+    next_fun(*args, **kwargs)
+    student = heads.pop()
     teacher_layer = context.module.clone(parent=None, **teacher_kind)
     teaching.append(True)
-    teacher = teacher_layer.apply({"params": context.module.variables["params"]}, *args, **kwargs)
+    teacher_out = teacher_layer.apply({"params": context.module.variables["params"]}, *args,
+                                      **kwargs)
     teaching.pop()
-    teacher = jax.lax.stop_gradient(teacher)
+    teacher = jax.lax.stop_gradient(heads.pop())
     error = jnp.square(student.astype(jnp.float32) - teacher.astype(jnp.float32))
     errors.append(jnp.mean(error, axis=tuple(range(1, error.ndim))))
-    return teacher
+    return jax.lax.stop_gradient(teacher_out)
 
   with nn.intercept_methods(interceptor):
     model.apply(params, inputs, mutable=["intermediates"])

@@ -919,6 +919,25 @@ def test_noisy_softmax_against_numpy_and_alpha_zero_is_cross_entropy(x64):
     L.noisy_softmax_cross_entropy(RANDOM, LABELS, key=key, anneal_steps=10)
 
 
+def test_noisy_softmax_is_the_papers_equations_5_and_6_on_a_linear_head(x64):
+  """Eq. (5): f_y - alpha |W_y| |X| (1 - cos theta_y) |xi|, from explicit weights and features."""
+  rng = np.random.default_rng(5)
+  weights, features = rng.standard_normal((K, 4)), rng.standard_normal((B, 4))
+  logits = features @ weights.T
+  labels = np.arange(B) % K
+  key = jax.random.key(7)
+  xi = np.asarray(jax.random.normal(key, (B,), jnp.float64))
+  norms = np.linalg.norm(weights[labels], axis=-1) * np.linalg.norm(features, axis=-1)
+  cos = np.einsum("bd,bd->b", weights[labels], features) / norms
+  want = np.zeros(B)
+  for i in range(B):
+    f = logits[i].copy()
+    f[labels[i]] -= 0.3 * norms[i] * (1 - cos[i]) * abs(xi[i])  # Eq. (5)
+    want[i] = -(f[labels[i]] - lse(f))  # Eq. (6), one example
+  got = L.noisy_softmax_cross_entropy(logits, labels, key=key, alpha=0.3, norm_product=norms)
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 def test_classification_loss_inputs_are_checked_at_registration():
   assert L.info("noisy_softmax_cross_entropy").inputs == ("key", "step")
   with pytest.raises(ValueError, match=r"unknown input\(s\) cos for a classification loss; "

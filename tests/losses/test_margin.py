@@ -270,6 +270,20 @@ def test_sphereface2_bias_init_zeroes_the_bias_gradient_at_zero_cosines():
     assert abs(float(grad)) < 1e-5, (classes, float(grad))
 
 
+def test_sphereface2_defaults_give_the_released_head_over_its_loss_weight():
+  """NumPy float64 transcription of opensphere's SphereFace2C.forward (defaults alpha 0.7,
+  r 40, m 0.4, t 3, lw 50): weighted BCE-with-logits averaged over all N x C terms, which is
+  lw times the mean of sphereface2's per-example values with its defaults."""
+  alpha, r, m, t, lw, b = 0.7, 40.0, 0.4, 3.0, 50.0, -5.0
+  cos = np.asarray(COS, np.float64)
+  one_hot = np.eye(C)[LABELS]
+  logits = r * (2 * ((cos + 1) / 2) ** t - 1 - m * (2 * one_hot - 1)) + b
+  weight = lw * C / r * (alpha * one_hot + (1 - alpha) * (1 - one_hot))
+  bce = np.logaddexp(0, logits) - one_hot * logits
+  released = np.mean(weight * bce)
+  np.testing.assert_allclose(lw * np.mean(M.sphereface2(COS, LABELS, b=b)), released, rtol=1e-5)
+
+
 def test_sphereface2_bias_module_starts_from_the_loss_defaults():
   """The bias module's r, m, lam, t default to sphereface2's, so its start fits the loss."""
   loss_defaults = {k: p.default for k, p in inspect.signature(M.sphereface2).parameters.items()

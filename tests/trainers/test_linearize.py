@@ -66,6 +66,26 @@ def test_transfer_loss_is_zero_when_the_student_computes_the_teachers_attention(
   assert np.all(linearized > 1e-6)
 
 
+def test_transfer_error_is_taken_before_the_output_projection():
+  """LoLCATs' released code compares the heads' outputs before o_proj: scaling a layer's
+  out kernel leaves that layer's error unchanged (after o_proj it would grow 9-fold)."""
+  tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, INFO["vocab_size"])
+  linear = tiny_model(attention="linear", feature_map="hedgehog")
+
+  @jit
+  def errors():
+    params = linear.init(jax.random.key(1), tokens)
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, x: 3 * x if "block0" in jax.tree_util.keystr(path)
+        and "'out'" in jax.tree_util.keystr(path) else x, params)
+    return (transfer_errors(linear, params, tokens, SOFTMAX_KIND),
+            transfer_errors(linear, scaled, tokens, SOFTMAX_KIND))
+
+  base, scaled = errors()
+  assert np.all(base[0] > 1e-6)
+  np.testing.assert_allclose(scaled[0], base[0], rtol=1e-5)
+
+
 def test_lora_starts_as_the_base_model_and_merges_as_w_plus_scaled_ab():
   tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, INFO["vocab_size"])
   model = tiny_model()
