@@ -1,6 +1,7 @@
 """Flax: an `attention_fn` for Flax's attention modules and a linen layer."""
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -178,6 +179,9 @@ def layer_param_setting(
 # normalizer, linear attention with a feature map, or the causal sliding-window
 # softmax + linear hybrid.
 ATTENTION_KINDS = ("dot_product", "linear", "sliding_window")
+# The sliding-window hybrid's learned logit w of gamma = sigmoid(w) starts at
+# logit(0.1) = -2.197, as in LoLCATs' released configs (init_window_factor).
+WINDOW_FACTOR_INIT = math.log(0.1 / 0.9)
 
 
 def check_attention_kind(attention: str, *, sow_weights: bool, is_causal: bool) -> None:
@@ -208,7 +212,8 @@ def learned_feature_map_params(feature_map: str, feature_map_kwargs, head_dim: i
 
 def attend(query, key, value, mask, *, attention: str, normalizer: str, normalizer_kwargs,
            is_causal: bool, implementation: str | None, block_size: int | None,
-           feature_map: str, feature_map_kwargs, window: int) -> jax.Array:
+           feature_map: str, feature_map_kwargs, window: int,
+           window_factor: jax.Array | None = None) -> jax.Array:
   """The attention output of a layer: q [B, T, N, D], k, v [B, S, K, D] -> [B, T, N, D].
 
   attention="dot_product": dot_product_attention with the normalizer (mask,
@@ -216,7 +221,8 @@ def attend(query, key, value, mask, *, attention: str, normalizer: str, normaliz
   linear_attention with the feature map (no mask; implementation parallel /
   recurrent / chunked, None = parallel; block_size = chunk size).
   "sliding_window": sliding_window_linear_attention (softmax on the last
-  `window` keys, the feature map on older ones).
+  `window` keys weighted by `window_factor` [N], the feature map on older
+  ones).
   """
   if attention == "dot_product":
     return dot_product_attention(query, key, value, mask=mask, normalizer=normalizer,
@@ -230,7 +236,8 @@ def attend(query, key, value, mask, *, attention: str, normalizer: str, normaliz
                             implementation=implementation or "parallel",
                             chunk_size=block_size or DEFAULT_CHUNK_SIZE)
   return sliding_window_linear_attention(query, key, value, window=window, feature_map=feature_map,
-                                         feature_map_kwargs=feature_map_kwargs)
+                                         feature_map_kwargs=feature_map_kwargs,
+                                         window_factor=window_factor)
 
 
 def head_dim_of(num_heads: int, features: int, head_dim: int | None, qkv_features: int | None) -> int:
@@ -270,7 +277,10 @@ class _MultiHeadAttention(nn.Module):
   normalizer), "linear" (softlab.attention.linear_attention with
   `feature_map`; a map's learned arguments, e.g. hedgehog's W [K, D, D], are
   parameters named "<feature_map>_<argument>") or "sliding_window" (softmax
-  on the last `window` keys, linear attention on older ones; causal).
+  on the last `window` keys, linear attention on older ones; causal). The
+  hybrid's softmax terms are weighted per query head by gamma = sigmoid(w),
+  w the learned parameter "window_factor" [N] initialized to
+  `window_factor_init` (LoLCATs' `window_factors`, logit(0.1) in its configs).
 
   Attributes:
     num_heads: N, query heads.
@@ -293,6 +303,8 @@ class _MultiHeadAttention(nn.Module):
       sliding_window).
     feature_map_kwargs: its fixed keyword arguments, e.g. {"order": 2}.
     window: sliding_window: softmax reads the last `window` keys.
+    window_factor_init: sliding_window: the initial logit w of the softmax
+      terms' weight gamma = sigmoid(w); default logit(0.1) = -2.197.
     rotary: None, or a function (q, k) -> (q, k) applied after QK-norm, e.g.
       RoPE closed over the model's positions; q is [B, T, N, D], k [B, S, K, D].
     sow_weights: sow the (dense) weights [B, N, T, S] as
@@ -322,6 +334,7 @@ class _MultiHeadAttention(nn.Module):
   feature_map: str = "elu+1"
   feature_map_kwargs: Mapping[str, Any] | None = None
   window: int = 64
+  window_factor_init: float = WINDOW_FACTOR_INIT
   rotary: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
   sow_weights: bool = False
   dtype: Any = None
@@ -422,10 +435,13 @@ class _MultiHeadAttention(nn.Module):
             self.feature_map, feature_map_kwargs, head_dim, kv_heads).items():
           feature_map_kwargs[name] = self.param(
               f"{self.feature_map}_{name}", lambda rng, v=initial: v.astype(self.param_dtype))
+      window_factor = None
+      if self.attention == "sliding_window":
+        window_factor = jax.nn.sigmoid(self._per_head_param("window_factor", self.window_factor_init))
       out = attend(query, key, value, mask, attention=self.attention,
                    implementation=self.implementation, block_size=self.block_size,
                    feature_map=self.feature_map, feature_map_kwargs=feature_map_kwargs,
-                   window=self.window, **options)
+                   window=self.window, window_factor=window_factor, **options)
     return self._output(out, inputs_q.shape[-1], weights, return_weights)
 
   def _output(self, out, input_features, weights, return_weights):

@@ -426,31 +426,36 @@ def sliding_window_linear_attention(
     feature_map_kwargs: Mapping[str, Any] | None = None,
     scale: float | None = None,
     linear_scale: float | None = None,
+    window_factor: ArrayLike | None = None,
     eps: float = DEFAULT_EPS,
 ) -> jax.Array:
   """Causal hybrid: softmax weights on the last `window` keys, linear attention on older ones.
 
-  out_t = [sum_{t-w<s<=t} exp(c q_t.k_s) v_s + sum_{s<=t-w} phi(c' q_t).phi(k_s) v_s]
-          / [sum_{t-w<s<=t} exp(c q_t.k_s) + sum_{s<=t-w} phi(c' q_t).phi(k_s)]
+  out_t = [gamma sum_{t-w<s<=t} exp(c q_t.k_s) v_s + sum_{s<=t-w} phi(c' q_t).phi(k_s) v_s]
+          / [gamma sum_{t-w<s<=t} exp(c q_t.k_s) + sum_{s<=t-w} phi(c' q_t).phi(k_s)]
 
-  The sliding-window + linear attention of LoLCATs, without its learned mixing
-  factor. Computed in the parallel (quadratic) form with every term of row t
-  multiplied by exp(-m_t), m_t = max(0, the row's largest windowed score), so
-  no exp overflows; with window >= T it is softmax attention exactly.
+  The sliding-window + linear attention of LoLCATs: the windowed softmax
+  terms weighted by gamma, a factor per query head (the layers learn it as
+  gamma = sigmoid(w), `window_factor`), the linear terms by 1, one shared
+  denominator; gamma = None weights both by 1. Computed in the parallel
+  (quadratic) form with every term of row t multiplied by exp(-m_t),
+  m_t = max(0, the row's largest windowed score), so no exp overflows; with
+  window >= T every term is windowed, gamma cancels, and the output is
+  softmax attention exactly.
 
   Checked against the released code (github.com/HazyResearch/lolcats,
   src/model/linear_attention/linear_window_attention_sw.py,
-  `hybrid_attention_quadratic`): the same split (softmax on keys
-  t-w < s <= t, linear on s <= t-w) and one shared denominator. It differs
-  in two ways: (1) its softmax terms are weighted by a learned per-head
-  factor gamma = sigmoid(w_h) (`window_factors`, trained, initialized at
-  w = -2.197 = logit(0.1) in its configs; the linear terms get 1, or
-  1 - gamma with `affine_attention_factors`, off in its configs); (2) it
-  shifts only the softmax terms by the row's windowed maximum,
-  gamma exp(s - m_t), leaving the linear terms unshifted, so the balance of
-  the two parts depends on m_t, while here both parts are shifted alike
-  (the exact ratio). Its configs use w = 64 and the Hedgehog map with 64
-  features.
+  `hybrid_attention_quadratic` and `LolcatsSlidingWindowAttention`): the same
+  split (softmax on keys t-w < s <= t, linear on s <= t-w), the softmax
+  terms times window_factor = sigmoid(window_factors), one parameter per
+  query head ([1, num_heads, 1, 1]; its configs initialize it at
+  w = -2.197 = logit(0.1)), the linear terms times 1 (1 - gamma with
+  `affine_attention_factors`, off in its configs), and one shared
+  denominator. One difference: it shifts only the softmax terms by the
+  row's windowed maximum, gamma exp(s - m_t), leaving the linear terms
+  unshifted, so the balance of the two parts depends on m_t; here both
+  parts are shifted alike (the exact ratio above). Its configs use w = 64
+  and the Hedgehog map with 64 features.
 
   Args:
     query: [B, T, N, H] (N a multiple of K, as in linear_attention).
@@ -460,6 +465,8 @@ def sliding_window_linear_attention(
     feature_map, feature_map_kwargs: the linear part's (see linear_attention).
     scale: c, softmax's multiplier of q.k; default 1/sqrt(H).
     linear_scale: c', the feature map's multiplier of q; default the map's.
+    window_factor: gamma [N], the softmax terms' weight per query head (query
+      head n reads key/value head n // (N / K)); None = 1.
     eps: the denominator's distance from 0.
 
   Returns:
@@ -498,6 +505,11 @@ def sliding_window_linear_attention(
   scores = jnp.where(windowed, c * jnp.einsum("bkgth,bkgsh->bkgts", q, keys), -jnp.inf)
   shift = jnp.maximum(jnp.max(scores, axis=-1, keepdims=True), 0)
   weights = jnp.where(windowed, jnp.exp(scores - shift), 0)
+  if window_factor is not None:
+    gamma = jnp.asarray(window_factor)
+    if gamma.shape != (n,):
+      raise ValueError(f"window_factor must have shape ({n},) (one per query head), got {gamma.shape}")
+    weights = gamma.astype(dtype).reshape(k, n // k)[:, :, None, None] * weights
   weights = weights + jnp.where(linear_part, kernel, 0) * jnp.exp(-shift)
   numerator = jnp.einsum("bkgts,bskv->btkgv", weights, value)
   denominator = jnp.sum(weights, axis=-1).transpose(0, 3, 1, 2)[..., None]

@@ -21,6 +21,7 @@ from flax import nnx
 from softlab import normalizers
 from softlab.attention.dense import attention_weights
 from softlab.attention.layers import (
+  WINDOW_FACTOR_INIT,
   attend,
   check_attention_kind,
   head_dim_of,
@@ -68,9 +69,11 @@ class MultiHeadAttention(nnx.Module):
     is_causal: causal self-attention.
     implementation: "dense", "chunked" or None (see dot_product_attention).
     block_size: chunked block size (linear: chunk size).
-    attention, feature_map, feature_map_kwargs, window: as in the linen layer
-      ("dot_product", "linear" or "sliding_window"; a feature map's learned
-      arguments are nnx.Params named "<feature_map>_<argument>").
+    attention, feature_map, feature_map_kwargs, window, window_factor_init: as
+      in the linen layer ("dot_product", "linear" or "sliding_window"; a
+      feature map's learned arguments are nnx.Params named
+      "<feature_map>_<argument>", the hybrid's logits w of its softmax terms'
+      weights sigmoid(w) the nnx.Param "window_factor" [N]).
     rotary: None, or (q, k) -> (q, k) applied after QK-norm (e.g. RoPE).
     sow_weights: sow the (dense) weights [B, N, T, S] as the nnx.Intermediate
       "attention_weights"; run the model under `nnx.capture(model,
@@ -106,6 +109,7 @@ class MultiHeadAttention(nnx.Module):
       feature_map: str = "elu+1",
       feature_map_kwargs: Mapping[str, Any] | None = None,
       window: int = 64,
+      window_factor_init: float = WINDOW_FACTOR_INIT,
       rotary: Rotary | None = None,
       sow_weights: bool = False,
       dtype: Any = None,
@@ -157,6 +161,8 @@ class MultiHeadAttention(nnx.Module):
         setattr(self, f"{feature_map}_{name}", nnx.Param(value.astype(param_dtype)))
         learned_maps.append((name, f"{feature_map}_{name}"))
     self.learned_feature_map = tuple(learned_maps)
+    self.window_factor = (nnx.Param(jnp.full((num_heads,), window_factor_init, param_dtype))
+                          if attention == "sliding_window" else None)
 
   def normalizer_kwargs(self) -> dict[str, Any]:
     """The normalizer's keyword arguments: fixed ones and the learned per-head values."""
@@ -186,10 +192,12 @@ class MultiHeadAttention(nnx.Module):
                    is_causal=self.is_causal)
     feature_map_kwargs = {**self.fixed_feature_map_kwargs,
                           **{name: getattr(self, attr)[...] for name, attr in self.learned_feature_map}}
+    window_factor = (None if self.window_factor is None
+                     else jax.nn.sigmoid(self.window_factor[...]))
     out = attend(query, key, value, mask, attention=self.attention,
                  implementation=self.implementation, block_size=self.block_size,
                  feature_map=self.feature_map, feature_map_kwargs=feature_map_kwargs,
-                 window=self.window, **options)
+                 window=self.window, window_factor=window_factor, **options)
     if self.sow_weights:
       self.sow(nnx.Intermediate, "attention_weights",
                attention_weights(query, key, mask=mask, **options))

@@ -18,7 +18,8 @@ POSITIONS = ("rope", "none")
 # the normalizer parameters' fields come from the normalizers' specs.
 ATTENTION_FIELDS = ("normalizer", "normalizer_kwargs", *attention.NORMALIZER_FIELDS, "qk_norm",
                     "layer_scale_init", "implementation", "block_size", "sow_weights",
-                    "attention", "feature_map", "feature_map_kwargs", "window")
+                    "attention", "feature_map", "feature_map_kwargs", "window",
+                    "window_factor_init")
 
 
 def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:

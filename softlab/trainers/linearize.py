@@ -6,11 +6,17 @@ feature_map="hedgehog") and `config.linearize` (LINEARIZE_FIELDS):
   from_workdir   a softlab run (lm or linearize) whose config.json and latest
                  checkpoint give the starting parameters: every student
                  parameter it has (same path and shape) is taken from it, the
-                 others (the feature maps' learned arguments) keep their init.
+                 others (the feature maps' learned arguments, the hybrid's
+                 window factor) keep their init.
                  A linearize source's LoRA adapters are merged in first.
-  stage          "transfer": attention transfer. Only the feature maps train,
-                 on the per-layer MSE between the student layer's output and
-                 the source layer's (its own attention kind, normally softmax)
+  stage          "transfer": attention transfer. Only the feature maps train
+                 (with attention="sliding_window" also the layers' window
+                 factors, the logits of the softmax terms' per-head
+                 weights: the released load_and_convert_attns freezes the
+                 model and then creates `window_factors` as a new, trainable
+                 parameter, so they train with the feature maps), on the
+                 per-layer MSE between the student layer's output and the
+                 source layer's (its own attention kind, normally softmax)
                  on the same input; the source's output is passed on, so every
                  layer sees the teacher's inputs (LoLCATs' "attention
                  transfer"). As in the released code (hazyresearch/lolcats,
@@ -24,17 +30,24 @@ feature_map="hedgehog") and `config.linearize` (LINEARIZE_FIELDS):
                  "lora": LoRA adapters on the attention projections q, k, v, o
                  (rank `lora_rank`, W + (lora_alpha / r) A B, B = 0 at init, so
                  the model starts as the base) train on config.loss (next
-                 token); with `train_feature_maps` the feature maps train too
-                 (LoLCATs' low-rank linearizing).
+                 token); with `train_feature_maps` the feature maps and the
+                 window factors train too. The released LoRA configs
+                 (finetune_lora_qkvo_*.yaml) train only the adapters (PEFT's
+                 get_peft_model freezes the rest, window_factors included),
+                 the default here; finetune_lora_fqkvo_*.yaml keeps
+                 feature_map_q/k and window_factors trainable
+                 (`trainable_weights`), which is `train_feature_maps`.
                  "finetune": every parameter trains on config.loss (the
                  swap-and-fine-tune baseline).
   lora_rank (8), lora_alpha (16.0), train_feature_maps (False): stage "lora".
 The parameters are {"model": the student's, "lora": the adapters (empty
 unless stage "lora")}; the Experiment's `trainable` tells the loop which
 train; every step logs the counts `parameters` and `trainable_parameters`.
-The sliding-window variant's learned mixing factor is not implemented: both
-terms have weight 1 (see `softlab.attention.sliding_window_linear_attention`
-for how the released hybrid differs). The released LoRA stage
+The sliding-window hybrid's window factor is the layer's "window_factor"
+(`softlab.attention.MultiHeadAttention`, initialized to config.model's
+`window_factor_init`, logit(0.1) as released; see
+`softlab.attention.sliding_window_linear_attention` for how the released
+hybrid differs). The released LoRA stage
 (configs/experiment/finetune_lora_qkvo_alpaca_clean.yaml) uses r = 8,
 lora_alpha = 16, dropout 0 on q_proj, k_proj, v_proj, o_proj: the defaults
 here. The paper's equation numbers could not be checked from here (only its
@@ -113,11 +126,14 @@ def overlay(params, source):
 
 
 def feature_map_names(model_config) -> set[str]:
-  """The parameter names of the student's learned feature-map arguments ("hedgehog_weight")."""
-  if model_config.get("attention", "dot_product") == "dot_product":
+  """The parameter names attention transfer trains: the student's learned feature-map
+  arguments ("hedgehog_weight") and, for the sliding-window hybrid, "window_factor"."""
+  kind = model_config.get("attention", "dot_product")
+  if kind == "dot_product":
     return set()
   name = model_config.get("feature_map", attention.MultiHeadAttention.feature_map)
-  return {f"{name}_{argument}" for argument in attention.feature_map_spec(name).learned}
+  names = {f"{name}_{argument}" for argument in attention.feature_map_spec(name).learned}
+  return names | ({"window_factor"} if kind == "sliding_window" else set())
 
 
 def trainable_mask(params, *, stage: str, feature_maps: set[str], train_feature_maps: bool):
@@ -186,7 +202,7 @@ def linearize(config, dataset, mesh) -> Experiment:
   feature_maps = feature_map_names(field(config, "model"))
   if stage == "transfer" and not feature_maps:
     raise ConfigError("config.linearize.stage='transfer' trains the feature maps: config.model "
-                      "needs attention='linear' or 'sliding_window' with a learned feature_map "
+                      "needs attention='sliding_window', or 'linear' with a learned feature_map "
                       "(e.g. 'hedgehog')")
   source_config, source_params = load_source(options["from_workdir"])
   teacher_model = source_config["model"]

@@ -205,18 +205,22 @@ def test_taylor_converges_to_softmax_attention_within_its_tail_bound(x64):
   assert errs[-1] < 1e-3
 
 
-def test_sliding_window_covering_the_sequence_is_softmax_and_small_windows_match_numpy(x64):
-  def np_hybrid(q, k, v, window):
-    b, t, n, h = q.shape
-    kv = k.shape[2]
-    qg = q.reshape(b, t, kv, n // kv, h)
-    exp = np.exp(np.einsum("btkgh,bskh->bkgts", qg, k) / math.sqrt(h))
-    phi = np.einsum("btkgf,bskf->bkgts", np_features("elu+1", qg, {}), np_features("elu+1", k, {}))
-    rows, cols = np.arange(t)[:, None], np.arange(t)[None, :]
-    a = np.where((cols <= rows) & (cols > rows - window), exp, np.where(cols <= rows, phi, 0))
-    out = np.einsum("bkgts,bskv->btkgv", a, v) / a.sum(-1).transpose(0, 3, 1, 2)[..., None]
-    return out.reshape(b, t, n, -1)
+def np_hybrid(q, k, v, window, gamma=None):
+  """LoLCATs' hybrid in float64: gamma_n exp(q.k / sqrt(H)) on the window, elu+1 before it."""
+  b, t, n, h = q.shape
+  kv = k.shape[2]
+  qg = q.reshape(b, t, kv, n // kv, h)
+  exp = np.exp(np.einsum("btkgh,bskh->bkgts", qg, k) / math.sqrt(h))
+  if gamma is not None:
+    exp = np.asarray(gamma, np.float64).reshape(kv, n // kv)[:, :, None, None] * exp
+  phi = np.einsum("btkgf,bskf->bkgts", np_features("elu+1", qg, {}), np_features("elu+1", k, {}))
+  rows, cols = np.arange(t)[:, None], np.arange(t)[None, :]
+  a = np.where((cols <= rows) & (cols > rows - window), exp, np.where(cols <= rows, phi, 0))
+  out = np.einsum("bkgts,bskv->btkgv", a, v) / a.sum(-1).transpose(0, 3, 1, 2)[..., None]
+  return out.reshape(b, t, n, -1)
 
+
+def test_sliding_window_covering_the_sequence_is_softmax_and_small_windows_match_numpy(x64):
   @jit
   def outputs(q, k, v):
     return ([attention.sliding_window_linear_attention(q, k, v, window=w) for w in (T, 3, 1)],
@@ -226,6 +230,38 @@ def test_sliding_window_covering_the_sequence_is_softmax_and_small_windows_match
   np.testing.assert_allclose(full, softmax, rtol=1e-12, atol=1e-14)
   np.testing.assert_allclose(three, np_hybrid(Q, KEY, V, 3), rtol=1e-10)
   np.testing.assert_allclose(one, np_hybrid(Q, KEY, V, 1), rtol=1e-10)
+
+
+GAMMA = np.array([0.1, 0.7, 1.0, 0.02])  # one per query head (N = 4, K = 2: GQA)
+
+
+def test_window_factor_weights_the_softmax_terms_per_query_head(x64):
+  """gamma_n on head n's windowed terms matches NumPy; gamma = 1 is the unweighted hybrid;
+  a window covering the sequence is softmax for any gamma; the gradient reaches gamma."""
+  cotangent = RNG.normal(size=(B, T, N, HV))
+
+  @jit
+  def outputs(q, k, v, gamma):
+    hybrid = lambda w, g: attention.sliding_window_linear_attention(q, k, v, window=w,
+                                                                    window_factor=g)
+    grad = jax.grad(lambda g: jnp.sum(hybrid(3, g) * cotangent))(gamma)
+    return (hybrid(3, gamma), hybrid(3, jnp.ones(N)), hybrid(3, None), hybrid(T, gamma),
+            attention.dot_product_attention(q, k, v, is_causal=True), grad)
+
+  weighted, ones, unweighted, full, softmax, grad = outputs(Q, KEY, V, GAMMA)
+  np.testing.assert_allclose(weighted, np_hybrid(Q, KEY, V, 3, GAMMA), rtol=1e-10)
+  assert np.abs(weighted - unweighted).max() > 1e-2  # the factor matters
+  np.testing.assert_allclose(ones, unweighted, rtol=1e-12, atol=1e-14)
+  np.testing.assert_allclose(full, softmax, rtol=1e-12, atol=1e-14)
+  step = 1e-6  # central differences of the NumPy reference, head by head
+  numeric = [np.sum((np_hybrid(Q, KEY, V, 3, GAMMA + step * e)
+                     - np_hybrid(Q, KEY, V, 3, GAMMA - step * e)) * cotangent) / (2 * step)
+             for e in np.eye(N)]
+  np.testing.assert_allclose(grad, numeric, rtol=1e-6)
+  assert np.all(np.abs(grad) > 1e-3)
+  with pytest.raises(ValueError, match=r"window_factor must have shape \(4,\) \(one per query "
+                     r"head\), got \(2,\)"):
+    attention.sliding_window_linear_attention(Q, KEY, V, window=3, window_factor=np.ones(2))
 
 
 @pytest.mark.parametrize("call,message", [
@@ -264,13 +300,22 @@ def test_linen_layer_picks_linear_attention_and_the_sliding_window_hybrid():
         q, k, v, feature_map="hedgehog", feature_map_kwargs={"weight": p["hedgehog_weight"]},
         is_causal=True), p["out"]["kernel"])
     hybrid_params = hybrid.init(jax.random.key(1), x)
+    h = hybrid_params["params"]
+    q, k, v = (jnp.einsum("btf,fnd->btnd", x, h[name]["kernel"]) for name in ("query", "key", "value"))
+    moved = {"params": {**h, "window_factor": jnp.array([-3.0, -1.0, 0.5, 2.0])}}
+    want_window = jnp.einsum("btnd,ndf->btf", attention.sliding_window_linear_attention(
+        q, k, v, window=2, window_factor=jax.nn.sigmoid(moved["params"]["window_factor"])),
+        h["out"]["kernel"])
     return (p["hedgehog_weight"], layer.apply(params, x), want, hybrid.apply(hybrid_params, x),
-            softmax.apply(hybrid_params, x))
+            softmax.apply(hybrid_params, x), h["window_factor"],
+            hybrid.clone(window=2).apply(moved, x), want_window)
 
-  weight, out, want, hybrid_out, softmax_out = run(X)
+  weight, out, want, hybrid_out, softmax_out, factor, window_out, want_window = run(X)
   np.testing.assert_array_equal(weight, np.broadcast_to(np.eye(2), (2, 2, 2)))  # identity init
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(hybrid_out, softmax_out, rtol=1e-5, atol=1e-6)  # window >= T
+  np.testing.assert_allclose(factor, np.full(4, math.log(0.1 / 0.9)), rtol=1e-6)  # LoLCATs' init
+  np.testing.assert_allclose(window_out, want_window, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -281,6 +326,16 @@ def test_nnx_layer_equals_the_linen_layer_with_its_weights():
                                                **LINEAR_OPTIONS)
   nnx.update(nnx_layer, params["params"])
   np.testing.assert_allclose(nnx_layer(X), layer.apply(params, X), rtol=1e-5, atol=1e-6)
+  hybrid_options = dict(attention="sliding_window", window=2, is_causal=True)
+  hybrid = attention.MultiHeadAttention(num_heads=4, num_kv_heads=2, **hybrid_options)
+  params = hybrid.init(jax.random.key(1), X)
+  params["params"]["window_factor"] = jnp.array([-3.0, -1.0, 0.5, 2.0])
+  nnx_hybrid = attention_nnx.MultiHeadAttention(4, 8, num_kv_heads=2, rngs=nnx.Rngs(0),
+                                                **hybrid_options)
+  np.testing.assert_array_equal(nnx_hybrid.window_factor[...],
+                                np.full(4, np.float32(math.log(0.1 / 0.9))))
+  nnx.update(nnx_hybrid, params["params"])
+  np.testing.assert_allclose(nnx_hybrid(X), hybrid.apply(params, X), rtol=1e-5, atol=1e-6)
 
 
 def test_layer_option_errors():

@@ -11,7 +11,8 @@ from softlab import models, optim
 from softlab.config import load_config, override
 from softlab.models.lora import count, init_lora, merge_lora
 from softlab.trainers import ConfigError, loop
-from softlab.trainers.linearize import load_source, trainable_mask, transfer_errors
+from softlab.trainers.linearize import (feature_map_names, load_source, trainable_mask,
+                                       transfer_errors)
 from tests.fast_jit import jit
 
 TINY = {"model.d_model": 16, "model.num_layers": 2, "model.num_heads": 2, "data.seq_len": 16,
@@ -54,7 +55,7 @@ def test_transfer_loss_is_zero_when_the_student_computes_the_teachers_attention(
 
   @jit
   def errors():
-    params = linear.init(jax.random.key(1), tokens)  # softmax's parameters + hedgehog W
+    params = window.init(jax.random.key(1), tokens)  # softmax's + hedgehog W + window factor
     return (transfer_errors(softmax, params, tokens, SOFTMAX_KIND),
             transfer_errors(window, params, tokens, SOFTMAX_KIND),
             transfer_errors(linear, params, tokens, SOFTMAX_KIND))
@@ -84,6 +85,34 @@ def test_transfer_error_is_taken_before_the_output_projection():
   base, scaled = errors()
   assert np.all(base[0] > 1e-6)
   np.testing.assert_allclose(scaled[0], base[0], rtol=1e-5)
+
+
+def test_transfer_trains_the_window_factors_with_the_feature_maps():
+  """The hybrid's transfer error has a gradient in each layer's window factor; attention
+  transfer trains them with the feature maps, LoRA only with train_feature_maps (the released
+  qkvo LoRA configs freeze them, the fqkvo ones keep them trainable)."""
+  tokens = jax.random.randint(jax.random.key(0), (2, 8), 0, INFO["vocab_size"])
+  window = tiny_model(attention="sliding_window", feature_map="hedgehog", window=3)
+
+  @jit
+  def factor_grads():
+    params = window.init(jax.random.key(1), tokens)
+    loss = lambda p: jnp.mean(transfer_errors(window, p, tokens, SOFTMAX_KIND))
+    grads = jax.grad(loss)(params)["params"]
+    return [grads[f"block{i}"]["attention"]["window_factor"] for i in range(2)]
+
+  for grad in factor_grads():
+    assert grad.shape == (2,) and np.all(np.abs(grad) > 1e-8)
+  names = feature_map_names({"attention": "sliding_window", "feature_map": "hedgehog"})
+  assert names == {"hedgehog_weight", "window_factor"}
+  assert feature_map_names({"attention": "linear", "feature_map": "hedgehog"}) == {"hedgehog_weight"}
+  params = {"model": {"w": jnp.ones(3), "window_factor": jnp.ones(2)}, "lora": {"a": jnp.ones(2)}}
+  mask = lambda stage, train: jax.tree.leaves(trainable_mask(
+      params, stage=stage, feature_maps=names, train_feature_maps=train))
+  # leaves in key order: lora.a, model.w, model.window_factor
+  assert mask("transfer", False) == [False, False, True]
+  assert mask("lora", False) == [True, False, False]
+  assert mask("lora", True) == [True, False, True]
 
 
 def test_lora_starts_as_the_base_model_and_merges_as_w_plus_scaled_ab():
@@ -129,12 +158,15 @@ def changed_leaves(before, after):
 
 
 @pytest.mark.slow  # 2 compiled train steps; test_freeze_gives_frozen_parameters_no_update_and_no_state is fast
-@pytest.mark.parametrize("stage, expected", [
-    ("transfer", lambda k: k.endswith("['hedgehog_weight']")),
-    ("lora", lambda k: k.startswith("['lora']")),
+@pytest.mark.parametrize("stage, kind, expected", [
+    ("transfer", "linear", lambda k: k.endswith("['hedgehog_weight']")),
+    ("lora", "linear", lambda k: k.startswith("['lora']")),
+    ("transfer", "sliding_window",
+     lambda k: k.endswith("['hedgehog_weight']") or k.endswith("['window_factor']")),
+    ("lora", "sliding_window", lambda k: k.startswith("['lora']")),
 ])
-def test_a_step_changes_only_the_stages_parameters(trained_workdir, stage, expected):
-  run = loop.setup(linearize_config(trained_workdir, stage, lora_rank=2))
+def test_a_step_changes_only_the_stages_parameters(trained_workdir, stage, kind, expected):
+  run = loop.setup(linearize_config(trained_workdir, stage, attention=kind, lora_rank=2))
   state = loop.init_state(run)
   before = jax.device_get(state["params"])
   step = jax.jit(lambda s, b: loop.train_step(run, s, b, with_metrics=False))
