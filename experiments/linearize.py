@@ -13,8 +13,10 @@ with the same 200 linearizing steps each (a quarter of the base's tokens):
   transfer_lora          from `transfer`: LoRA r = 8, alpha = 16 on q, k, v, o
                          trains on next-token loss (150 steps)
   transfer_window,       the same two stages with the sliding-window + linear
-  transfer_lora_window   hybrid (softmax on the last 16 keys; no learned mixing
-                         factor)
+  transfer_lora_window   hybrid (softmax on the last 16 keys, weighted per head by
+                         LoLCATs' learned factor sigmoid(w), w = logit(0.1) at
+                         the start; transfer trains w with the feature maps,
+                         LoRA leaves it frozen, as the released qkvo configs)
 Reported per variant: validation loss at 64 tokens, the share of the gap it
 closes, (swap loss - its loss) / (swap loss - base loss), and its trainable
 parameters (the LoRA stage's for the two-stage methods; the transfer stage
