@@ -127,9 +127,8 @@ def max_retrieval(options, *, batch_size, eval_batch_size, seed):
                                  num_classes)
     return array_dataset(train, splits, info, batch_size=batch_size,
                          eval_batch_size=eval_batch_size, seed=seed)
-  return Dataset(train_batch=train_batch,
-                 eval_splits={name: chunk(split, eval_batch_size) for name, split in splits.items()},
-                 info=info)
+  eval_splits = {name: chunk(split, eval_batch_size) for name, split in splits.items()}
+  return Dataset(train_batch=train_batch, eval_splits=eval_splits, info=info)
 
 
 def associative_recall_sample(rng, num_examples, num_pairs, num_keys, num_values):
