@@ -68,7 +68,8 @@ def test_a_misspelt_field_is_one_clean_line(tmp_path, softlab_cli):
   assert code == 2
   assert err == ("softlab: config.train.log_evry names a field the config does not "
                            "have; valid: steps, batch_size, eval_batch_size, log_every, eval_every,"
-                           " checkpoint_every, dtype, num_devices, x64, early_stop, init_from\n")
+                           " checkpoint_every, dtype, num_devices, x64, early_stop, init_from,"
+                           " init_fresh, trainable\n")
 
 
 def test_an_evaluator_is_added_from_the_command_line(tmp_path, softlab_cli):

@@ -91,18 +91,23 @@ def max_retrieval(options, *, batch_size, eval_batch_size, seed):
   """Predict the class of the highest-priority item of a set.
 
   Train on sets of `train_min_items`..`train_max_items` items (fresh samples
-  every step); evaluate out of distribution at each of `test_lengths`. From
-  "softmax is not enough (for sharp out-of-distribution)", arXiv:2410.01104.
+  every step; with `train_size` = N, on N sets drawn once, so a batch of at
+  least N is full-batch gradient descent on a fixed training set); evaluate out
+  of distribution at each of `test_lengths`. From "softmax is not enough (for
+  sharp out-of-distribution)", arXiv:2410.01104.
   """
   num_classes = options.pop("num_classes", 10)
   low = options.pop("train_min_items", 5)
   high = options.pop("train_max_items", 16)
   test_lengths = tuple(options.pop("test_lengths", (16, 64, 256, 1024)))
   test_size = options.pop("test_size", 512)
+  train_size = options.pop("train_size", None)
   reject_unknown(options, "max_retrieval")
   require_batch_size(batch_size, "max_retrieval")
   if not 1 <= low <= high:
     raise ValueError(f"need 1 <= train_min_items <= train_max_items, got {low}, {high}")
+  if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
+    raise ValueError(f"train_size must be an integer >= 1 or None, got {train_size!r}")
 
   def train_batch(step):
     rng = rng_for(seed, 4, step)
@@ -113,12 +118,17 @@ def max_retrieval(options, *, batch_size, eval_batch_size, seed):
   for length in test_lengths:
     rng = rng_for(seed, 5, length)
     lengths = np.full(test_size, length)
-    splits[f"test_{length}"] = chunk(
-        max_retrieval_sample(rng, test_size, lengths, length, num_classes), eval_batch_size
-    )
+    splits[f"test_{length}"] = max_retrieval_sample(rng, test_size, lengths, length, num_classes)
   info = {"num_classes": num_classes, "input_shape": (high, num_classes + 1),
           "feature_dim": num_classes + 1}
-  return Dataset(train_batch=train_batch, eval_splits=splits, info=info)
+  if train_size is not None:
+    rng = rng_for(seed, 6)
+    train = max_retrieval_sample(rng, train_size, rng.integers(low, high + 1, train_size), high,
+                                 num_classes)
+    return array_dataset(train, splits, info, batch_size=batch_size,
+                         eval_batch_size=eval_batch_size, seed=seed)
+  eval_splits = {name: chunk(split, eval_batch_size) for name, split in splits.items()}
+  return Dataset(train_batch=train_batch, eval_splits=eval_splits, info=info)
 
 
 def associative_recall_sample(rng, num_examples, num_pairs, num_keys, num_values):

@@ -55,7 +55,8 @@ from softlab.trainers.sharding import make_mesh, shard, to_host
 TIMING_KEYS = ("train/steps_per_second",)
 # Every field config.train may hold; anything else is a typo.
 TRAIN_FIELDS = ("steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
-                "checkpoint_every", "dtype", "num_devices", "x64", "early_stop", "init_from")
+                "checkpoint_every", "dtype", "num_devices", "x64", "early_stop", "init_from",
+                "init_fresh", "trainable")
 EARLY_STOP_FIELDS = ("metric", "mode", "patience", "min_delta", "target")
 EARLY_STOP_MODES = ("max", "min")
 TOP_FIELDS = ("trainer", "seed", "data", "model", "loss", "optimizer", "train", "evals",
@@ -217,8 +218,9 @@ def setup(config) -> Run:
   with building("optimizer"):
     optimizer_config = field(config, "optimizer")
     tx = optim.make_optimizer(optimizer_config)
-    if experiment.trainable is not None:
-      tx = optim.freeze(tx, experiment.trainable)
+    trainable = _trainable(experiment.trainable, field(config, "train").get("trainable"))
+    if trainable is not None:
+      tx = optim.freeze(tx, trainable)
     schedule = optim.make_schedule(optimizer_config)
 
   # -------------------------------------------------------------- evaluators
@@ -231,17 +233,38 @@ def setup(config) -> Run:
              checkpoint_every=integer(config, "train.checkpoint_every", eval_every, minimum=1))
 
 
+def _trainable(chosen_by_experiment, prefixes):
+  """The trained parameters: those the experiment trains (all when None) that lie under a
+  path prefix of `config.train.trainable` (all when unset)."""
+  if not prefixes:
+    return chosen_by_experiment
+  if isinstance(prefixes, str):
+    raise ConfigError("config.train.trainable must be a list of parameter path prefixes, got"
+                      f" the string {prefixes!r}")
+  by_prefix = lambda params: warm_start.prefix_mask(params, prefixes, field="train.trainable")
+  if chosen_by_experiment is None:
+    return by_prefix
+  return lambda params: jax.tree.map(lambda a, b: a and b, chosen_by_experiment(params),
+                                     by_prefix(params))
+
+
 def init_state(run: Run) -> dict:
   """Step 0: parameters from the seed (the shared ones from `config.train.init_from`'s newest
   checkpoint when set, see `warm_start`), optimizer and extra state, placed by
   `state_shardings`."""
   init_from = field(run.config, "train").get("init_from")
+  init_fresh = field(run.config, "train").get("init_fresh")
+  if init_fresh and not init_from:
+    raise ConfigError("config.train.init_fresh needs config.train.init_from (the run whose"
+                      " other parameters are loaded)")
   trained = warm_start.trained_params(init_from) if init_from else None
 
   def init():
     params = run.experiment.init_params(jax.random.key(run.seed))
     if trained is not None:
-      params = warm_start.merge(params, trained)
+      keep = (warm_start.prefix_mask(params, init_fresh, field="train.init_fresh")
+              if init_fresh else None)
+      params = warm_start.merge(params, trained, keep_fresh=keep)
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "opt_state": run.tx.init(params), "extra": run.experiment.init_extra(params)}
 

@@ -5,7 +5,11 @@ trained baseline LM): the newest checkpoint of that workdir gives every
 parameter the new model shares with it (same path, same shape); parameters the
 new model adds keep their initialization (UniAttn's compensation starts at 0),
 and trained ones it lacks are dropped (the reusing blocks' query / key
-projections). Optimizer state and step start afresh.
+projections). Optimizer state and step start afresh. `config.train.init_fresh`
+= parameter path prefixes ("attention/query") that keep their fresh
+initialization all the same (a second training stage that restarts only part
+of a trained model); `config.train.trainable` = path prefixes of the only
+parameters that train (`prefix_mask`; the loop freezes the others).
 """
 
 import os
@@ -37,8 +41,30 @@ def trained_params(workdir: str, *, field: str = "train.init_from"):
   return jax.tree.map(np.asarray, state["params"])
 
 
-def merge(fresh, trained, *, field: str = "train.init_from"):
-  """`fresh` with every leaf that `trained` has at the same path and shape replaced by it.
+def prefix_mask(params, prefixes, *, field: str):
+  """A tree of bools like `params`: True where a parameter's path (its keys joined by "/",
+  e.g. "params/attention/query/kernel" in a linen model) equals a prefix in `prefixes` or
+  lies under one.
+
+  Raises:
+    ConfigError: naming config.<field>, for a prefix that matches no parameter (the paths'
+      first two levels listed).
+  """
+  flat = traverse_util.flatten_dict(params)
+  paths = {key: "/".join(str(part) for part in key) for key in flat}
+  under = lambda path, prefix: path == prefix or path.startswith(prefix.rstrip("/") + "/")
+  for prefix in prefixes:
+    if not any(under(path, prefix) for path in paths.values()):
+      tops = sorted({"/".join(str(part) for part in key[:2]) for key in flat})
+      raise ConfigError(f"config.{field}: {prefix!r} matches no parameter; the parameters are"
+                        f" under {', '.join(tops)}")
+  return traverse_util.unflatten_dict(
+      {key: any(under(path, prefix) for prefix in prefixes) for key, path in paths.items()})
+
+
+def merge(fresh, trained, *, field: str = "train.init_from", keep_fresh=None):
+  """`fresh` with every leaf that `trained` has at the same path and shape replaced by it,
+  except where the bool tree `keep_fresh` (like `fresh`, e.g. from `prefix_mask`) is True.
 
   Raises:
     ConfigError: naming config.<field>: a shared path with another shape, or no
@@ -54,6 +80,8 @@ def merge(fresh, trained, *, field: str = "train.init_from"):
           f" {np.shape(flat_trained[path])} there but {np.shape(flat_fresh[path])} in this model")
   if not shared:
     raise ConfigError(f"config.{field}: the checkpoint shares no parameter with this model")
-  merged = {path: (flat_trained[path].astype(flat_fresh[path].dtype) if path in flat_trained
-                   else value) for path, value in flat_fresh.items()}
+  flat_keep = traverse_util.flatten_dict(keep_fresh) if keep_fresh is not None else {}
+  merged = {path: (flat_trained[path].astype(flat_fresh[path].dtype)
+                   if path in flat_trained and not flat_keep.get(path, False) else value)
+            for path, value in flat_fresh.items()}
   return traverse_util.unflatten_dict(merged)

@@ -136,6 +136,23 @@ def test_max_retrieval_label_is_class_of_highest_priority():
   assert dataset.eval_splits["test_64"][0]["inputs"].shape == (100, 64, 11)
 
 
+def test_max_retrieval_fixed_training_set_is_full_batch_gradient_descent():
+  fresh = build(name="max_retrieval", test_lengths=(16,), test_size=20)
+  fixed = build(name="max_retrieval", test_lengths=(16,), test_size=20, train_size=32)
+  first, later = fixed.train_batch(0), fixed.train_batch(5)
+  for key in ("inputs", "mask", "labels"):
+    np.testing.assert_array_equal(first[key], later[key])  # the same 32 sets every step
+    np.testing.assert_array_equal(first[key], fixed.train_arrays[key])
+  np.testing.assert_array_equal(first["inputs"][np.arange(32), first["target"], :10].argmax(1),
+                                first["labels"])
+  assert not np.array_equal(fresh.train_batch(0)["inputs"], fresh.train_batch(5)["inputs"])
+  for key in ("inputs", "labels"):  # the test split does not depend on train_size
+    np.testing.assert_array_equal(fixed.eval_splits["test_16"][0][key],
+                                  fresh.eval_splits["test_16"][0][key])
+  shuffled = build(name="max_retrieval", test_lengths=(16,), test_size=20, train_size=64)
+  assert len(shuffled.train_batch(0)["labels"]) == 32  # batches of 32 out of 64 sets
+
+
 def test_associative_recall_answer_is_stored_value():
   dataset = build(name="associative_recall", num_keys=20, num_values=5, train_pairs=4, test_pairs=(4, 8))
   batch = dataset.train_batch(0)
@@ -223,6 +240,7 @@ def test_npz_loader(tmp_path):
     ({"name": "digits", "label_noise": "gaussian"}, "label noise kind 'gaussian'; valid"),
     ({"name": "modular_arithmetic", "op": "pow"}, "op 'pow'; valid: add, sub, mul"),
     ({"name": "max_retrieval", "batch_size": None}, "set train.batch_size"),
+    ({"name": "max_retrieval", "train_size": 0}, "train_size must be an integer >= 1 or None, got 0"),
     ({"name": "digits", "val_fraction": 1.0}, r"val_fraction must be in \[0, 1\), got 1.0"),
     ({"name": "gaussian_clusters", "num_classes": 1}, "num_classes must be an integer >= 2, got 1"),
     ({"name": "gaussian_clusters", "separation": 0.0}, "separation must be > 0, got 0.0"),
