@@ -10,6 +10,10 @@
    Gradient filtering (filter_eps = 2^-12, Cut Cross-Entropy's value) against
    the unfiltered linear_cross_entropy in the same run, on logits with a
    Zipf-like bias over the vocabulary (most blocks hold almost no mass).
+   topk_cross_entropy (sparse-softmax) vs softmax_cross_entropy, forward +
+   backward in the logits, at the shapes of experiments/topk_softmax.py (256
+   x 1000 classes) and experiments/topk_softmax_lm.py (2048 tokens x 103
+   characters), for k in {5, 20, 100}: the "faster" of sparse-softmax's claim.
 2. siglip_loss across 8 devices (ppermute ring) vs an all-gather of the texts:
    compiled per-device temporary memory of forward + backward at global batch
    16384, dim 256 (compile only).
@@ -34,7 +38,12 @@ import optax  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from softlab.losses import linear_cross_entropy, siglip_loss  # noqa: E402
+from softlab.losses import (  # noqa: E402
+    linear_cross_entropy,
+    siglip_loss,
+    softmax_cross_entropy,
+    topk_cross_entropy,
+)
 
 MIB = 2**20
 BLOCK_SIZES = (None, 512, 1024, 4096, 8192)  # None: the default rule
@@ -157,6 +166,22 @@ def filter_seconds(tokens=2048, dim=256, vocab=32768):
   return best_seconds(steps, zipf_problem(tokens, dim, vocab))
 
 
+TOPK_SHAPES = {"K=1000 MLP head, 256 x 1000": (256, 1000), "char LM head, 2048 x 103": (2048, 103)}
+TOPK_KS = (5, 20, 100)
+
+
+def topk_seconds(rows, classes):
+  """Best fwd+bwd times (in the logits) of softmax CE ("ce") and top-k CE for each k."""
+  k1, k2 = jax.random.split(jax.random.key(0))
+  logits = 3.0 * jax.random.normal(k1, (rows, classes))
+  labels = jax.random.randint(k2, (rows,), 0, classes)
+  losses = {"ce": softmax_cross_entropy,
+            **{k: lambda z, y, k=k: topk_cross_entropy(z, y, k=k) for k in TOPK_KS}}
+  steps = {name: jax.jit(jax.value_and_grad(lambda z, y, loss=loss: jnp.mean(loss(z, y))))
+           for name, loss in losses.items()}
+  return best_seconds(steps, (logits, labels), repeats=21)
+
+
 def verdict(ratio, target):
   return "yes" if ratio <= target else "no"
 
@@ -212,6 +237,22 @@ def main():
       )
   )
 
+  for shape_name, shape in TOPK_SHAPES.items():
+    seconds_by_loss = topk_seconds(*shape)
+    fastest = min(TOPK_KS, key=seconds_by_loss.get)
+    ratio = seconds_by_loss[fastest] / seconds_by_loss["ce"]
+    rows.append(
+        (
+            f"top-k CE time, fwd+bwd in the logits, {shape_name} (fastest k = {fastest}; "
+            + ", ".join(f"k={k}: {seconds_by_loss[k] * 1e6:.0f} us" for k in TOPK_KS) + ")",
+            f"{seconds_by_loss[fastest] * 1e6:.0f} us",
+            f"{seconds_by_loss['ce'] * 1e6:.0f} us (softmax CE)",
+            ratio,
+            "< 1x",
+            verdict(ratio, 0.999),
+        )
+    )
+
   ring = siglip_temp_bytes(ring_siglip)
   gathered = siglip_temp_bytes(all_gather_siglip)
   rows.append(
@@ -231,7 +272,7 @@ def main():
     print(f"| {name} | {ours} | {peer} | {ratio:.3f} | {target} | {met} |")
   print(
       "\nPeers: optax.softmax_cross_entropy_with_integer_labels(hidden @ weight, labels);"
-      " SigLIP with the texts all-gathered."
+      " softlab's softmax_cross_entropy for top-k CE; SigLIP with the texts all-gathered."
   )
   print(
       "\nlinear_cross_entropy block size, fwd+bwd at N=2048 d=256 V=32768"
