@@ -56,10 +56,8 @@ VARIANTS = {
     for name, overrides in SETTINGS.items()
 }
 SEEDS = (0, 1)
-METRICS = {
-    "test/accuracy": "clean test top-1 accuracy after 100 epochs",
-    "val/accuracy": "top-1 accuracy on the held-out validation fifth (noisy labels), for tuning",
-}
+METRICS = {key: ldr.METRICS[key] for key in ("test/accuracy", "val/accuracy", "diverged")}
+analyze, diverged = ldr.analyze, ldr.diverged
 PLOTS = ("test/accuracy",)
 
 
@@ -90,7 +88,8 @@ def report(results):
       rank = ldr.ranks([table[name][other][1] for other in LOSSES])[list(LOSSES).index(loss)]
       best, accuracy, _, _ = table[name][loss]
       chosen = "" if best is None else f" [{LOSSES[loss][0]}={best:g}]"
-      cells.append(f"{accuracy:.4f} ({rank}){chosen}")
+      note = ldr.diverged_note(results, f"{ldr.label(loss, best, LOSSES)}/{name}")
+      cells.append(f"{accuracy:.4f} ({rank}{note}){chosen}")
     lines.append(f"| {loss} | " + " | ".join(cells) + " |")
   lines += ["", "### Tuning grids: mean validation / test accuracy per grid value (chosen in bold)",
             "", "| loss | value | " + " | ".join(SETTINGS) + " |",

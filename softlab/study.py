@@ -20,6 +20,10 @@ and optionally:
                       (analytic parts), stored under results["extra"]; its
                       "markdown" entry goes into RESULTS.md
   report(results)     -> markdown of study-specific tables for RESULTS.md
+  diverged(history)   -> the numbers of a run stopped by a non-finite loss (from
+                      the metrics.jsonl records before the stop), for studies
+                      where diverging is an outcome (e.g. an unbounded loss
+                      under label noise); without it such a run fails the study
 
 A variant may start from another's run: a config value `RunOf("base")` becomes
 the workdir of variant "base"'s run with the same seed (e.g.
@@ -32,7 +36,9 @@ ETA, read from the runs' metrics.jsonl), then writes experiments/<study>/results
 whose config.json differs from the config the study gives it now (another
 --scale, edited VARIANTS) is rerun from scratch. A run stopped by a non-finite
 loss is reported and the others go on; the study then raises
-FloatingPointError without writing results.
+FloatingPointError without writing results, unless it declares `diverged`:
+then the run is kept as diverged (DIVERGED in its workdir holds the error) and
+`diverged(history)` gives its numbers.
 """
 
 import concurrent.futures
@@ -202,8 +208,8 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
   configs = {(v, s): study_config(study, v, s, scale) for v in study.VARIANTS for s in study.SEEDS}
   changed = {run: difference for run, config in configs.items()
              if (difference := config_change(run_dir(study, *run), config))}
-  todo = [run for run in configs if force or run in changed
-          or not os.path.exists(os.path.join(run_dir(study, *run), "summary.json"))]
+  todo = [run for run in configs
+          if force or run in changed or not run_finished(study, run_dir(study, *run))]
   for group in waves(study):  # a run whose starting run reruns reruns too
     for variant in group:
       for seed in study.SEEDS:
@@ -250,9 +256,15 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
           outcome = f"{future.result():.0f}s"
           done.add((variant, seed))
         except FloatingPointError as error:
-          failed.append(f"{variant} seed {seed}")
-          broken.add((variant, seed))
           outcome = str(error)
+          if hasattr(study, "diverged"):
+            with open(os.path.join(run_dir(study, variant, seed), DIVERGED), "w") as f:
+              json.dump({"error": outcome}, f)
+            done.add((variant, seed))
+            outcome += " (kept as diverged)"
+          else:
+            failed.append(f"{variant} seed {seed}")
+            broken.add((variant, seed))
         progress.finish(futures[future], f"{variant} seed {seed}: {outcome}")
       progress.refresh()
   progress.close()
@@ -384,6 +396,26 @@ def config_change(workdir: str, config) -> str | None:
   return first_difference(previous, json.loads(config.to_json_best_effort(sort_keys=True)))
 
 
+DIVERGED = "diverged.json"
+
+
+def run_finished(study, workdir: str) -> bool:
+  """The run has its outputs: a summary, or the diverged record of a study that keeps those."""
+  return (os.path.exists(os.path.join(workdir, "summary.json"))
+          or (hasattr(study, "diverged") and os.path.exists(os.path.join(workdir, DIVERGED))))
+
+
+def run_numbers(study, workdir: str, history: list[dict]) -> dict:
+  """A run's numbers: its summary with `analyze`'s, or `diverged`'s for a diverged run."""
+  if not os.path.exists(os.path.join(workdir, "summary.json")):
+    return study.diverged(history)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    numbers = json.load(f)
+  if hasattr(study, "analyze"):
+    numbers.update(study.analyze(history))
+  return numbers
+
+
 def clear_run(workdir: str) -> None:
   """Removes a previous run's outputs so a forced or changed run starts from scratch."""
   import shutil
@@ -405,11 +437,8 @@ def aggregate(study, scale: float) -> dict:
     histories = []
     for seed in study.SEEDS:
       workdir = run_dir(study, variant, seed)
-      with open(os.path.join(workdir, "summary.json")) as f:
-        numbers = json.load(f)
       history = read_history(workdir)
-      if hasattr(study, "analyze"):
-        numbers.update(study.analyze(history))
+      numbers = run_numbers(study, workdir, history)
       per_seed[str(seed)] = {k: numbers.get(k) for k in study.METRICS}
       histories.append(history)
     variants[variant] = {

@@ -156,7 +156,7 @@ def test_default_scale_stretches_the_learning_rate_schedule(tmp_path, config, fi
   optim.make_schedule(tiny.optimizer)  # rounding to a few steps keeps the schedule valid
 
 
-def test_diverging_run_is_one_line_and_the_others_finish(tmp_path, diverging_npz, softlab_cli):
+def test_diverging_run_is_one_line_the_others_finish_and_diverged_keeps_it(tmp_path, diverging_npz, softlab_cli):
   diverging = {"data": {"name": "npz", "path": diverging_npz}, "model.use_bias": True}
   path = tmp_path / "tiny.py"
   path.write_text(STUDY.format(root=os.getcwd()) + "SEEDS = (0,)\n"
@@ -168,6 +168,22 @@ def test_diverging_run_is_one_line_and_the_others_finish(tmp_path, diverging_npz
   assert "diverges seed 0: non-finite train/loss (nan) at step 1; last good" in out
   assert (tmp_path / "tiny" / "runs" / "adamw" / "seed0" / "summary.json").exists()
   assert not (tmp_path / "tiny" / "results.json").exists()
+
+  # A study that declares `diverged` keeps such a run, with those numbers, and does not rerun it.
+  with open(path, "a") as f:
+    f.write("def diverged(history):\n"
+            "  return {'train/loss': 99.0, 'first_logged': len(history)}\n"
+            "def verdict(results):\n"
+            "  return 'inconclusive', 'one run diverged'\n")
+  code, out, err = softlab_cli("ablate", str(path), "--workers=1")
+  assert code == 0, err
+  assert "1 already done" in out and "(kept as diverged)" in out
+  assert (tmp_path / "tiny" / "runs" / "diverges" / "seed0" / study.DIVERGED).exists()
+  results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+  assert results["variants"]["diverges"]["seeds"]["0"]["train/loss"] == 99.0
+  assert results["variants"]["adamw"]["seeds"]["0"]["train/loss"] < 99.0
+  code, out, err = softlab_cli("ablate", str(path))
+  assert code == 0 and "2 runs (2 already done)" in out, err
 
 
 def test_progress_reads_each_running_runs_step_and_estimates_the_rest(tmp_path):
