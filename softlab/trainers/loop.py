@@ -390,6 +390,21 @@ def train(config, workdir: str, *, distributed: Mapping | None = None,
     return _train(config, workdir, distributed, show_progress)
 
 
+PROCESS_BARRIER_TIMEOUT_S = 600
+
+
+def wait_for_processes(name: str) -> None:
+  """Multi-process runs: blocks until every process has reached this point.
+
+  The coordination service's barrier, which waits up to
+  PROCESS_BARRIER_TIMEOUT_S. The first collective sets up the CPU (Gloo)
+  context, which gives up after 30 s, so without the barrier a process still
+  building its data or compiling on a loaded host makes the others fail.
+  """
+  if jax.process_count() > 1:
+    ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=PROCESS_BARRIER_TIMEOUT_S * 1000)
+
+
 def _train(config, workdir, distributed, show_progress):
   if distributed is not None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
@@ -412,6 +427,7 @@ def _train(config, workdir, distributed, show_progress):
     with open(summary_path) as f:
       return json.load(f)
   run = setup(config)
+  wait_for_processes("softlab_setup_done")
   state, start = restore_or_init(run, checkpoints)
   step_fns = step_functions(run, state)
   next_batch = batch_source(run)
