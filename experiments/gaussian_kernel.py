@@ -72,11 +72,11 @@ from a very long plateau.
 
 Verdict (stage-2 variants only), thresholds fixed before the study run (after the pilot). A
 run is stuck when its final training loss exceeds STUCK_LOSS = 0.05 nats (chance is ln 10 =
-2.30). If fewer than MIN_STUCK = 2 of the 16 softmax runs are stuck the run cannot test the
+2.30). If fewer than MIN_STUCK = 2 of the softmax runs are stuck the run cannot test the
 claim: inconclusive. Supported when the Gaussian kernel has fewer stuck runs than softmax, the
-difference is significant by a one-sided Fisher exact test (p < MAX_P = 0.05 for "the Gaussian
-kernel's stuck share is lower"), and its median final training loss is not higher than
-softmax's. Not supported when the Gaussian kernel is stuck at least as often as softmax.
+difference is significant by a one-sided Fisher exact test (p < MAX_P for "the Gaussian
+kernel's stuck share is lower"; MAX_P = 0.05 at the first look, see the second look below),
+and its median final training loss is not higher than softmax's. Not supported when the Gaussian kernel is stuck at least as often as softmax.
 Inconclusive otherwise (fewer stuck Gaussian runs, but not significantly, or a higher median).
 
 Reading of the first look (16 seeds, written after that run; it changes no threshold).
