@@ -80,30 +80,7 @@ def wins(entry):
 def report(results):
   """Markdown: tuned accuracy per loss and setting, the grids, the best APL loss's margins."""
   table = ldr.tuned(results, LOSSES, SETTINGS)
-  lines = ["### Clean test accuracy, baselines tuned on validation (mean over seeds; rank)",
-           "", "| loss | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
-  for loss in LOSSES:
-    cells = []
-    for name in SETTINGS:
-      rank = ldr.ranks([table[name][other][1] for other in LOSSES])[list(LOSSES).index(loss)]
-      best, accuracy, _, _ = table[name][loss]
-      chosen = "" if best is None else f" [{LOSSES[loss][0]}={best:g}]"
-      note = ldr.diverged_note(results, f"{ldr.label(loss, best, LOSSES)}/{name}")
-      cells.append(f"{accuracy:.4f} ({rank}{note}){chosen}")
-    lines.append(f"| {loss} | " + " | ".join(cells) + " |")
-  lines += ["", "### Tuning grids: mean validation / test accuracy per grid value (chosen in bold)",
-            "", "| loss | value | " + " | ".join(SETTINGS) + " |",
-            "|---|---|" + "---|" * len(SETTINGS)]
-  for loss, (parameter, grid) in LOSSES.items():
-    if parameter is None:
-      continue
-    for value in grid:
-      cells = []
-      for name in SETTINGS:
-        best, _, _, scores = table[name][loss]
-        cell = f"{scores[value][0]:.4f} / {scores[value][1]:.4f}"
-        cells.append(f"**{cell}**" if value == best else cell)
-      lines.append(f"| {loss} | {parameter}={value:g} | " + " | ".join(cells) + " |")
+  lines = ldr.tuned_tables(results, table, LOSSES, SETTINGS)
   lines += ["", "### The best APL loss per setting", "",
             "| setting | best APL loss | test accuracy | over CE | best of GCE/SCE/MAE | over it |"
             " wins |", "|---|---|---|---|---|---|---|"]

@@ -220,35 +220,42 @@ def adapts(entry):
   return abs(entry["lambda_gap"]) >= 0.01 * LAM0
 
 
-def report(results):
-  """Markdown: tuned accuracy per loss and setting, the chosen values, the grids, ALDR-KL's lambdas."""
-  table = tuned(results)
-  summary = aldr_summary(results, table)
+def tuned_tables(results, table, losses=LOSSES, settings=SETTINGS):
+  """Markdown lines: the tuned test accuracy per loss and setting (mean ± std, rank, diverged
+  seeds, chosen grid value), then each grid's validation / test accuracy per value."""
   lines = ["### Clean test accuracy, baselines tuned on validation (mean ± std over seeds; rank)",
-           "", "| loss | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
-  for loss in LOSSES:
+           "", "| loss | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+  for loss in losses:
     cells = []
-    for name in SETTINGS:
-      tests = [table[name][other][1] for other in LOSSES]
-      rank = ranks(tests)[list(LOSSES).index(loss)]
+    for name in settings:
+      tests = [table[name][other][1] for other in losses]
+      rank = ranks(tests)[list(losses).index(loss)]
       best, mean, std, _ = table[name][loss]
-      chosen = "" if best is None else f" [{LOSSES[loss][0]}={best:g}]"
-      note = diverged_note(results, f"{label(loss, best)}/{name}")
+      chosen = "" if best is None else f" [{losses[loss][0]}={best:g}]"
+      note = diverged_note(results, f"{label(loss, best, losses)}/{name}")
       cells.append(f"{mean:.4f} ± {std:.4f} ({rank}{note}){chosen}")
     lines.append(f"| {loss} | " + " | ".join(cells) + " |")
   lines += ["", "### Tuning grids: mean validation / test accuracy per grid value (chosen in bold)",
-            "", "| loss | value | " + " | ".join(SETTINGS) + " |",
-            "|---|---|" + "---|" * len(SETTINGS)]
-  for loss, (parameter, grid) in LOSSES.items():
+            "", "| loss | value | " + " | ".join(settings) + " |",
+            "|---|---|" + "---|" * len(settings)]
+  for loss, (parameter, grid) in losses.items():
     if parameter is None:
       continue
     for value in grid:
       cells = []
-      for name in SETTINGS:
+      for name in settings:
         best, _, _, scores = table[name][loss]
         cell = f"{scores[value][0]:.4f} / {scores[value][1]:.4f}"
         cells.append(f"**{cell}**" if value == best else cell)
       lines.append(f"| {loss} | {parameter}={value:g} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def report(results):
+  """Markdown: tuned accuracy per loss and setting, the chosen values, the grids, ALDR-KL's lambdas."""
+  table = tuned(results)
+  summary = aldr_summary(results, table)
+  lines = tuned_tables(results, table)
   lines += ["", "LDR-KL (lambda = 10, softplus then row mean) and ALDR-KL (lambda_0 = 10, "
             "alpha = 2, mean |f|) are untuned, as released.", "",
             "### ALDR-KL: rank and adaptive lambda at the end of training", "",
