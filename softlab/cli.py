@@ -6,13 +6,17 @@
 
 `train` and `ablate` load configs the same way (softlab.config: load_config,
 then dotted overrides). Mistakes a user can make (an unknown name, a missing or
-mistyped field, a workdir holding another config or that cannot be written, a
-missing file) print one line and exit 2. A run stopped by a non-finite loss
-prints one line and exits 3 (`ablate`: after the study's other runs finish).
+mistyped field, a workdir holding another config, in use by another run or that
+cannot be written, a missing or damaged file) print one line and exit 2. A run
+stopped by a non-finite loss or state prints one line and exits 3 (`ablate`:
+after the study's other runs finish); one whose checkpoint or metrics cannot be
+written (full disk, read-only folder) prints one line and exits 1; SIGTERM or
+Ctrl-C saves the step in flight, prints one line and exits 128 + the signal.
 """
 
 import argparse
 import importlib
+import signal
 import sys
 import textwrap
 
@@ -76,7 +80,8 @@ def command_train(args) -> None:
     config = config_from_command_line(args.config, args.overrides)
   except ValueError as error:
     fail(str(error))
-  from softlab.trainers import ConfigError, loop  # the heavy imports, only when training
+  from softlab.trainers import loop  # the heavy imports, only when training
+  from softlab.trainers.checkpoints import CheckpointWriteError
 
   distributed = None
   if args.multihost:
@@ -84,10 +89,20 @@ def command_train(args) -> None:
                    "num_processes": args.num_processes, "process_id": args.process_id}
   try:
     summary = loop.train(config, args.workdir, distributed=distributed)
-  except ConfigError as error:
+  except CheckpointWriteError as error:
+    fail(str(error), code=1)
+  except ValueError as error:  # ConfigError, and FileError for a damaged or locked workdir
     fail(str(error))
   except FloatingPointError as error:
     fail(str(error), code=3)
+  except loop.Interrupted as error:
+    fail(str(error), code=128 + error.signum)
+  except KeyboardInterrupt:
+    fail("interrupted; rerun the same command to resume from the last checkpoint",
+         code=128 + signal.SIGINT)
+  except OSError as error:  # a full disk or a folder that became read-only
+    fail(f"{error.filename or args.workdir}: {error.strerror or error}; the run stopped, its"
+         " checkpoints are kept", code=1)
   print(loop.main_summary_line(summary))
 
 

@@ -55,11 +55,10 @@ def read_json(path: str) -> Any:
 
 
 def append_line(path: str, line: str) -> None:
-  """Appends one newline-terminated line to `path` and flushes it to disk."""
+  """Appends one newline-terminated line to `path`; on return it is the OS's, so it
+  survives the process being killed (a reader skips a last line without its newline)."""
   with open(path, "a") as f:
     f.write(line)
-    f.flush()
-    os.fsync(f.fileno())
 
 
 class WorkdirLock:

@@ -7,7 +7,7 @@ Top-level pieces, each callable on its own (tests run one `train_step`):
   step_functions(run, state)      train_step jitted, the state donated and kept in place
   eval_step(evaluator, state, batch)  one evaluation batch -> weighted metric sums
   evaluate(run, state, step)      every evaluator due at `step` -> metrics
-  restore_or_init(run, checkpoints)   the newest restorable checkpoint, or a fresh state
+  restore_or_init(run, checkpoints)   the newest checkpoint that verifies, or a fresh state
 `train` runs them: restore -> loop (log, eval, checkpoint) -> final summary;
 `config.train.early_stop` (EarlyStop) ends a run before train.steps when an
 evaluation metric stops improving or reaches a target.
@@ -18,8 +18,13 @@ the real examples plus their total weight, divided on the host.
 
 The host never waits for the device between log steps: the loss of each step
 stays on the device until the next log, evaluation or checkpoint step, where a
-non-finite loss stops the run naming its first bad step (the checkpoints
-written before are all finite).
+non-finite loss stops the run naming its first bad step; a checkpoint is
+written only for a state whose every value is finite (`checkpoints`).
+
+Nothing a run has is lost to a fault: one process holds the workdir (an OS
+lock), config.json and summary.json are replaced atomically, metrics.jsonl is
+only appended to (a resume cuts the lines past its checkpoint in place), and
+SIGTERM / Ctrl-C end the step in flight, save it and raise `Interrupted`.
 """
 
 import contextlib
@@ -31,6 +36,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,10 +50,11 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from softlab import data, evaluators, optim
+from softlab import data, evaluators, files, optim
 from softlab.evaluators.common import means, weighted_sums
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, building, field, integer,
                                    lookup)
+from softlab.trainers.checkpoints import Checkpoints
 from softlab.trainers.reporting import MetricsWriter, Progress, read_records
 from softlab.trainers import warm_start
 from softlab.trainers.sharding import make_mesh, shard, to_host
@@ -354,25 +361,18 @@ def evaluate(run: Run, state: dict, step: int, *, every: bool = False) -> dict[s
   return metrics
 
 
-def restore_or_init(run: Run, checkpoints: ocp.CheckpointManager, *,
+def restore_or_init(run: Run, checkpoints: Checkpoints, *,
                     report: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
                     ) -> tuple[dict, int]:
-  """(state, its step): the newest checkpoint that restores, else a fresh state at step 0.
+  """(state, its step): the newest checkpoint that verifies, else a fresh state at step 0.
 
-  A checkpoint that cannot be restored (corrupt or partial files) is reported
-  in one line and deleted, and the previous one is tried.
+  A damaged checkpoint is moved aside with a one-line report and the previous
+  one is tried; one that does not fit this run's state is a ConfigError (see
+  `checkpoints.Checkpoints.restore_newest`).
   """
   state = init_state(run)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  for step in sorted(checkpoints.all_steps(), reverse=True):
-    try:
-      return checkpoints.restore(step, args=ocp.args.StandardRestore(abstract)), step
-    except Exception as error:  # orbax raises many kinds for damaged files
-      reason = (str(error).strip().splitlines() or [""])[0][:120]
-      report(f"softlab: checkpoint at step {step} in {checkpoints.directory} cannot be restored"
-             f" ({type(error).__name__}: {reason}); falling back to the previous one")
-      checkpoints.delete(step)
-  return state, 0
+  restored = checkpoints.restore_newest(state, report=report)
+  return restored if restored is not None else (state, 0)
 
 
 def train(config, workdir: str, *, distributed: Mapping | None = None,
@@ -411,21 +411,27 @@ def _train(config, workdir, distributed, show_progress):
     jax.distributed.initialize(**{k: v for k, v in distributed.items() if v is not None})
   is_main = jax.process_index() == 0
   check_workdir(workdir)
+  # One process trains in a workdir at a time (the main one holds the lock for all).
+  with (files.WorkdirLock(workdir, what="softlab train") if is_main
+        else contextlib.nullcontext()):
+    return _train_in(config, workdir, is_main, show_progress)
+
+
+def _train_in(config, workdir, is_main, show_progress):
   steps = integer(config, "train.steps", minimum=1)
-  checkpoints = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=True),
-  )
+  checkpoints = Checkpoints(workdir)
   latest = checkpoints.latest_step() or 0
   if latest > steps:
     raise ConfigError(f"config.train.steps={steps} is below step {latest} of the checkpoint in"
                       f" {workdir}; set train.steps >= {latest} or use a new --workdir")
-  prepare_workdir(config, workdir, write=is_main)
+  saved_config = prepare_workdir(config, workdir, write=is_main, checkpoints=checkpoints)
   summary_path = os.path.join(workdir, "summary.json")
   if ((latest == steps or stopped_early(config, workdir, latest))
       and os.path.exists(summary_path)):
-    with open(summary_path) as f:
-      return json.load(f)
+    try:
+      return files.read_json(summary_path)
+    except files.FileError as error:
+      print(f"softlab: {error}; writing it again", file=sys.stderr)
   run = setup(config)
   wait_for_processes("softlab_setup_done")
   state, start = restore_or_init(run, checkpoints)
@@ -451,11 +457,12 @@ def _train(config, workdir, distributed, show_progress):
   if start == steps or stop_reason:  # finished, but stopped before summary.json was written
     last_train = final_train_metrics(writer.path, start)
     last_eval = evaluate(run, state, start, every=True)
+  save = functools.partial(checkpoints.save, config=saved_config)
   tick, ticked_step = time.perf_counter(), start
   recorded = start  # the last step whose records are in metrics.jsonl
   unchecked = []  # (step, device loss) not yet checked for finiteness
   try:
-    with interrupt_on_sigterm():
+    with stop_signals() as signals:
       for step in range(start, start if stop_reason else steps):
         done = step + 1
         evaluating = done % run.eval_every == 0 or done == steps or any(
@@ -467,7 +474,7 @@ def _train(config, workdir, distributed, show_progress):
         state, metrics = step_fns[log](state, next_batch(step))
         unchecked.append((done, metrics["loss"]))
         saving = done % run.checkpoint_every == 0 or done == steps
-        if not (log or evaluating or saving):
+        if not (log or evaluating or saving or signals.received):
           recorded = done
           continue
         check_finite(unchecked, checkpoints, workdir)
@@ -492,34 +499,34 @@ def _train(config, workdir, distributed, show_progress):
           writer.write(done, logged)
           progress.update(done, logged)
         recorded = done
-        if saving or stop_reason:
-          checkpoints.save(done, args=ocp.args.StandardSave(state))
+        if saving or stop_reason or signals.received:
+          save(done, state)
+        if signals.received:
+          raise Interrupted(signals.received, done)
         if stop_reason:
           break
   except KeyboardInterrupt:
-    # Keep the last completed step if its records are written and its loss is
+    # Keep the last completed step if its records are written and its state is
     # finite: not when the interrupt hit a step in flight (its donated input is
     # gone) or came before that step's records, which a resume from it would
     # never write. Metrics past the checkpoint are replayed.
     intact = not any(x.is_deleted() for x in jax.tree.leaves(state))
-    finite = all(math.isfinite(float(np.asarray(loss))) for _, loss in unchecked)
-    if (intact and finite and int(to_host(state["step"])) == recorded
+    if (intact and int(to_host(state["step"])) == recorded
         and recorded != checkpoints.latest_step()):
-      checkpoints.save(recorded, args=ocp.args.StandardSave(state))
-    checkpoints.wait_until_finished()
+      with contextlib.suppress(FloatingPointError):
+        check_finite(unchecked, checkpoints, workdir)
+        save(recorded, state)
     raise
   finally:
     progress.close()
     writer.close()
-  checkpoints.wait_until_finished()
 
   # ----------------------------------------------------------------- summary
   summary = {"step": recorded, **last_train, **last_eval}
   if stopper is not None:
     summary["stop_reason"] = stop_reason or f"train.steps={steps} reached"
   if is_main:
-    with open(summary_path, "w") as f:
-      json.dump(summary, f, indent=2, sort_keys=True)
+    files.write_json(summary_path, summary)
   return summary
 
 
@@ -542,13 +549,12 @@ def batch_source(run: Run) -> Callable[[int], dict]:
   return lambda step: shard(run.dataset.train_batch(step), run.mesh)
 
 
-def check_finite(unchecked: list, checkpoints, workdir: str) -> None:
+def check_finite(unchecked: list, checkpoints: Checkpoints, workdir: str) -> None:
   """Raises FloatingPointError naming the first step whose train/loss is not finite."""
   losses = jax.device_get([loss for _, loss in unchecked])
   for (step, _), loss in zip(unchecked, losses):
     loss = float(np.asarray(loss))
     if not math.isfinite(loss):
-      checkpoints.wait_until_finished()
       last_good = checkpoints.latest_step()
       raise FloatingPointError(
           f"non-finite train/loss ({loss}) at step {step}; last good checkpoint:"
@@ -561,18 +567,43 @@ def final_train_metrics(metrics_path: str, steps: int) -> dict:
   return {k: v for k, v in final[-1].items() if k.startswith("train/")} if final else {}
 
 
+class Interrupted(Exception):
+  """The run stopped on SIGTERM or SIGINT after saving its last completed step."""
+
+  def __init__(self, signum: int, step: int):
+    self.signum, self.step = signum, step
+    super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}, saved as its"
+                     " checkpoint; rerun the same command to resume")
+
+
+class _Signals:
+  """The first SIGTERM / SIGINT received (`received`, a signal number or None)."""
+
+  def __init__(self):
+    self.received = None
+
+  def handle(self, signum, frame):
+    if self.received is not None:  # a second signal: stop at once
+      raise KeyboardInterrupt(f"signal {signum}")
+    self.received = signum
+
+
 @contextlib.contextmanager
-def interrupt_on_sigterm():
-  """Treats SIGTERM (preemption, `kill`) like Ctrl-C, so the run can checkpoint."""
-
-  def interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-  previous = signal.signal(signal.SIGTERM, interrupt)
+def stop_signals():
+  """SIGTERM (preemption, `kill`) and SIGINT (Ctrl-C) ask the loop to stop: it finishes
+  the step in flight, saves it and raises Interrupted. A second signal interrupts at once.
+  Outside the main thread (where Python cannot handle signals) nothing changes."""
+  signals = _Signals()
+  if threading.current_thread() is not threading.main_thread():
+    yield signals
+    return
+  previous = {signum: signal.signal(signum, signals.handle)
+              for signum in (signal.SIGTERM, signal.SIGINT)}
   try:
-    yield
+    yield signals
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 def check_workdir(workdir: str) -> None:
@@ -588,24 +619,46 @@ def check_workdir(workdir: str) -> None:
     raise ConfigError(f"--workdir {workdir} cannot be written ({reason})") from None
 
 
-def prepare_workdir(config, workdir: str, *, write: bool) -> None:
-  """Writes the workdir's config.json, or checks that it holds this config.
+def prepare_workdir(config, workdir: str, *, write: bool, checkpoints: Checkpoints) -> dict:
+  """Writes the workdir's config.json, or checks that the run there had this config;
+  returns the config as saved (JSON).
 
   Only train.steps may differ from a previous run's config, so a finished run
-  can be continued for longer.
+  can be continued for longer. A run whose config.json is missing or damaged is
+  checked against the config saved with its newest readable checkpoint (and
+  config.json is written again); without one, a workdir holding a run's
+  metrics or checkpoints is refused, since nothing says which config made them.
   """
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort(sort_keys=True))
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
+  previous = recorded_config(workdir, path, checkpoints)
+  if previous is not None:
     difference = first_difference(previous, current, ignore=("train.steps",))
     if difference:
       raise ConfigError(
           f"workdir {workdir} holds a different config ({difference}); use a new --workdir")
   if write:
-    with open(path, "w") as f:
-      json.dump(current, f, indent=2, sort_keys=True)
+    files.write_json(path, current)
+  return current
+
+
+def recorded_config(workdir: str, path: str, checkpoints: Checkpoints) -> dict | None:
+  """The config of the run in `workdir`: its config.json, else the one saved with its newest
+  readable checkpoint; None for a workdir with no run in it."""
+  try:
+    return files.read_json(path)
+  except files.FileError as error:
+    problem = error if os.path.exists(path) else f"{path} is missing"
+  for step in reversed(checkpoints.steps()):
+    saved = checkpoints.config_of(step)
+    if saved is not None:
+      print(f"softlab: {problem}; checking against the config saved with the checkpoint at"
+            f" step {step}", file=sys.stderr)
+      return saved
+  if checkpoints.steps() or os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    raise ConfigError(f"{problem}, and no checkpoint in {workdir} says which config made its"
+                      " run; put config.json back or use a new --workdir")
+  return None
 
 
 def first_difference(old, new, *, ignore=(), prefix="") -> str | None:

@@ -13,32 +13,32 @@ parameters that train (`prefix_mask`; the loop freezes the others).
 """
 
 import os
+import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from softlab.trainers.base import ConfigError
+from softlab.trainers.checkpoints import Checkpoints
 
 
 def trained_params(workdir: str, *, field: str = "train.init_from"):
-  """The parameters of the newest checkpoint in `workdir` (a softlab run), on the host.
+  """The parameters of the newest checkpoint in `workdir` (a softlab run) that verifies
+  (see `checkpoints.Checkpoints.restore_newest`), on the host.
 
   Raises:
-    ConfigError: naming config.<field>, when `workdir` has no checkpoint.
+    ConfigError: naming config.<field>, when `workdir` has no such checkpoint.
   """
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
   missing = ConfigError(f"config.{field}={workdir!r} has no checkpoint (expected a softlab"
                         " run's workdir with checkpoints/)")
-  if not os.path.isdir(directory):
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise missing
-  with ocp.CheckpointManager(directory) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise missing
-    state = manager.restore(step, args=ocp.args.StandardRestore())
-  return jax.tree.map(np.asarray, state["params"])
+  restored = Checkpoints(workdir).restore_newest(
+      report=lambda line: print(line, file=sys.stderr))
+  if restored is None:
+    raise missing
+  return jax.tree.map(np.asarray, restored[0]["params"])
 
 
 def prefix_mask(params, prefixes, *, field: str):

@@ -3,12 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from fast_jit import jit
 from softlab.config import load_config, override
 from softlab.models import transformer
+from softlab.trainers.checkpoints import Checkpoints
 from softlab.trainers import loop, warm_start
 from softlab.trainers.base import ConfigError
 
@@ -78,8 +78,7 @@ def test_post_training_run_with_superblocks_from_a_config_override(tmp_path):
            "train.batch_size": 4, "train.eval_batch_size": 4}
   baseline = override(load_config("configs/lm/softmax.py"), small)
   trained = loop.init_state(loop.setup(baseline))  # a baseline workdir's checkpoint at step 0
-  with ocp.CheckpointManager(str(tmp_path / "base" / "checkpoints")) as checkpoints:
-    checkpoints.save(0, args=ocp.args.StandardSave(trained))
+  Checkpoints(str(tmp_path / "base")).save(0, trained, config={})
   uniattn = override(baseline, {"model.superblock_size": 2, "model.uniattn_compensation": True,
                                 "train.init_from": str(tmp_path / "base")})
   start = loop.init_state(loop.setup(uniattn))["params"]["params"]

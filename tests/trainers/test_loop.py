@@ -271,9 +271,10 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, finished
   with open(data_files[-1], "r+b") as f:
     f.truncate(100)
   summary = loop.train(small_config(), str(workdir))
-  lines = [line for line in capfd.readouterr().err.splitlines() if "cannot be restored" in line]
-  assert len(lines) == 1 and "checkpoint at step 12" in lines[0], lines
+  lines = [line for line in capfd.readouterr().err.splitlines() if "is damaged" in line]
+  assert len(lines) == 1 and "the checkpoint at step 12 is damaged" in lines[0], lines
   assert "falling back to the previous one" in lines[0]
+  assert (workdir / "damaged_checkpoints" / "12").is_dir()  # moved aside, never deleted
   assert summary["step"] == 12
   assert_same_records(records(workdir), records(finished))
 

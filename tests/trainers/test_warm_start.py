@@ -5,11 +5,11 @@ import functools
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
 from softlab.config import load_config, override
+from softlab.trainers.checkpoints import Checkpoints
 from softlab.trainers import ConfigError, loop, warm_start
 
 QUERY_SIDE = ("params/query", "params/attention/query")
@@ -49,8 +49,7 @@ def test_a_second_stage_restarts_and_trains_only_the_query_side(tmp_path):
                            "train.init_fresh": QUERY_SIDE, "train.trainable": QUERY_SIDE,
                            "optimizer.name": "sgd", "optimizer.lr": 0.5}))
   trained = {"params": run.experiment.init_params(jax.random.key(1))}  # a first stage's checkpoint
-  with ocp.CheckpointManager(str(tmp_path / "base" / "checkpoints")) as checkpoints:
-    checkpoints.save(0, args=ocp.args.StandardSave(trained))
+  Checkpoints(str(tmp_path / "base")).save(0, trained, config={})
   start = loop.init_state(run)
   state, _ = jax.jit(functools.partial(loop.train_step, run))(start, loop.batch_source(run)(0))
   flat = lambda tree: traverse_util.flatten_dict(jax.device_get(tree))
