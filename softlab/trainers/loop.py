@@ -443,6 +443,10 @@ def _train_in(config, workdir, is_main, show_progress):
   stop_reason = None
   if stopper is not None and start > 0:
     replayed = [r for r in read_records(writer.path) if r["step"] <= start]
+    if not replayed:
+      raise ConfigError(f"{writer.path} has no records up to the checkpoint at step {start}:"
+                        " config.train.early_stop rebuilds its state from them; put the file"
+                        " back or use a new --workdir")
     stopper.check_metric({k: v for r in replayed for k, v in r.items()})
     stop_reason = stopper.replay(replayed)
 

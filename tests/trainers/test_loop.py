@@ -415,3 +415,12 @@ def test_bad_early_stop_fields_are_one_line_config_errors(tmp_path, early_stop, 
   with pytest.raises(ConfigError, match=message) as error:
     loop.train(stopping_config(**early_stop), str(tmp_path))
   assert "\n" not in str(error.value)
+
+
+def test_an_early_stopping_resume_without_its_history_is_one_line(tmp_path, stopped):
+  workdir = shutil.copytree(stopped, tmp_path / "run")
+  for name in ("summary.json", "metrics.jsonl"):
+    os.remove(workdir / name)
+  with pytest.raises(ConfigError, match=r"metrics.jsonl has no records up to the checkpoint at"
+                     r" step \d+: config.train.early_stop rebuilds its state from them"):
+    loop.train(stopping_config(**PLATEAU), str(workdir))
