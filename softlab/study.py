@@ -54,6 +54,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from softlab import files
 from softlab.config import load_config, override
 
 STATUSES = ("supported", "not supported", "inconclusive")
@@ -258,8 +259,8 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
         except FloatingPointError as error:
           outcome = str(error)
           if hasattr(study, "diverged"):
-            with open(os.path.join(run_dir(study, variant, seed), DIVERGED), "w") as f:
-              json.dump({"error": outcome}, f)
+            files.write_json(os.path.join(run_dir(study, variant, seed), DIVERGED),
+                             {"error": outcome})
             done.add((variant, seed))
             outcome += " (kept as diverged)"
           else:
@@ -518,11 +519,14 @@ def _has_paper(results, key) -> bool:
 
 
 def write_outputs(study, results: dict) -> None:
-  """results.json, one PNG per plotted metric, and RESULTS.md."""
+  """results.json, one PNG per plotted metric, and RESULTS.md, each replaced atomically.
+
+  A crash or kill while writing leaves each file as it was or complete, never
+  cut off (results.json and RESULTS.md are committed beside the study).
+  """
   out = output_dir(study)
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
+  files.write_json(os.path.join(out, "results.json"), results)
   plots = [plot_curves(results, key, out) for key in getattr(study, "PLOTS", ())]
   lines = [
       f"# {study.TITLE}",
@@ -555,8 +559,7 @@ def write_outputs(study, results: dict) -> None:
   for variant, numbers in results["variants"].items():
     overrides = ", ".join(f"`{k}={v}`" for k, v in numbers["overrides"].items()) or "base config"
     lines.append(f"- **{variant}**: {overrides}")
-  with open(os.path.join(out, "RESULTS.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  files.write_text(os.path.join(out, "RESULTS.md"), "\n".join(lines) + "\n")
 
 
 def plot_curves(results: Mapping, key: str, out: str) -> tuple[str, str]:
@@ -577,6 +580,7 @@ def plot_curves(results: Mapping, key: str, out: str) -> tuple[str, str]:
   axes.legend(fontsize="small")
   figure.tight_layout()
   name = key.replace("/", "_") + ".png"
-  figure.savefig(os.path.join(out, name), dpi=110)
+  with files.replacing(os.path.join(out, name)) as temporary:
+    figure.savefig(temporary, dpi=110, format="png")  # the temporary name has no .png
   plt.close(figure)
   return key, name

@@ -56,6 +56,61 @@ def one_seed_study(tmp_path):
   return str(path)
 
 
+def finish_runs(path: str, loss: float = 1.0) -> None:
+  """Writes the outputs of every run of the study at `path` as a finished training run would.
+
+  The study then only aggregates: its tests of what happens around the runs
+  train nothing.
+  """
+  tiny = study.load_study(path)
+  for variant in tiny.VARIANTS:
+    for seed in tiny.SEEDS:
+      workdir = study.run_dir(tiny, variant, seed)
+      os.makedirs(workdir)
+      config = study.study_config(tiny, variant, seed, scale=1)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(sort_keys=True))
+      with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps({"step": step, "train/loss": loss + 6 - step}) + "\n"
+                     for step in (2, 4, 6))
+      with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump({"step": 6, "train/loss": loss}, f)
+
+
+@pytest.fixture
+def finished_study(one_seed_study):
+  """The one-seed tiny study with both runs finished (written by `finish_runs`)."""
+  finish_runs(one_seed_study)
+  return one_seed_study
+
+
+def test_outputs_are_replaced_whole_or_not_at_all(finished_study, tmp_path, monkeypatch):
+  import matplotlib.figure
+
+  out = tmp_path / "tiny"
+  study.run_study(finished_study)
+  before = {name: (out / name).read_bytes() for name in ("results.json", "RESULTS.md",
+                                                          "train_loss.png")}
+  assert json.loads(before["results.json"])["variants"]["adamw"]["seeds"]["0"]["train/loss"] == 1.0
+
+  def crash(figure, path, **kwargs):
+    with open(path, "wb") as f:
+      f.write(b"\x89PNG cut off")
+    raise OSError("No space left on device")
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", crash)
+  with pytest.raises(OSError, match="No space left"):
+    study.run_study(finished_study)
+  monkeypatch.undo()
+  # A value json cannot write, in the middle of results.json: it fails part way through.
+  with open(finished_study, "a") as f:
+    f.write("def extra_results(out_dir, scale):\n  return {'odd': {1, 2}}\n")
+  with pytest.raises(TypeError, match="not JSON serializable"):
+    study.run_study(finished_study)
+  assert {name: (out / name).read_bytes() for name in before} == before
+  assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
 @pytest.mark.slow  # 40 s; the one-seed study tests below run, aggregate and rerun in the default suite
 def test_study_runs_aggregates_skips_and_forces(tiny_study, tmp_path):
   results = study.run_study(tiny_study, workers=2)
