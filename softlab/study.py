@@ -39,6 +39,10 @@ loss is reported and the others go on; the study then raises
 FloatingPointError without writing results, unless it declares `diverged`:
 then the run is kept as diverged (DIVERGED in its workdir holds the error) and
 `diverged(history)` gives its numbers.
+
+While it runs, the study's folder experiments/<study>/ is locked: a second
+`softlab ablate` of the same study stops at once with one line naming the
+first's process. Its outputs are replaced atomically (softlab.files).
 """
 
 import concurrent.futures
@@ -204,8 +208,20 @@ def _train_in_fresh_process(config_json: str, workdir: str, threads: int) -> flo
 
 def run_study(path: str, *, force: bool = False, scale: float = 1.0,
               workers: int | None = None) -> dict:
-  """Runs the study's missing runs, aggregates them and writes its outputs."""
+  """Runs the study's missing runs, aggregates them and writes its outputs.
+
+  The study's output folder stays locked meanwhile (softlab.files.WorkdirLock):
+  a second `softlab ablate` of the same study would train the same runs at
+  once, their records interleaved in the runs' metrics.jsonl; it gets a
+  FileError naming this process instead.
+  """
   study = load_study(path)
+  os.makedirs(output_dir(study), exist_ok=True)
+  with files.WorkdirLock(output_dir(study), what=f"softlab ablate {study.NAME}"):
+    return _run_study(study, force=force, scale=scale, workers=workers)
+
+
+def _run_study(study, *, force: bool, scale: float, workers: int | None) -> dict:
   configs = {(v, s): study_config(study, v, s, scale) for v in study.VARIANTS for s in study.SEEDS}
   changed = {run: difference for run, config in configs.items()
              if (difference := config_change(run_dir(study, *run), config))}

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from softlab import optim, study
+from softlab import files, optim, study
 
 STUDY = textwrap.dedent('''
     """A tiny study: ⊥AdamW against plain AdamW on modular addition mod 11."""
@@ -109,6 +109,20 @@ def test_outputs_are_replaced_whole_or_not_at_all(finished_study, tmp_path, monk
     study.run_study(finished_study)
   assert {name: (out / name).read_bytes() for name in before} == before
   assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+def test_a_study_already_running_is_one_line_naming_its_process(finished_study, tmp_path,
+                                                                softlab_cli):
+  out = tmp_path / "tiny"
+  with files.WorkdirLock(str(out), what="softlab ablate tiny"):
+    code, _, err = softlab_cli("ablate", finished_study, "--force")
+  assert code == 2
+  assert err == (f"softlab: {out} is in use by process {os.getpid()} (softlab ablate tiny); wait"
+                 " for it to finish or use another folder\n")
+  assert (out / "runs" / "adamw" / "seed0" / "summary.json").exists()  # --force cleared nothing
+  assert not (out / "results.json").exists()
+  code, _, err = softlab_cli("ablate", finished_study)
+  assert code == 0 and (out / "results.json").exists(), err
 
 
 @pytest.mark.slow  # 40 s; the one-seed study tests below run, aggregate and rerun in the default suite
