@@ -34,7 +34,9 @@ name, and rerun whenever those rerun.
 parent shows their progress: each running run's step, runs done / total and an
 ETA, read from the runs' metrics.jsonl), then writes experiments/<study>/results.json, RESULTS.md and <metric>.png. A run
 whose config.json differs from the config the study gives it now (another
---scale, edited VARIANTS) is rerun from scratch. A run stopped by a non-finite
+--scale, edited VARIANTS) is rerun from scratch, with a one-line notice, as is
+one whose config.json or summary.json is not valid JSON or that finished
+without its metrics.jsonl (see `restart_reason`). A run stopped by a non-finite
 loss is reported and the others go on; the study then raises
 FloatingPointError without writing results, unless it declares `diverged`:
 then the run is kept as diverged (DIVERGED in its workdir holds the error) and
@@ -223,26 +225,25 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
 
 def _run_study(study, *, force: bool, scale: float, workers: int | None) -> dict:
   configs = {(v, s): study_config(study, v, s, scale) for v in study.VARIANTS for s in study.SEEDS}
-  changed = {run: difference for run, config in configs.items()
-             if (difference := config_change(run_dir(study, *run), config))}
+  restarts = {run: reason for run, config in configs.items()
+              if (reason := restart_reason(study, run_dir(study, *run), config))}
   todo = [run for run in configs
-          if force or run in changed or not run_finished(study, run_dir(study, *run))]
+          if force or run in restarts or not run_finished(study, run_dir(study, *run))]
   for group in waves(study):  # a run whose starting run reruns reruns too
     for variant in group:
       for seed in study.SEEDS:
         if (variant, seed) not in todo and any((v, seed) in todo
                                                for v in dependencies(study, variant)):
           todo.append((variant, seed))
-          changed.setdefault((variant, seed), "a run it starts from reruns")
+          restarts.setdefault((variant, seed), "a run it starts from reruns")
   workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
   threads = max(1, (os.cpu_count() or 1) // workers)
   print(f"{study.NAME}: {len(configs)} runs ({len(configs) - len(todo)} already done), "
         f"{workers} in parallel", flush=True)
-  for (variant, seed), difference in changed.items():
-    print(f"{variant} seed {seed}: config changed ({difference}); rerunning from scratch",
-          flush=True)
+  for (variant, seed), reason in restarts.items():
+    print(f"{variant} seed {seed}: {reason}; rerunning from scratch", flush=True)
   for run in todo:
-    if force or run in changed:
+    if force or run in restarts:
       clear_run(run_dir(study, *run))
   failed = []
   context = multiprocessing.get_context("spawn")
@@ -401,33 +402,58 @@ class StudyProgress:
 def config_change(workdir: str, config) -> str | None:
   """How `config` differs from the config.json of the run in `workdir` ('config.a: old != new').
 
-  None when they match or the workdir holds no run.
+  None when they match or the workdir holds no run; a FileError if its
+  config.json is not valid JSON.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return None
   from softlab.trainers.loop import first_difference  # imports jax: only when a run exists
 
-  with open(path) as f:
-    previous = json.load(f)
+  previous = files.read_json(path)
   return first_difference(previous, json.loads(config.to_json_best_effort(sort_keys=True)))
 
 
 DIVERGED = "diverged.json"
+HISTORY = "metrics.jsonl"  # the run's records, one JSON object per logged step
+
+
+def restart_reason(study, workdir: str, config) -> str | None:
+  """Why the run in `workdir` must rerun from scratch, in words; None to keep or resume it.
+
+  A run made with another config, one whose config.json or summary.json is not
+  valid JSON, and a finished one (summary.json or DIVERGED) whose metrics.jsonl
+  is gone: resuming would keep the damage (the loop hands a finished run's
+  summary back as it is, and its history cannot be rebuilt).
+  """
+  try:
+    difference = config_change(workdir, config)
+    if difference:
+      return f"config changed ({difference})"
+    if _has(workdir, "summary.json"):
+      files.read_json(os.path.join(workdir, "summary.json"))
+  except files.FileError as error:
+    return str(error)
+  if (_has(workdir, "summary.json") or _has(workdir, DIVERGED)) and not _has(workdir, HISTORY):
+    return f"{os.path.join(workdir, HISTORY)} is missing"
+  return None
 
 
 def run_finished(study, workdir: str) -> bool:
-  """The run has its outputs: a summary, or the diverged record of a study that keeps those."""
-  return (os.path.exists(os.path.join(workdir, "summary.json"))
-          or (hasattr(study, "diverged") and os.path.exists(os.path.join(workdir, DIVERGED))))
+  """The run has its outputs: metrics.jsonl, and a summary or a kept diverged record."""
+  return _has(workdir, HISTORY) and (
+      _has(workdir, "summary.json") or (hasattr(study, "diverged") and _has(workdir, DIVERGED)))
+
+
+def _has(workdir: str, name: str) -> bool:
+  return os.path.exists(os.path.join(workdir, name))
 
 
 def run_numbers(study, workdir: str, history: list[dict]) -> dict:
   """A run's numbers: its summary with `analyze`'s, or `diverged`'s for a diverged run."""
   if not os.path.exists(os.path.join(workdir, "summary.json")):
     return study.diverged(history)
-  with open(os.path.join(workdir, "summary.json")) as f:
-    numbers = json.load(f)
+  numbers = files.read_json(os.path.join(workdir, "summary.json"))
   if hasattr(study, "analyze"):
     numbers.update(study.analyze(history))
   return numbers
@@ -441,20 +467,17 @@ def clear_run(workdir: str) -> None:
     shutil.rmtree(workdir)
 
 
-def read_history(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
 def aggregate(study, scale: float) -> dict:
   """Per-variant numbers per seed, their mean and std, and mean curves."""
+  from softlab.trainers.reporting import read_records  # imports jax, as config_change does
+
   variants = {}
   for variant in study.VARIANTS:
     per_seed = {}
     histories = []
     for seed in study.SEEDS:
       workdir = run_dir(study, variant, seed)
-      history = read_history(workdir)
+      history = read_records(os.path.join(workdir, HISTORY))
       numbers = run_numbers(study, workdir, history)
       per_seed[str(seed)] = {k: numbers.get(k) for k in study.METRICS}
       histories.append(history)

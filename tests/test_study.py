@@ -125,6 +125,41 @@ def test_a_study_already_running_is_one_line_naming_its_process(finished_study, 
   assert code == 0 and (out / "results.json").exists(), err
 
 
+def test_a_finished_run_missing_its_history_is_rerun_from_scratch(finished_study, tmp_path,
+                                                                 softlab_cli):
+  runs = tmp_path / "tiny" / "runs"
+  os.remove(runs / "adamw" / "seed0" / "metrics.jsonl")
+  code, out, err = softlab_cli("ablate", finished_study)
+  assert code == 0, err
+  assert "2 runs (1 already done), 1 in parallel" in out
+  assert f"adamw seed 0: {runs}/adamw/seed0/metrics.jsonl is missing; rerunning from scratch" in out
+  results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+  assert results["variants"]["adamw"]["curves"]["train/loss"]["step"] == [2, 4, 6]
+  assert results["variants"]["adamw"]["seeds"]["0"]["train/loss"] != 1.0  # trained again
+  assert results["variants"]["perp_adamw"]["seeds"]["0"]["train/loss"] == 1.0  # kept
+
+
+def test_a_cut_off_record_is_skipped_and_a_cut_off_summary_or_config_reruns_the_run(
+    finished_study, tmp_path):
+  tiny = study.load_study(finished_study)
+  workdir = tmp_path / "tiny" / "runs" / "adamw" / "seed0"
+  config = study.study_config(tiny, "adamw", 0, scale=1)
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write('{"step": 8, "train/lo')  # a run killed while writing a record
+  assert study.aggregate(tiny, scale=1)["variants"]["adamw"]["curves"]["train/loss"]["step"] == [
+      2, 4, 6]
+  assert study.restart_reason(tiny, str(workdir), config) is None
+  assert study.run_finished(tiny, str(workdir))
+  (workdir / "summary.json").write_text('{"step": 6, "train/lo')
+  assert study.restart_reason(tiny, str(workdir), config).startswith(
+      f"{workdir}/summary.json is not valid JSON")
+  (workdir / "config.json").write_text("{")
+  assert study.restart_reason(tiny, str(workdir), config).startswith(
+      f"{workdir}/config.json is not valid JSON")
+  os.remove(workdir / "metrics.jsonl")
+  assert not study.run_finished(tiny, str(workdir))
+
+
 @pytest.mark.slow  # 40 s; the one-seed study tests below run, aggregate and rerun in the default suite
 def test_study_runs_aggregates_skips_and_forces(tiny_study, tmp_path):
   results = study.run_study(tiny_study, workers=2)
