@@ -44,17 +44,24 @@ then the run is kept as diverged (DIVERGED in its workdir holds the error) and
 
 While it runs, the study's folder experiments/<study>/ is locked: a second
 `softlab ablate` of the same study stops at once with one line naming the
-first's process. Its outputs are replaced atomically (softlab.files).
+first's process. Its outputs are replaced atomically (softlab.files). No worker
+outlives the study (`Workers`): a killed parent takes its workers along, and
+Ctrl-C or SIGTERM stops the running runs as Ctrl-C stops `softlab train` (the
+next ablate resumes them from their checkpoints) and starts no queued one.
 """
 
 import concurrent.futures
+import contextlib
+import ctypes
 import dataclasses
 import importlib.util
 import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 
@@ -208,6 +215,121 @@ def _train_in_fresh_process(config_json: str, workdir: str, threads: int) -> flo
   return time.perf_counter() - start
 
 
+END_GRACE_S = 30.0  # how long `Workers.end` lets interrupted runs save a checkpoint
+PARENT_POLL_S = 0.5  # without prctl: how often a worker checks that its parent lives
+PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+_stopping = None  # in a worker: the Workers' `stopping` event (set by `_start_worker`)
+
+
+class Workers:
+  """The processes a study's runs train in: spawned, one run each, none outliving the study.
+
+  A worker ends when the process that started it ends, however it ends
+  (kill -9 included; see `_start_worker`). Leaving the `with` block on an
+  exception (Ctrl-C, SIGTERM under `interrupt_on_sigterm`, an error) ends the
+  workers first (`end`) instead of waiting for every queued run to train.
+  """
+
+  def __init__(self, count: int):
+    context = multiprocessing.get_context("spawn")
+    self.stopping = context.Event()
+    self.pool = concurrent.futures.ProcessPoolExecutor(
+        count, mp_context=context, max_tasks_per_child=1, initializer=_start_worker,
+        initargs=(os.getpid(), self.stopping))
+
+  def submit(self, fn, *args) -> concurrent.futures.Future:
+    """`fn(*args)` in a worker; its result is None if the study ends before it starts."""
+    return self.pool.submit(_unless_stopping, fn, *args)
+
+  def end(self, grace: float = END_GRACE_S) -> None:
+    """Stops every run now: queued ones never start, running ones stop at their next step.
+
+    Running workers get SIGTERM, which the training loop treats like Ctrl-C
+    (it keeps its last completed step when it can; the next ablate resumes from
+    the latest checkpoint); those still alive after `grace` seconds, or after
+    another interrupt, get SIGKILL.
+    """
+    self.stopping.set()
+    # pid -> Process, kept current by the pool; no public view of it before Python 3.14.
+    processes = self.pool._processes
+    for process in list(processes.values()):
+      process.terminate()
+    deadline = time.monotonic() + grace
+    try:
+      for process in list(processes.values()):
+        process.join(max(0.0, deadline - time.monotonic()))
+    finally:
+      for process in list(processes.values()):
+        process.kill()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, traceback):
+    try:
+      if kind is not None:
+        self.end()
+    finally:
+      self.pool.shutdown(cancel_futures=kind is not None)
+
+
+def _start_worker(parent: int, stopping) -> None:
+  """Worker initializer: the worker ends with its parent, and leaves Ctrl-C to the parent.
+
+  On Linux the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG;
+  strictly, when the thread that started the worker ends: the study's thread
+  or the pool's manager thread, which both outlive their workers); elsewhere a
+  daemon thread polls the parent's pid. A terminal's Ctrl-C reaches every
+  process of the group: workers ignore it and the parent ends them
+  (`Workers.end`), so each run is stopped once, by SIGTERM.
+  """
+  global _stopping
+  _stopping = stopping
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  if not _kill_when_parent_dies():
+    threading.Thread(target=_exit_when_parent_dies, args=(parent,), daemon=True).start()
+  if os.getppid() != parent:  # it died before the request above
+    os._exit(1)
+
+
+def _kill_when_parent_dies() -> bool:
+  """Asks Linux for SIGKILL when this process's parent dies; False without prctl."""
+  prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+  return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL)) == 0
+
+
+def _exit_when_parent_dies(parent: int) -> None:
+  """Returns never: exits this process once `parent` is no longer its parent."""
+  while os.getppid() == parent:
+    time.sleep(PARENT_POLL_S)
+  os._exit(1)
+
+
+def _unless_stopping(fn, *args):
+  """Worker side of `Workers.submit`: `fn(*args)`, or None once the study is ending."""
+  return None if _stopping.is_set() else fn(*args)
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm():
+  """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so a study ends its workers first.
+
+  Python runs signal handlers in the main thread only; elsewhere this does nothing.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+  previous = signal.signal(signal.SIGTERM, interrupt)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def run_study(path: str, *, force: bool = False, scale: float = 1.0,
               workers: int | None = None) -> dict:
   """Runs the study's missing runs, aggregates them and writes its outputs.
@@ -246,11 +368,9 @@ def _run_study(study, *, force: bool, scale: float, workers: int | None) -> dict
     if force or run in restarts:
       clear_run(run_dir(study, *run))
   failed = []
-  context = multiprocessing.get_context("spawn")
   progress = StudyProgress({run: (run_dir(study, *run), configs[run].train.steps) for run in todo},
                            capped={run for run in todo if configs[run].train.get("early_stop")})
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                              max_tasks_per_child=1) as pool:
+  with interrupt_on_sigterm(), Workers(workers) as pool:
     futures, pending, done, broken = {}, set(), set(), set()
     waiting = list(todo)
     while waiting or pending:

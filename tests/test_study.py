@@ -4,9 +4,11 @@ import functools
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -158,6 +160,102 @@ def test_a_cut_off_record_is_skipped_and_a_cut_off_summary_or_config_reruns_the_
       f"{workdir}/config.json is not valid JSON")
   os.remove(workdir / "metrics.jsonl")
   assert not study.run_finished(tiny, str(workdir))
+
+
+WORKERS_PARENT = textwrap.dedent('''
+    """A study's parent in miniature: two runs for one worker, then waiting to be ended."""
+    import multiprocessing
+    import os
+    import signal
+    import sys
+    import time
+
+    from softlab import study
+
+
+    def interrupt(signum, frame):
+      raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+    def run(folder):
+      """Notes its pid in `started`; on SIGTERM, as the training loop does, stops (`stopped`)."""
+      signal.signal(signal.SIGTERM, interrupt)
+      with open(os.path.join(folder, "started"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+      try:
+        time.sleep(60)
+      except KeyboardInterrupt as stop:
+        with open(os.path.join(folder, "stopped"), "a") as f:
+          f.write(f"{os.getpid()} {stop}\\n")
+        raise
+
+
+    if __name__ == "__main__":
+      folder = sys.argv[1]
+      if sys.argv[2] == "poll":  # the fallback where there is no prctl, on its own
+        watcher = multiprocessing.get_context("spawn").Process(
+            target=study._exit_when_parent_dies, args=(os.getpid(),))
+        watcher.start()
+        with open(os.path.join(folder, "started"), "w") as f:
+          f.write(f"{watcher.pid}\\n")
+        time.sleep(60)
+      else:
+        with study.interrupt_on_sigterm(), study.Workers(1) as workers:
+          workers.submit(run, folder)
+          workers.submit(run, folder)  # waits for the worker: must never start once ended
+          time.sleep(60)
+    ''')
+
+
+def alive(pid: int) -> bool:
+  """Whether process `pid` runs: it exists and is no zombie (dead, awaiting its new parent)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def wait_until(condition, timeout: float = 30.0) -> bool:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if time.monotonic() > deadline:
+      return False
+    time.sleep(0.05)
+  return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("mode, end", [
+    ("workers", "kill -9 parent"), ("poll", "kill -9 parent"), ("workers", "SIGTERM parent"),
+    ("workers", "Ctrl-C")])
+def test_workers_end_with_their_parent(tmp_path, mode, end):
+  script = tmp_path / "parent.py"
+  script.write_text(WORKERS_PARENT)
+  path = os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
+  parent = subprocess.Popen([sys.executable, str(script), str(tmp_path), mode],
+                            env={**os.environ, "PYTHONPATH": path}, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+  started = tmp_path / "started"
+  try:
+    assert wait_until(lambda: started.exists() and started.read_text().endswith("\n"))
+    worker = int(started.read_text())
+    if end == "Ctrl-C":  # a terminal sends SIGINT to the whole process group
+      os.killpg(parent.pid, signal.SIGINT)
+    else:
+      parent.send_signal(signal.SIGKILL if end == "kill -9 parent" else signal.SIGTERM)
+    parent.wait(timeout=30)
+    assert wait_until(lambda: not alive(worker), timeout=5), f"worker {worker} outlived {end}"
+  finally:
+    if parent.poll() is None:
+      parent.kill()
+      parent.wait()
+  if end != "kill -9 parent":
+    # The run stopped as on SIGTERM (the loop checkpoints there), once; the queued one never began.
+    assert (tmp_path / "stopped").read_text() == f"{worker} SIGTERM\n"
+    assert started.read_text() == f"{worker}\n"
+    assert parent.stderr.read().rstrip().endswith("KeyboardInterrupt: signal 15" if end ==
+                                                   "SIGTERM parent" else "KeyboardInterrupt")
 
 
 @pytest.mark.slow  # 40 s; the one-seed study tests below run, aggregate and rerun in the default suite
