@@ -8,7 +8,8 @@
 then dotted overrides). Mistakes a user can make (an unknown name, a missing or
 mistyped field, a workdir holding another config or that cannot be written, a
 missing file) print one line and exit 2. A run stopped by a non-finite loss
-prints one line and exits 3 (`ablate`: after the study's other runs finish).
+prints one line and exits 3 (`ablate`: after the study's other runs finish). An
+`ablate` stopped by Ctrl-C or SIGTERM prints one line and exits 130.
 """
 
 import argparse
@@ -108,6 +109,9 @@ def command_ablate(args) -> None:
     fail(str(error))
   except FloatingPointError as error:
     fail(str(error), code=3)
+  except KeyboardInterrupt:
+    fail("ablate interrupted; its finished runs are kept and the next ablate resumes the others",
+         code=130)
 
 
 def make_parser() -> Parser:

@@ -258,6 +258,16 @@ def test_workers_end_with_their_parent(tmp_path, mode, end):
                                                    "SIGTERM parent" else "KeyboardInterrupt")
 
 
+def test_an_interrupted_ablate_is_one_line(tiny_study, monkeypatch, softlab_cli):
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt("signal 15")
+
+  monkeypatch.setattr(study, "run_study", interrupted)
+  assert softlab_cli("ablate", tiny_study) == (
+      130, "", "softlab: ablate interrupted; its finished runs are kept and the next ablate"
+               " resumes the others\n")
+
+
 @pytest.mark.slow  # 40 s; the one-seed study tests below run, aggregate and rerun in the default suite
 def test_study_runs_aggregates_skips_and_forces(tiny_study, tmp_path):
   results = study.run_study(tiny_study, workers=2)
