@@ -370,7 +370,7 @@ def _run_study(study, *, force: bool, scale: float, workers: int | None) -> dict
   failed = []
   progress = StudyProgress({run: (run_dir(study, *run), configs[run].train.steps) for run in todo},
                            capped={run for run in todo if configs[run].train.get("early_stop")})
-  with interrupt_on_sigterm(), Workers(workers) as pool:
+  with interrupt_on_sigterm(), contextlib.closing(progress), Workers(workers) as pool:
     futures, pending, done, broken = {}, set(), set(), set()
     waiting = list(todo)
     while waiting or pending:
@@ -405,7 +405,6 @@ def _run_study(study, *, force: bool, scale: float, workers: int | None) -> dict
             broken.add((variant, seed))
         progress.finish(futures[future], f"{variant} seed {seed}: {outcome}")
       progress.refresh()
-  progress.close()
   if failed:
     raise FloatingPointError(
         f"{len(failed)} of {len(todo)} runs stopped on a non-finite loss ({', '.join(failed)});"
