@@ -58,8 +58,8 @@ def one_seed_study(tmp_path):
   return str(path)
 
 
-def finish_runs(path: str, loss: float = 1.0) -> None:
-  """Writes the outputs of every run of the study at `path` as a finished training run would.
+def finish_runs(path: str) -> None:
+  """Writes the outputs of every run of the study at `path` as a finished run would (loss 1.0).
 
   The study then only aggregates: its tests of what happens around the runs
   train nothing.
@@ -73,10 +73,10 @@ def finish_runs(path: str, loss: float = 1.0) -> None:
       with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(sort_keys=True))
       with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-        f.writelines(json.dumps({"step": step, "train/loss": loss + 6 - step}) + "\n"
+        f.writelines(json.dumps({"step": step, "train/loss": 7.0 - step}) + "\n"
                      for step in (2, 4, 6))
       with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump({"step": 6, "train/loss": loss}, f)
+        json.dump({"step": 6, "train/loss": 1.0}, f)
 
 
 @pytest.fixture
