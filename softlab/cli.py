@@ -11,7 +11,8 @@ cannot be written, a missing or damaged file) print one line and exit 2. A run
 stopped by a non-finite loss or state prints one line and exits 3 (`ablate`:
 after the study's other runs finish); one whose checkpoint or metrics cannot be
 written (full disk, read-only folder) prints one line and exits 1; SIGTERM or
-Ctrl-C saves the step in flight, prints one line and exits 128 + the signal.
+Ctrl-C saves the step in flight, prints one line and exits 128 + the signal
+(`ablate`: its runs stop, one line, exit 130).
 """
 
 import argparse
@@ -123,6 +124,9 @@ def command_ablate(args) -> None:
     fail(str(error))
   except FloatingPointError as error:
     fail(str(error), code=3)
+  except KeyboardInterrupt:
+    fail("ablate interrupted; its finished runs are kept and the next ablate resumes the others",
+         code=130)
 
 
 def make_parser() -> Parser:

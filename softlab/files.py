@@ -3,15 +3,17 @@
 `write_text` / `write_json` replace a file atomically: the content goes to a
 temporary file in the same folder, is flushed to disk (fsync), then renamed over
 the target, so a reader (or a rerun after kill -9) sees the old file or the new
-one, never a truncated mix. `read_json` reads one back with a one-line error
-naming the file. `WorkdirLock` holds an OS lock on a folder for one process.
+one, never a truncated mix. `replacing` is that mechanism for any writer that
+takes a file name (a plot's savefig). `read_json` reads one back with a one-line
+error naming the file. `WorkdirLock` holds an OS lock on a folder for one process.
 """
 
 import contextlib
 import fcntl
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -19,22 +21,34 @@ class FileError(ValueError):
   """A file the user has is missing, unreadable or damaged: printed as one line."""
 
 
-def write_text(path: str, text: str) -> None:
-  """Replaces `path` with `text` atomically (temporary file, fsync, rename)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                       suffix=".tmp")
+@contextlib.contextmanager
+def replacing(path: str) -> Iterator[str]:
+  """Yields a new temporary path beside `path`; when the block ends, moves it over `path`.
+
+  For writers that take a file name (matplotlib's savefig) as well as our own:
+  what the block writes there is flushed to disk (fsync) and renamed over
+  `path` in one step, so `path` holds the old content or the new, never part of
+  it. If the block raises, the temporary file is removed and `path` is
+  untouched. The temporary file gets the mode `open` would give (0666 less the
+  umask), so the result is not private the way a mkstemp file is.
+  """
+  folder, name = os.path.split(os.path.abspath(path))
+  temporary = _create_beside(folder, name)
   try:
-    with os.fdopen(handle, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
+    yield temporary
+    _sync_file(temporary)
     os.replace(temporary, path)
   except BaseException:
     with contextlib.suppress(OSError):
       os.unlink(temporary)
     raise
   _sync_folder(folder)
+
+
+def write_text(path: str, text: str) -> None:
+  """Replaces `path` with `text` atomically (temporary file, fsync, rename)."""
+  with replacing(path) as temporary, open(temporary, "w") as f:
+    f.write(text)
 
 
 def write_json(path: str, value: Any) -> None:
@@ -98,6 +112,26 @@ class WorkdirLock:
     self.release()
 
 
+def _create_beside(folder: str, name: str) -> str:
+  """Creates an empty, new file `.name.<random>.tmp` in `folder` (mode 0666 less the umask)."""
+  while True:
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    try:
+      os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+      return temporary
+    except FileExistsError:
+      continue
+
+
+def _sync_file(path: str) -> None:
+  """Flushes a written file to disk; a disk that is full or failing raises here."""
+  handle = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(handle)
+  finally:
+    os.close(handle)
+
+
 def _sync_folder(folder: str) -> None:
   """Flushes a folder's entries (the rename) to disk where the OS allows it."""
   with contextlib.suppress(OSError):
@@ -106,4 +140,3 @@ def _sync_folder(folder: str) -> None:
       os.fsync(handle)
     finally:
       os.close(handle)
-

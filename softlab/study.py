@@ -34,26 +34,40 @@ name, and rerun whenever those rerun.
 parent shows their progress: each running run's step, runs done / total and an
 ETA, read from the runs' metrics.jsonl), then writes experiments/<study>/results.json, RESULTS.md and <metric>.png. A run
 whose config.json differs from the config the study gives it now (another
---scale, edited VARIANTS) is rerun from scratch. A run stopped by a non-finite
+--scale, edited VARIANTS) is rerun from scratch, with a one-line notice, as is
+one whose config.json or summary.json is not valid JSON or that finished
+without its metrics.jsonl (see `restart_reason`). A run stopped by a non-finite
 loss is reported and the others go on; the study then raises
 FloatingPointError without writing results, unless it declares `diverged`:
 then the run is kept as diverged (DIVERGED in its workdir holds the error) and
 `diverged(history)` gives its numbers.
+
+While it runs, the study's folder experiments/<study>/ is locked: a second
+`softlab ablate` of the same study stops at once with one line naming the
+first's process. Its outputs are replaced atomically (softlab.files). No worker
+outlives the study (`Workers`): a killed parent takes its workers along, and
+Ctrl-C or SIGTERM stops the running runs as Ctrl-C stops `softlab train` (the
+next ablate resumes them from their checkpoints) and starts no queued one.
 """
 
 import concurrent.futures
+import contextlib
+import ctypes
 import dataclasses
 import importlib.util
 import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 
 import numpy as np
 
+from softlab import files
 from softlab.config import load_config, override
 
 STATUSES = ("supported", "not supported", "inconclusive")
@@ -201,38 +215,162 @@ def _train_in_fresh_process(config_json: str, workdir: str, threads: int) -> flo
   return time.perf_counter() - start
 
 
+END_GRACE_S = 30.0  # how long `Workers.end` lets interrupted runs save a checkpoint
+PARENT_POLL_S = 0.5  # without prctl: how often a worker checks that its parent lives
+PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+_stopping = None  # in a worker: the Workers' `stopping` event (set by `_start_worker`)
+
+
+class Workers:
+  """The processes a study's runs train in: spawned, one run each, none outliving the study.
+
+  A worker ends when the process that started it ends, however it ends
+  (kill -9 included; see `_start_worker`). Leaving the `with` block on an
+  exception (Ctrl-C, SIGTERM under `interrupt_on_sigterm`, an error) ends the
+  workers first (`end`) instead of waiting for every queued run to train.
+  """
+
+  def __init__(self, count: int):
+    context = multiprocessing.get_context("spawn")
+    self.stopping = context.Event()
+    self.pool = concurrent.futures.ProcessPoolExecutor(
+        count, mp_context=context, max_tasks_per_child=1, initializer=_start_worker,
+        initargs=(os.getpid(), self.stopping))
+
+  def submit(self, fn, *args) -> concurrent.futures.Future:
+    """`fn(*args)` in a worker; its result is None if the study ends before it starts."""
+    return self.pool.submit(_unless_stopping, fn, *args)
+
+  def end(self, grace: float = END_GRACE_S) -> None:
+    """Stops every run now: queued ones never start, running ones stop at their next step.
+
+    Running workers get SIGTERM, which the training loop treats like Ctrl-C
+    (it keeps its last completed step when it can; the next ablate resumes from
+    the latest checkpoint); those still alive after `grace` seconds, or after
+    another interrupt, get SIGKILL.
+    """
+    self.stopping.set()
+    # pid -> Process, kept current by the pool; no public view of it before Python 3.14.
+    processes = self.pool._processes
+    for process in list(processes.values()):
+      process.terminate()
+    deadline = time.monotonic() + grace
+    try:
+      for process in list(processes.values()):
+        process.join(max(0.0, deadline - time.monotonic()))
+    finally:
+      for process in list(processes.values()):
+        process.kill()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, traceback):
+    try:
+      if kind is not None:
+        self.end()
+    finally:
+      self.pool.shutdown(cancel_futures=kind is not None)
+
+
+def _start_worker(parent: int, stopping) -> None:
+  """Worker initializer: the worker ends with its parent, and leaves Ctrl-C to the parent.
+
+  On Linux the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG;
+  strictly, when the thread that started the worker ends: the study's thread
+  or the pool's manager thread, which both outlive their workers); elsewhere a
+  daemon thread polls the parent's pid. A terminal's Ctrl-C reaches every
+  process of the group: workers ignore it and the parent ends them
+  (`Workers.end`), so each run is stopped once, by SIGTERM.
+  """
+  global _stopping
+  _stopping = stopping
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  if not _kill_when_parent_dies():
+    threading.Thread(target=_exit_when_parent_dies, args=(parent,), daemon=True).start()
+  if os.getppid() != parent:  # it died before the request above
+    os._exit(1)
+
+
+def _kill_when_parent_dies() -> bool:
+  """Asks Linux for SIGKILL when this process's parent dies; False without prctl."""
+  prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+  return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL)) == 0
+
+
+def _exit_when_parent_dies(parent: int) -> None:
+  """Returns never: exits this process once `parent` is no longer its parent."""
+  while os.getppid() == parent:
+    time.sleep(PARENT_POLL_S)
+  os._exit(1)
+
+
+def _unless_stopping(fn, *args):
+  """Worker side of `Workers.submit`: `fn(*args)`, or None once the study is ending."""
+  return None if _stopping.is_set() else fn(*args)
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm():
+  """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so a study ends its workers first.
+
+  Python runs signal handlers in the main thread only; elsewhere this does nothing.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+  previous = signal.signal(signal.SIGTERM, interrupt)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def run_study(path: str, *, force: bool = False, scale: float = 1.0,
               workers: int | None = None) -> dict:
-  """Runs the study's missing runs, aggregates them and writes its outputs."""
+  """Runs the study's missing runs, aggregates them and writes its outputs.
+
+  The study's output folder stays locked meanwhile (softlab.files.WorkdirLock):
+  a second `softlab ablate` of the same study would train the same runs at
+  once, their records interleaved in the runs' metrics.jsonl; it gets a
+  FileError naming this process instead.
+  """
   study = load_study(path)
+  os.makedirs(output_dir(study), exist_ok=True)
+  with files.WorkdirLock(output_dir(study), what=f"softlab ablate {study.NAME}"):
+    return _run_study(study, force=force, scale=scale, workers=workers)
+
+
+def _run_study(study, *, force: bool, scale: float, workers: int | None) -> dict:
   configs = {(v, s): study_config(study, v, s, scale) for v in study.VARIANTS for s in study.SEEDS}
-  changed = {run: difference for run, config in configs.items()
-             if (difference := config_change(run_dir(study, *run), config))}
+  restarts = {run: reason for run, config in configs.items()
+              if (reason := restart_reason(study, run_dir(study, *run), config))}
   todo = [run for run in configs
-          if force or run in changed or not run_finished(study, run_dir(study, *run))]
+          if force or run in restarts or not run_finished(study, run_dir(study, *run))]
   for group in waves(study):  # a run whose starting run reruns reruns too
     for variant in group:
       for seed in study.SEEDS:
         if (variant, seed) not in todo and any((v, seed) in todo
                                                for v in dependencies(study, variant)):
           todo.append((variant, seed))
-          changed.setdefault((variant, seed), "a run it starts from reruns")
+          restarts.setdefault((variant, seed), "a run it starts from reruns")
   workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
   threads = max(1, (os.cpu_count() or 1) // workers)
   print(f"{study.NAME}: {len(configs)} runs ({len(configs) - len(todo)} already done), "
         f"{workers} in parallel", flush=True)
-  for (variant, seed), difference in changed.items():
-    print(f"{variant} seed {seed}: config changed ({difference}); rerunning from scratch",
-          flush=True)
+  for (variant, seed), reason in restarts.items():
+    print(f"{variant} seed {seed}: {reason}; rerunning from scratch", flush=True)
   for run in todo:
-    if force or run in changed:
+    if force or run in restarts:
       clear_run(run_dir(study, *run))
   failed = []
-  context = multiprocessing.get_context("spawn")
   progress = StudyProgress({run: (run_dir(study, *run), configs[run].train.steps) for run in todo},
                            capped={run for run in todo if configs[run].train.get("early_stop")})
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                              max_tasks_per_child=1) as pool:
+  with interrupt_on_sigterm(), contextlib.closing(progress), Workers(workers) as pool:
     futures, pending, done, broken = {}, set(), set(), set()
     waiting = list(todo)
     while waiting or pending:
@@ -258,8 +396,8 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
         except FloatingPointError as error:
           outcome = str(error)
           if hasattr(study, "diverged"):
-            with open(os.path.join(run_dir(study, variant, seed), DIVERGED), "w") as f:
-              json.dump({"error": outcome}, f)
+            files.write_json(os.path.join(run_dir(study, variant, seed), DIVERGED),
+                             {"error": outcome})
             done.add((variant, seed))
             outcome += " (kept as diverged)"
           else:
@@ -267,7 +405,6 @@ def run_study(path: str, *, force: bool = False, scale: float = 1.0,
             broken.add((variant, seed))
         progress.finish(futures[future], f"{variant} seed {seed}: {outcome}")
       progress.refresh()
-  progress.close()
   if failed:
     raise FloatingPointError(
         f"{len(failed)} of {len(todo)} runs stopped on a non-finite loss ({', '.join(failed)});"
@@ -384,33 +521,58 @@ class StudyProgress:
 def config_change(workdir: str, config) -> str | None:
   """How `config` differs from the config.json of the run in `workdir` ('config.a: old != new').
 
-  None when they match or the workdir holds no run.
+  None when they match or the workdir holds no run; a FileError if its
+  config.json is not valid JSON.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return None
   from softlab.trainers.loop import first_difference  # imports jax: only when a run exists
 
-  with open(path) as f:
-    previous = json.load(f)
+  previous = files.read_json(path)
   return first_difference(previous, json.loads(config.to_json_best_effort(sort_keys=True)))
 
 
 DIVERGED = "diverged.json"
+HISTORY = "metrics.jsonl"  # the run's records, one JSON object per logged step
+
+
+def restart_reason(study, workdir: str, config) -> str | None:
+  """Why the run in `workdir` must rerun from scratch, in words; None to keep or resume it.
+
+  A run made with another config, one whose config.json or summary.json is not
+  valid JSON, and a finished one (summary.json or DIVERGED) whose metrics.jsonl
+  is gone: resuming would keep the damage (the loop hands a finished run's
+  summary back as it is, and its history cannot be rebuilt).
+  """
+  try:
+    difference = config_change(workdir, config)
+    if difference:
+      return f"config changed ({difference})"
+    if _has(workdir, "summary.json"):
+      files.read_json(os.path.join(workdir, "summary.json"))
+  except files.FileError as error:
+    return str(error)
+  if (_has(workdir, "summary.json") or _has(workdir, DIVERGED)) and not _has(workdir, HISTORY):
+    return f"{os.path.join(workdir, HISTORY)} is missing"
+  return None
 
 
 def run_finished(study, workdir: str) -> bool:
-  """The run has its outputs: a summary, or the diverged record of a study that keeps those."""
-  return (os.path.exists(os.path.join(workdir, "summary.json"))
-          or (hasattr(study, "diverged") and os.path.exists(os.path.join(workdir, DIVERGED))))
+  """The run has its outputs: metrics.jsonl, and a summary or a kept diverged record."""
+  return _has(workdir, HISTORY) and (
+      _has(workdir, "summary.json") or (hasattr(study, "diverged") and _has(workdir, DIVERGED)))
+
+
+def _has(workdir: str, name: str) -> bool:
+  return os.path.exists(os.path.join(workdir, name))
 
 
 def run_numbers(study, workdir: str, history: list[dict]) -> dict:
   """A run's numbers: its summary with `analyze`'s, or `diverged`'s for a diverged run."""
   if not os.path.exists(os.path.join(workdir, "summary.json")):
     return study.diverged(history)
-  with open(os.path.join(workdir, "summary.json")) as f:
-    numbers = json.load(f)
+  numbers = files.read_json(os.path.join(workdir, "summary.json"))
   if hasattr(study, "analyze"):
     numbers.update(study.analyze(history))
   return numbers
@@ -424,20 +586,17 @@ def clear_run(workdir: str) -> None:
     shutil.rmtree(workdir)
 
 
-def read_history(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
 def aggregate(study, scale: float) -> dict:
   """Per-variant numbers per seed, their mean and std, and mean curves."""
+  from softlab.trainers.reporting import read_records  # imports jax, as config_change does
+
   variants = {}
   for variant in study.VARIANTS:
     per_seed = {}
     histories = []
     for seed in study.SEEDS:
       workdir = run_dir(study, variant, seed)
-      history = read_history(workdir)
+      history = read_records(os.path.join(workdir, HISTORY))
       numbers = run_numbers(study, workdir, history)
       per_seed[str(seed)] = {k: numbers.get(k) for k in study.METRICS}
       histories.append(history)
@@ -518,11 +677,14 @@ def _has_paper(results, key) -> bool:
 
 
 def write_outputs(study, results: dict) -> None:
-  """results.json, one PNG per plotted metric, and RESULTS.md."""
+  """results.json, one PNG per plotted metric, and RESULTS.md, each replaced atomically.
+
+  A crash or kill while writing leaves each file as it was or complete, never
+  cut off (results.json and RESULTS.md are committed beside the study).
+  """
   out = output_dir(study)
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
+  files.write_json(os.path.join(out, "results.json"), results)
   plots = [plot_curves(results, key, out) for key in getattr(study, "PLOTS", ())]
   lines = [
       f"# {study.TITLE}",
@@ -555,8 +717,7 @@ def write_outputs(study, results: dict) -> None:
   for variant, numbers in results["variants"].items():
     overrides = ", ".join(f"`{k}={v}`" for k, v in numbers["overrides"].items()) or "base config"
     lines.append(f"- **{variant}**: {overrides}")
-  with open(os.path.join(out, "RESULTS.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  files.write_text(os.path.join(out, "RESULTS.md"), "\n".join(lines) + "\n")
 
 
 def plot_curves(results: Mapping, key: str, out: str) -> tuple[str, str]:
@@ -577,6 +738,7 @@ def plot_curves(results: Mapping, key: str, out: str) -> tuple[str, str]:
   axes.legend(fontsize="small")
   figure.tight_layout()
   name = key.replace("/", "_") + ".png"
-  figure.savefig(os.path.join(out, name), dpi=110)
+  with files.replacing(os.path.join(out, name)) as temporary:
+    figure.savefig(temporary, dpi=110, format="png")  # the temporary name has no .png
   plt.close(figure)
   return key, name

@@ -4,14 +4,16 @@ import functools
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
-from softlab import optim, study
+from softlab import files, optim, study
 
 STUDY = textwrap.dedent('''
     """A tiny study: ⊥AdamW against plain AdamW on modular addition mod 11."""
@@ -54,6 +56,216 @@ def one_seed_study(tmp_path):
   path = tmp_path / "tiny.py"
   path.write_text(STUDY.format(root=os.getcwd()) + "SEEDS = (0,)\n")
   return str(path)
+
+
+def finish_runs(path: str) -> None:
+  """Writes the outputs of every run of the study at `path` as a finished run would (loss 1.0).
+
+  The study then only aggregates: its tests of what happens around the runs
+  train nothing.
+  """
+  tiny = study.load_study(path)
+  for variant in tiny.VARIANTS:
+    for seed in tiny.SEEDS:
+      workdir = study.run_dir(tiny, variant, seed)
+      os.makedirs(workdir)
+      config = study.study_config(tiny, variant, seed, scale=1)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(sort_keys=True))
+      with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps({"step": step, "train/loss": 7.0 - step}) + "\n"
+                     for step in (2, 4, 6))
+      with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump({"step": 6, "train/loss": 1.0}, f)
+
+
+@pytest.fixture
+def finished_study(one_seed_study):
+  """The one-seed tiny study with both runs finished (written by `finish_runs`)."""
+  finish_runs(one_seed_study)
+  return one_seed_study
+
+
+def test_outputs_are_replaced_whole_or_not_at_all(finished_study, tmp_path, monkeypatch):
+  import matplotlib.figure
+
+  out = tmp_path / "tiny"
+  study.run_study(finished_study)
+  before = {name: (out / name).read_bytes() for name in ("results.json", "RESULTS.md",
+                                                          "train_loss.png")}
+  assert json.loads(before["results.json"])["variants"]["adamw"]["seeds"]["0"]["train/loss"] == 1.0
+
+  def crash(figure, path, **kwargs):
+    with open(path, "wb") as f:
+      f.write(b"\x89PNG cut off")
+    raise OSError("No space left on device")
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", crash)
+  with pytest.raises(OSError, match="No space left"):
+    study.run_study(finished_study)
+  monkeypatch.undo()
+  # A value json cannot write, in the middle of results.json: it fails part way through.
+  with open(finished_study, "a") as f:
+    f.write("def extra_results(out_dir, scale):\n  return {'odd': {1, 2}}\n")
+  with pytest.raises(TypeError, match="not JSON serializable"):
+    study.run_study(finished_study)
+  assert {name: (out / name).read_bytes() for name in before} == before
+  assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+def test_a_study_already_running_is_one_line_naming_its_process(finished_study, tmp_path,
+                                                                softlab_cli):
+  out = tmp_path / "tiny"
+  with files.WorkdirLock(str(out), what="softlab ablate tiny"):
+    code, _, err = softlab_cli("ablate", finished_study, "--force")
+  assert code == 2
+  assert err == (f"softlab: {out} is in use by process {os.getpid()} (softlab ablate tiny); wait"
+                 " for it to finish or use another folder\n")
+  assert (out / "runs" / "adamw" / "seed0" / "summary.json").exists()  # --force cleared nothing
+  assert not (out / "results.json").exists()
+  code, _, err = softlab_cli("ablate", finished_study)
+  assert code == 0 and (out / "results.json").exists(), err
+
+
+def test_a_finished_run_missing_its_history_is_rerun_from_scratch(finished_study, tmp_path,
+                                                                 softlab_cli):
+  runs = tmp_path / "tiny" / "runs"
+  os.remove(runs / "adamw" / "seed0" / "metrics.jsonl")
+  code, out, err = softlab_cli("ablate", finished_study)
+  assert code == 0, err
+  assert "2 runs (1 already done), 1 in parallel" in out
+  assert f"adamw seed 0: {runs}/adamw/seed0/metrics.jsonl is missing; rerunning from scratch" in out
+  results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+  assert results["variants"]["adamw"]["curves"]["train/loss"]["step"] == [2, 4, 6]
+  assert results["variants"]["adamw"]["seeds"]["0"]["train/loss"] != 1.0  # trained again
+  assert results["variants"]["perp_adamw"]["seeds"]["0"]["train/loss"] == 1.0  # kept
+
+
+def test_a_cut_off_record_is_skipped_and_a_cut_off_summary_or_config_reruns_the_run(
+    finished_study, tmp_path):
+  tiny = study.load_study(finished_study)
+  workdir = tmp_path / "tiny" / "runs" / "adamw" / "seed0"
+  config = study.study_config(tiny, "adamw", 0, scale=1)
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write('{"step": 8, "train/lo')  # a run killed while writing a record
+  assert study.aggregate(tiny, scale=1)["variants"]["adamw"]["curves"]["train/loss"]["step"] == [
+      2, 4, 6]
+  assert study.restart_reason(tiny, str(workdir), config) is None
+  assert study.run_finished(tiny, str(workdir))
+  (workdir / "summary.json").write_text('{"step": 6, "train/lo')
+  assert study.restart_reason(tiny, str(workdir), config).startswith(
+      f"{workdir}/summary.json is not valid JSON")
+  (workdir / "config.json").write_text("{")
+  assert study.restart_reason(tiny, str(workdir), config).startswith(
+      f"{workdir}/config.json is not valid JSON")
+  os.remove(workdir / "metrics.jsonl")
+  assert not study.run_finished(tiny, str(workdir))
+
+
+WORKERS_PARENT = textwrap.dedent('''
+    """A study's parent in miniature: two runs for one worker, then waiting to be ended."""
+    import multiprocessing
+    import os
+    import signal
+    import sys
+    import time
+
+    from softlab import study
+
+
+    def interrupt(signum, frame):
+      raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+    def run(folder):
+      """Notes its pid in `started`; on SIGTERM, as the training loop does, stops (`stopped`)."""
+      signal.signal(signal.SIGTERM, interrupt)
+      with open(os.path.join(folder, "started"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+      try:
+        time.sleep(60)
+      except KeyboardInterrupt as stop:
+        with open(os.path.join(folder, "stopped"), "a") as f:
+          f.write(f"{os.getpid()} {stop}\\n")
+        raise
+
+
+    if __name__ == "__main__":
+      folder = sys.argv[1]
+      if sys.argv[2] == "poll":  # the fallback where there is no prctl, on its own
+        watcher = multiprocessing.get_context("spawn").Process(
+            target=study._exit_when_parent_dies, args=(os.getpid(),))
+        watcher.start()
+        with open(os.path.join(folder, "started"), "w") as f:
+          f.write(f"{watcher.pid}\\n")
+        time.sleep(60)
+      else:
+        with study.interrupt_on_sigterm(), study.Workers(1) as workers:
+          workers.submit(run, folder)
+          workers.submit(run, folder)  # waits for the worker: must never start once ended
+          time.sleep(60)
+    ''')
+
+
+def alive(pid: int) -> bool:
+  """Whether process `pid` runs: it exists and is no zombie (dead, awaiting its new parent)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def wait_until(condition, timeout: float = 30.0) -> bool:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if time.monotonic() > deadline:
+      return False
+    time.sleep(0.05)
+  return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("mode, end", [
+    ("workers", "kill -9 parent"), ("poll", "kill -9 parent"), ("workers", "SIGTERM parent"),
+    ("workers", "Ctrl-C")])
+def test_workers_end_with_their_parent(tmp_path, mode, end):
+  script = tmp_path / "parent.py"
+  script.write_text(WORKERS_PARENT)
+  path = os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
+  parent = subprocess.Popen([sys.executable, str(script), str(tmp_path), mode],
+                            env={**os.environ, "PYTHONPATH": path}, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+  started = tmp_path / "started"
+  try:
+    assert wait_until(lambda: started.exists() and started.read_text().endswith("\n"))
+    worker = int(started.read_text())
+    if end == "Ctrl-C":  # a terminal sends SIGINT to the whole process group
+      os.killpg(parent.pid, signal.SIGINT)
+    else:
+      parent.send_signal(signal.SIGKILL if end == "kill -9 parent" else signal.SIGTERM)
+    parent.wait(timeout=30)
+    assert wait_until(lambda: not alive(worker), timeout=5), f"worker {worker} outlived {end}"
+  finally:
+    if parent.poll() is None:
+      parent.kill()
+      parent.wait()
+  if end != "kill -9 parent":
+    # The run stopped as on SIGTERM (the loop checkpoints there), once; the queued one never began.
+    assert (tmp_path / "stopped").read_text() == f"{worker} SIGTERM\n"
+    assert started.read_text() == f"{worker}\n"
+    assert parent.stderr.read().rstrip().endswith("KeyboardInterrupt: signal 15" if end ==
+                                                   "SIGTERM parent" else "KeyboardInterrupt")
+
+
+def test_an_interrupted_ablate_is_one_line(tiny_study, monkeypatch, softlab_cli):
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt("signal 15")
+
+  monkeypatch.setattr(study, "run_study", interrupted)
+  assert softlab_cli("ablate", tiny_study) == (
+      130, "", "softlab: ablate interrupted; its finished runs are kept and the next ablate"
+               " resumes the others\n")
 
 
 @pytest.mark.slow  # 40 s; the one-seed study tests below run, aggregate and rerun in the default suite

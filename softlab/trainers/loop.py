@@ -596,13 +596,15 @@ class _Signals:
 def stop_signals():
   """SIGTERM (preemption, `kill`) and SIGINT (Ctrl-C) ask the loop to stop: it finishes
   the step in flight, saves it and raises Interrupted. A second signal interrupts at once.
-  Outside the main thread (where Python cannot handle signals) nothing changes."""
+  A signal the process ignores stays ignored; outside the main thread (where Python cannot
+  handle signals) nothing changes."""
   signals = _Signals()
   if threading.current_thread() is not threading.main_thread():
     yield signals
     return
   previous = {signum: signal.signal(signum, signals.handle)
-              for signum in (signal.SIGTERM, signal.SIGINT)}
+              for signum in (signal.SIGTERM, signal.SIGINT)
+              if signal.getsignal(signum) is not signal.SIG_IGN}  # e.g. a study's workers
   try:
     yield signals
   finally:
