@@ -21,6 +21,16 @@ def fails_in_one_line(softlab_cli, tmp_path, *args):
 
 
 @pytest.mark.parametrize("args, message", [
+    ([LM, "--config.model.normalizer=bogus"],
+     "config.model.normalizer: unknown normalizer 'bogus'; valid: adaptive_softmax, entmax15,"
+     " gaussian, sa_softmax, sigmoid, softmax, softpick, softplus, sparsemax, ssmax, stablemax,"
+     " topk_softmax"),
+    ([GROKKING, "--config.model.hidden=(0,)"],
+     "config.model.hidden must be layer widths, integers >= 1, got (0,)"),
+    ([GROKKING, "--config.model.num_outputs=0"],
+     "config.model.num_outputs must be an integer >= 1, got 0"),
+    ([LM, "--config.model.vocab_size=0"], "config.model.vocab_size must be an integer >= 1, got 0"),
+    ([LM, "--config.model.num_heads=3"], "config.model.num_heads=3 must divide d_model=128"),
     ([GROKKING, "--config.optimizer.lr=1e39"], "config.optimizer.lr=1e+39 is not finite in float32"),
     ([GROKKING, "--config.optimizer.lr=-1.0"], "config.optimizer.lr must be a number > 0, got -1.0"),
     ([f"{GROKKING}:arg"], f"config file {GROKKING}: get_config() takes no argument, got :arg"),
