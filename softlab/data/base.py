@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from softlab.registry import Registry
+from softlab.validation import FieldError, check_number
 
 REGISTRY = Registry("dataset")
 
@@ -103,14 +104,22 @@ def chunk(arrays: Batch, batch_size: int) -> list[Batch]:
   ]
 
 
-def split_indices(num: int, test_fraction: float, seed: int, *,
-                  stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """A seeded (train, test) partition of range(num); `stream` tells apart
-  partitions of the same seed (e.g. test, then validation)."""
-  if not 0 < test_fraction < 1:
-    raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+def split_indices(num: int, fraction: float, seed: int, *, stream: int = 0,
+                  name: str = "test_fraction", held_out: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded (train, held-out) partition of range(num); `stream` tells apart
+  partitions of the same seed (e.g. test, then validation).
+
+  `fraction` is the option `name`: the held-out share, or the training share
+  when not `held_out` (modular arithmetic's train_fraction). It must lie in
+  (0, 1) and leave both parts at least one example (FieldError naming it).
+  """
+  check_number(fraction, name, lambda v: 0 < v < 1, "in (0, 1)", required=True)
   order = rng_for(seed, stream).permutation(num)
-  num_test = int(round(num * test_fraction))
+  num_test = int(round(num * (fraction if held_out else 1 - fraction)))
+  if not 0 < num_test < num:
+    raise FieldError(name, f"={fraction} splits {num} examples into {num - num_test} for "
+                           f"training and {num_test} held out; both need at least one")
   return np.sort(order[num_test:]), np.sort(order[:num_test])
 
 
@@ -168,7 +177,8 @@ def noisy_train_split(
     return train, {}
   if not 0 < val_fraction < 1:
     raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-  kept, held = split_indices(len(labels), val_fraction, seed, stream=VALIDATION_STREAM)
+  kept, held = split_indices(len(labels), val_fraction, seed, stream=VALIDATION_STREAM,
+                             name="val_fraction")
   return ({k: v[kept] for k, v in train.items()},
           {"val": {"inputs": inputs[held], "labels": noisy[held]}})
 
