@@ -14,6 +14,7 @@ it (a registry builder, the loop for `train` and the top level).
 import ast
 import hashlib
 import importlib.util
+import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,12 @@ import ml_collections
 
 
 def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The ConfigDict of `path` or `path:arg`."""
+  """The ConfigDict of `path` or `path:arg`.
+
+  One-line ValueErrors for a missing file, a file without get_config(), and
+  an argument get_config() cannot take (or one it needs and is not given),
+  checked on its signature so a TypeError inside it stays a traceback.
+  """
   path, _, arg = str(spec).partition(":")
   if not os.path.isfile(path):
     raise ValueError(f"config file not found: {path}")
@@ -32,7 +38,19 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ValueError(f"config file {path} defines no get_config()")
-  return module.get_config(arg) if arg else module.get_config()
+  arguments = (arg,) if arg else ()
+  signature = inspect.signature(module.get_config)
+  try:
+    signature.bind(*arguments)
+  except TypeError:
+    if not arg:
+      problem = f"get_config{signature} needs an argument: write {path}:ARG"
+    elif not signature.parameters:
+      problem = f"get_config() takes no argument, got :{arg}"
+    else:
+      problem = f"get_config{signature} cannot be called with the one argument :{arg}"
+    raise ValueError(f"config file {path}: {problem}") from None
+  return module.get_config(*arguments)
 
 
 # Sections whose fields belong to the component `name` picks (the optimizers share theirs),

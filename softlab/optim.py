@@ -32,6 +32,13 @@ fields of `DEFAULTS`; `name` and `lr` are required, unknown fields are errors:
 - sam, sam_rho (0.05): SAM via `optax.contrib.sam` in opaque mode: one ascent
   step of length rho along the normalized gradient, then the base optimizer
   (with clipping and ⊥Grad) on the gradient there.
+
+Numbers are checked as they run: in the float dtype JAX gives Python numbers,
+float32, or float64 when x64 is on (`config.train.x64`, which float64 training
+needs). So lr=1e39 (inf in float32) is refused, and so is b2=0.99999999 (1.0
+in float32), instead of a run on inf or on a frozen second moment. The section
+does not know config.train.dtype: parameters in another dtype than that one
+(float32 under x64, bfloat16, float16) are not considered.
 """
 
 from collections.abc import Mapping
@@ -187,7 +194,8 @@ def _fields(config) -> dict[str, Any]:
 
 
 def _check(fields, name, valid, description):
-  check_number(fields[name], f"optimizer.{name}", valid, description, required=True)
+  check_number(fields[name], f"optimizer.{name}", valid, description, required=True,
+               dtype=jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
 # ---------------------------------------------------------------------------

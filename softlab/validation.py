@@ -5,7 +5,10 @@ they work on traced values under `jit`, `grad` and `vmap`; checks of values
 (label ranges, hyperparameter bounds) run only on concrete inputs and let
 traced ones pass, so a compiled function never needs a host round trip.
 The shape and dtype tests are chex assertions; their AssertionErrors become
-ValueErrors whose message names the argument and the expected value.
+ValueErrors whose message names the argument and the expected value. A bad
+value of one named option (a hyperparameter, a builder's config field) is a
+`FieldError`, so whoever knows the config section holding it can name the
+field in full (`softlab.trainers.base.building`: config.<section>.<field>).
 """
 
 from collections.abc import Callable, Sequence
@@ -16,6 +19,24 @@ import jax.numpy as jnp
 import numpy as np
 
 _DTYPE_WORDS = {bool: "a boolean array", int: "integers", float: "a floating array"}
+
+
+class FieldError(ValueError):
+  """A bad value of the option `field`; the message is "<field><problem>".
+
+  `problem` follows the name directly (" must be an integer >= 1, got 0",
+  "=1e+39 is not finite in float32"), so a caller may qualify the name:
+  `within("backbone")` is the same error about "backbone.<field>".
+  """
+
+  def __init__(self, field: str, problem: str):
+    super().__init__(f"{field}{problem}")
+    self.field = field
+    self.problem = problem
+
+  def within(self, section: str) -> "FieldError":
+    """This error with its field named inside `section` (section.field)."""
+    return FieldError(f"{section}.{self.field}", self.problem)
 
 
 def is_number(value) -> bool:
@@ -34,22 +55,84 @@ def _array(value):
 
 
 def check_number(value, name: str, valid: Callable[[float], bool], description: str, *,
-                 required: bool = False) -> None:
+                 required: bool = False, dtype=None) -> None:
   """`valid(value)` for a hyperparameter given as a Python number.
 
   Other values (arrays, traced values) pass unless `required`, which demands a
-  Python number (config fields). Message: "<name> must be <description>, got v"
-  ("must be a number <description>" when required).
+  Python number (config fields). With `dtype`, the number is checked as it
+  will run: finite in `dtype` ("lr=1e+39 is not finite in float32"), and
+  `valid` applies to its value there (b2=0.99999999 is 1.0 in float32).
+  FieldError "<name> must be <description>, got v" ("must be a number
+  <description>" when required; "(w in float32)" added when the dtype changed
+  the value).
   """
   number = is_number(value)
-  if (number and not valid(value)) or (required and not number):
-    kind = "a number " if required else ""
-    raise ValueError(f"{name} must be {kind}{description}, got {value!r}")
+  kind = "a number " if required else ""
+  if required and not number:
+    raise FieldError(name, f" must be {kind}{description}, got {value!r}")
+  if not number:
+    return
+  runs_as = value
+  if dtype is not None:
+    cast, problem = _finite_in(value, dtype)
+    if problem:
+      raise FieldError(name, problem)
+    runs_as = cast.item()
+  if not valid(runs_as):
+    changed = f" ({runs_as!r} in {np.dtype(dtype).name})" if runs_as != value else ""
+    raise FieldError(name, f" must be {kind}{description}, got {value!r}{changed}")
 
 
 def check_positive(value, name: str) -> None:
   """A hyperparameter given as a Python number must be > 0 (traced values pass)."""
   check_number(value, name, lambda v: v > 0, "> 0")
+
+
+def check_integer(value, name: str, *, minimum: int = 1) -> int:
+  """`value`, which must be a Python int (not a bool) >= `minimum`.
+
+  For sizes from a config (classes, widths, lengths): FieldError "<name> must
+  be an integer >= 1, got 0" before an empty axis reaches an array.
+  """
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise FieldError(name, f" must be an integer >= {minimum}, got {value!r}")
+  return value
+
+
+def _index_text(position: Sequence[int]) -> str:
+  """"[3, 1]" for the array index (3, 1); "" for a scalar's ()."""
+  return f"[{', '.join(str(int(i)) for i in position)}]" if len(position) else ""
+
+
+def first_index(bad: np.ndarray) -> tuple[int, ...]:
+  """The first position (row-major) where the boolean array `bad` is True."""
+  return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def _finite_in(value, dtype) -> tuple[np.ndarray, str]:
+  """(`value` cast to `dtype`, "" or the problem: "[3, 1]=nan is not finite in float32")."""
+  given = np.asarray(value)
+  with np.errstate(all="ignore"):
+    cast = given.astype(dtype)
+  bad = ~np.isfinite(cast)
+  if not bad.any():
+    return cast, ""
+  position = first_index(bad)
+  return cast, (f"{_index_text(position)}={given[position].item()!r} is not finite in "
+                f"{np.dtype(dtype).name}")
+
+
+def check_finite(value, name: str, *, dtype=np.float32) -> np.ndarray:
+  """`value` (a number or a host array) cast to `dtype`, where all of it must be finite.
+
+  A number within float64's range can still overflow the dtype a run computes
+  in (1e39 is inf in float32). ValueError naming the first bad entry:
+  "x_test[3, 1]=nan is not finite in float32".
+  """
+  cast, problem = _finite_in(value, dtype)
+  if problem:
+    raise ValueError(f"{name}{problem}")
+  return cast
 
 
 def check_array(value, name: str, *, dtype: type, shape: Sequence[int] | None = None,

@@ -237,8 +237,21 @@ def test_defaults_are_documented_adam_betas():
         ({"name": "sgd", "lr": 0.1, "nesterov": True}, "optimizer.nesterov needs optimizer.momentum > 0"),
         ({"name": "sgd", "lr": 0.1, "sam": True, "sam_rho": 0.0}, "optimizer.sam_rho must be a number > 0"),
         ([("name", "sgd")], "optimizer config must be a ConfigDict or a mapping, got list"),
+        ({"name": "adam", "lr": 1e39}, r"optimizer.lr=1e\+39 is not finite in float32"),
+        ({"name": "adam", "lr": float("inf")}, "optimizer.lr=inf is not finite in float32"),
+        ({"name": "adam", "lr": 1e-50}, r"optimizer.lr must be a number > 0, got 1e-50 \(0.0 in float32\)"),
+        ({"name": "adam", "lr": 0.1, "b2": 0.99999999},
+         r"optimizer.b2 must be a number in \[0, 1\), got 0.99999999 \(1.0 in float32\)"),
     ],
 )
 def test_config_errors_name_the_field(config, message):
   with pytest.raises(ValueError, match=message):
     optim.make_optimizer(config)
+
+
+def test_numbers_are_checked_in_the_dtype_python_floats_take():
+  # float32 by default (above); with x64 on, 1e39 and 0.99999999 are what they say.
+  with jax.enable_x64(True):
+    optim.make_optimizer({"name": "adam", "lr": 1e39, "b2": 0.99999999})
+    with pytest.raises(ValueError, match="optimizer.lr=inf is not finite in float64"):
+      optim.make_optimizer({"name": "adam", "lr": float("inf")})

@@ -38,11 +38,35 @@ from softlab import losses, metrics, normalizers, optim, validation
          r"labels must lie in \[0, 5\) for 5 classes, got values in \[0, 5\]"),
         (lambda: validation.check_label_range(np.array([-1, 2]), 3, where=np.array([True, False])),
          r"labels must lie in \[0, 3\)"),
+        (lambda: validation.check_number(1e39, "lr", lambda v: v > 0, "> 0", dtype=np.float32),
+         r"lr=1e\+39 is not finite in float32"),
+        (lambda: validation.check_number(70000.0, "lr", lambda v: v > 0, "> 0", dtype=np.float16),
+         "lr=70000.0 is not finite in float16"),
+        (lambda: validation.check_number(1e-50, "eps", lambda v: v > 0, "> 0", dtype=np.float32),
+         r"eps must be > 0, got 1e-50 \(0.0 in float32\)"),
+        (lambda: validation.check_integer(0, "num_classes"), "num_classes must be an integer >= 1, got 0"),
+        (lambda: validation.check_integer(2.0, "p", minimum=2), "p must be an integer >= 2, got 2.0"),
+        (lambda: validation.check_integer(True, "seq_len"), "seq_len must be an integer >= 1, got True"),
+        (lambda: validation.check_finite(np.array([[0.0, 1.0], [2.0, np.nan]]), "x_test"),
+         r"x_test\[1, 1\]=nan is not finite in float32"),
+        (lambda: validation.check_finite(np.array([0.0, 1e39]), "x_train"),
+         r"x_train\[1\]=1e\+39 is not finite in float32"),
     ],
 )
 def test_one_line_errors_name_the_argument(call, message):
   with pytest.raises(ValueError, match=message):
     call()
+
+
+def test_field_errors_name_their_field_for_whoever_knows_the_section():
+  with pytest.raises(validation.FieldError) as caught:
+    validation.check_integer(0, "hidden")
+  assert caught.value.field == "hidden"
+  inner = caught.value.within("backbone")
+  assert (inner.field, str(inner)) == ("backbone.hidden",
+                                       "backbone.hidden must be an integer >= 1, got 0")
+  finite = validation.check_finite(np.array([1, 2], np.int64), "x")
+  assert finite.dtype == np.float32 and finite.tolist() == [1.0, 2.0]
 
 
 def test_valid_values_pass_and_come_back_as_arrays():

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from softlab.registry import Registry
+from softlab.validation import FieldError, check_finite, check_number, first_index
 
 REGISTRY = Registry("dataset")
 
@@ -103,15 +104,88 @@ def chunk(arrays: Batch, batch_size: int) -> list[Batch]:
   ]
 
 
-def split_indices(num: int, test_fraction: float, seed: int, *,
-                  stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """A seeded (train, test) partition of range(num); `stream` tells apart
-  partitions of the same seed (e.g. test, then validation)."""
-  if not 0 < test_fraction < 1:
-    raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+def split_indices(num: int, fraction: float, seed: int, *, stream: int = 0,
+                  name: str = "test_fraction", held_out: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded (train, held-out) partition of range(num); `stream` tells apart
+  partitions of the same seed (e.g. test, then validation).
+
+  `fraction` is the option `name`: the held-out share, or the training share
+  when not `held_out` (modular arithmetic's train_fraction). It must lie in
+  (0, 1) and leave both parts at least one example (FieldError naming it).
+  """
+  check_number(fraction, name, lambda v: 0 < v < 1, "in (0, 1)", required=True)
   order = rng_for(seed, stream).permutation(num)
-  num_test = int(round(num * test_fraction))
+  num_test = int(round(num * (fraction if held_out else 1 - fraction)))
+  if not 0 < num_test < num:
+    raise FieldError(name, f"={fraction} splits {num} examples into {num - num_test} for "
+                           f"training and {num_test} held out; both need at least one")
   return np.sort(order[num_test:]), np.sort(order[:num_test])
+
+
+def check_labelled_split(inputs: np.ndarray, labels: np.ndarray, split: str
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """(float32 features, integer labels) of one split of user data, x_<split>, y_<split>.
+
+  Checked so that bad data stops here, not in a silent run: both non-empty,
+  features numbers finite in float32, labels one integer class index per
+  example (float labels are refused, not truncated; one-hot rows get a hint),
+  as many labels as feature rows. ValueError naming the array and its first
+  bad entry.
+  """
+  x_name, y_name = f"x_{split}", f"y_{split}"
+  for name, array in ((x_name, inputs), (y_name, labels)):
+    if array.ndim == 0 or len(array) == 0:
+      raise ValueError(f"{name} has no examples (shape {array.shape}); every split needs one")
+  if inputs.dtype.kind not in "biuf":
+    raise ValueError(f"{x_name} must hold numbers, got dtype {inputs.dtype}")
+  features = check_finite(inputs, x_name)
+  if labels.ndim == 2:
+    raise ValueError(f"{y_name} of shape {labels.shape} looks like one-hot rows; labels are one "
+                     f"class index per example: save {y_name}.argmax(axis=1)")
+  if labels.ndim != 1:
+    raise ValueError(f"{y_name} must be one class index per example, shape (N,), got shape "
+                     f"{labels.shape}")
+  if labels.dtype.kind not in "iu":
+    fractional = np.flatnonzero(labels != np.round(labels)) if labels.dtype.kind == "f" else []
+    example = (f" ({y_name}[{fractional[0]}]={labels[fractional[0]].item()!r})"
+               if len(fractional) else "")
+    raise ValueError(f"{y_name} must hold integer class indices, got dtype {labels.dtype}"
+                     f"{example}: float labels are not rounded, save them as integers")
+  if len(features) != len(labels):
+    raise ValueError(f"{x_name} has {len(features)} rows but {y_name} has {len(labels)} labels;"
+                     " every example needs one")
+  return features, labels
+
+
+def class_count(labels: Mapping[str, np.ndarray], num_classes: int | None) -> int:
+  """The number of classes of integer `labels` (by array name), checked before
+  anything sized by it (one-hots, an output layer) is allocated.
+
+  Every label must lie in [0, num_classes) when the config sets num_classes;
+  otherwise the count is the largest label + 1, which may not exceed the
+  number of labelled examples: a stray label of 10**9 is a mistake, not a
+  request for a 10**9-way output layer (setting num_classes allows classes
+  without examples). ValueError naming the array and the first bad label.
+  """
+  bound = f"num_classes={num_classes} (set in the config)"
+  for name, values in labels.items():
+    bad = values < 0 if num_classes is None else (values < 0) | (values >= num_classes)
+    if bad.any():
+      i = first_index(bad)[0]
+      valid = "labels are class indices >= 0" if num_classes is None else (
+          f"labels must lie in [0, {num_classes}) for {bound}")
+      raise ValueError(f"{name}[{i}]={values[i]} is not a class index: {valid}")
+  if num_classes is not None:
+    return num_classes
+  name, values = max(labels.items(), key=lambda item: item[1].max())
+  i = int(np.argmax(values))
+  examples = sum(len(v) for v in labels.values())
+  if values[i] >= examples:
+    raise ValueError(f"{name}[{i}]={values[i]} would make {values[i] + 1} classes for {examples} "
+                     "labelled examples; labels must be class indices 0..K-1 (set "
+                     "data.num_classes=K for classes without examples)")
+  return int(values[i]) + 1
 
 
 NOISE_KINDS = ("none", "uniform", "class_dependent")
@@ -168,7 +242,8 @@ def noisy_train_split(
     return train, {}
   if not 0 < val_fraction < 1:
     raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-  kept, held = split_indices(len(labels), val_fraction, seed, stream=VALIDATION_STREAM)
+  kept, held = split_indices(len(labels), val_fraction, seed, stream=VALIDATION_STREAM,
+                             name="val_fraction")
   return ({k: v[kept] for k, v in train.items()},
           {"val": {"inputs": inputs[held], "labels": noisy[held]}})
 

@@ -3,6 +3,7 @@
 import numpy as np
 
 from softlab.data.base import REGISTRY, Dataset, chunk, reject_unknown, require_batch_size, rng_for, with_weight
+from softlab.validation import FieldError, check_integer, check_number
 
 
 def corpus_text() -> str:
@@ -43,11 +44,18 @@ def text_corpus(options, *, batch_size, eval_batch_size, seed):
   require_batch_size(batch_size, "text_corpus")
   if not isinstance(bos, bool):
     raise ValueError(f"text_corpus bos must be True or False, got {bos!r}")
+  for name, value in (("seq_len", seq_len), ("eval_windows", eval_windows),
+                      *((f"eval_lengths[{i}]", n) for i, n in enumerate(eval_lengths))):
+    check_integer(value, name)
+  check_number(val_fraction, "val_fraction", lambda v: 0 < v < 1, "in (0, 1)", required=True)
   text = corpus_text()
   vocab = sorted(set(text))
   tokens = np.searchsorted(np.array(vocab), np.array(list(text))).astype(np.int32)
   cut = int(len(tokens) * (1 - val_fraction))
   train, val = tokens[:cut], tokens[cut:]
+  if seq_len > len(train) - 2:
+    raise FieldError("seq_len", f" must be at most {len(train) - 2} (the training text has "
+                                f"{len(train)} characters), got {seq_len}")
   longest = max(eval_lengths)
   if (longest + 1) * eval_windows > len(val):
     raise ValueError(
@@ -144,6 +152,8 @@ def bigram_backcopy(options, *, batch_size, eval_batch_size, seed):
   eval_windows = options.pop("eval_windows", 64)
   reject_unknown(options, "bigram_backcopy")
   require_batch_size(batch_size, "bigram_backcopy")
+  check_integer(seq_len, "seq_len")
+  check_integer(eval_windows, "eval_windows")
   text = corpus_text()
   vocab = sorted(set(text))
   if not isinstance(num_triggers, int) or not 1 <= num_triggers < len(vocab):

@@ -6,6 +6,7 @@ import numpy as np
 from softlab.data.base import (REGISTRY, Dataset, array_dataset, chunk, noisy_train_split,
                                reject_unknown, require_batch_size, rng_for, split_indices,
                                with_weight)
+from softlab.validation import check_integer
 
 MODULAR_OPS = {
     "add": lambda a, b, p: (a + b) % p,
@@ -28,6 +29,7 @@ def modular_arithmetic(options, *, batch_size, eval_batch_size, seed):
   train_fraction = options.pop("train_fraction", 0.4)
   encoding = options.pop("encoding", "one_hot")
   reject_unknown(options, "modular_arithmetic")
+  check_integer(p, "p", minimum=2)
   if op not in MODULAR_OPS:
     raise ValueError(f"op {op!r}; valid: {', '.join(MODULAR_OPS)}")
   if encoding not in ENCODINGS:
@@ -41,7 +43,7 @@ def modular_arithmetic(options, *, batch_size, eval_batch_size, seed):
   else:
     inputs = np.stack([a, b], axis=1).astype(np.int32)
     info = {"num_classes": p, "input_shape": (2,), "vocab_size": p}
-  train, test = split_indices(p * p, 1 - train_fraction, seed)
+  train, test = split_indices(p * p, train_fraction, seed, name="train_fraction", held_out=False)
   return array_dataset(
       {"inputs": inputs[train], "labels": labels[train]},
       {"test": {"inputs": inputs[test], "labels": labels[test]}},
@@ -57,6 +59,8 @@ def sparse_parity(options, *, batch_size, eval_batch_size, seed):
   num_samples = options.pop("num_samples", 2000)
   test_fraction = options.pop("test_fraction", 0.5)
   reject_unknown(options, "sparse_parity")
+  check_integer(num_bits, "num_bits")
+  check_integer(num_samples, "num_samples", minimum=2)
   if not 0 < parity_bits <= num_bits:
     raise ValueError(f"parity_bits must be in [1, num_bits={num_bits}], got {parity_bits}")
   bits = rng_for(seed, 3).integers(0, 2, (num_samples, num_bits))
@@ -104,6 +108,10 @@ def max_retrieval(options, *, batch_size, eval_batch_size, seed):
   train_size = options.pop("train_size", None)
   reject_unknown(options, "max_retrieval")
   require_batch_size(batch_size, "max_retrieval")
+  check_integer(num_classes, "num_classes")
+  check_integer(test_size, "test_size")
+  for i, length in enumerate(test_lengths):
+    check_integer(length, f"test_lengths[{i}]")
   if not 1 <= low <= high:
     raise ValueError(f"need 1 <= train_min_items <= train_max_items, got {low}, {high}")
   if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
@@ -161,6 +169,10 @@ def associative_recall(options, *, batch_size, eval_batch_size, seed):
   test_size = options.pop("test_size", 512)
   reject_unknown(options, "associative_recall")
   require_batch_size(batch_size, "associative_recall")
+  for name, value in (("num_keys", num_keys), ("num_values", num_values),
+                      ("train_pairs", train_pairs), ("test_size", test_size),
+                      *((f"test_pairs[{i}]", pairs) for i, pairs in enumerate(test_pairs))):
+    check_integer(value, name)
   if max(train_pairs, *test_pairs) > num_keys:
     raise ValueError(f"pairs per sequence cannot exceed num_keys={num_keys}")
 
@@ -231,8 +243,7 @@ def gaussian_clusters(options, *, batch_size, eval_batch_size, seed):
   for name, value, low in (("num_classes", num_classes, 2), ("dim", dim, 1),
                            ("train_per_class", train_per_class, 1),
                            ("test_per_class", test_per_class, 1), ("max_labels", max_labels, 1)):
-    if not isinstance(value, int) or value < low:
-      raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    check_integer(value, name, minimum=low)
   if not separation > 0:
     raise ValueError(f"separation must be > 0, got {separation}")
   if max_labels > num_classes:

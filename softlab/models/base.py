@@ -4,6 +4,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from softlab.registry import Registry
+from softlab.validation import FieldError
 
 REGISTRY = Registry("model")
 # Model name -> (its linen module, the dataset's info) -> its NNX version, driven
@@ -32,6 +33,15 @@ def build(config, info: Mapping[str, Any], *, dtype):
     raise ValueError(f"api 'nnx': model {name!r} has no NNX version; models with one: "
                      f"{', '.join(sorted(NNX_VERSIONS))}")
   return NNX_VERSIONS[name](model, info)
+
+
+def check_widths(value, name: str) -> tuple[int, ...]:
+  """Layer widths (a sequence of integers >= 1) as a tuple; FieldError naming `name`
+  otherwise, before a width-0 layer divides by its fan-in at initialization."""
+  widths = tuple(value) if isinstance(value, (list, tuple)) else None
+  if widths is None or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+    raise FieldError(name, f" must be layer widths, integers >= 1, got {value!r}")
+  return widths
 
 
 reject_unknown = REGISTRY.reject_unknown

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from softlab.losses import cosine_logits
 from softlab.models.base import REGISTRY, build, reject_unknown
+from softlab.validation import FieldError, check_integer
 
 
 class EmbeddingClassifier(nn.Module):
@@ -58,12 +59,15 @@ def embedding_classifier(options, info, *, dtype):
   quality_head = options.pop("quality_head", False)
   num_classes = options.pop("num_classes", info.get("num_classes"))
   reject_unknown(options, "embedding_classifier")
-  for name, value in (("embedding_dim", embedding_dim), ("subcenters", subcenters)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  for name, value in (("embedding_dim", embedding_dim), ("subcenters", subcenters),
+                      ("num_classes", num_classes)):
+    check_integer(value, name)
   if backbone.get("name") == "embedding_classifier":
     raise ValueError("backbone: an embedding_classifier cannot be its own backbone")
+  try:
+    backbone_model = build(backbone, {**info, "num_classes": embedding_dim}, dtype=dtype)
+  except FieldError as error:
+    raise error.within("backbone") from None
   return EmbeddingClassifier(
-      backbone=build(backbone, {**info, "num_classes": embedding_dim}, dtype=dtype),
-      num_classes=num_classes, embedding_dim=embedding_dim, subcenters=subcenters,
-      quality_head=bool(quality_head), dtype=dtype)
+      backbone=backbone_model, num_classes=num_classes, embedding_dim=embedding_dim,
+      subcenters=subcenters, quality_head=bool(quality_head), dtype=dtype)

@@ -6,7 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from softlab.models.base import REGISTRY, reject_unknown
+from softlab.models.base import REGISTRY, check_widths, reject_unknown
+from softlab.validation import check_integer
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu}
 # Weight initializers: Flax's default, and PyTorch's `xavier_normal_` (untruncated
@@ -56,13 +57,14 @@ def mlp(options, info, *, dtype):
   """An MLP with `hidden` widths; outputs = info["num_classes"] unless set;
   `kernel_init` (lecun_normal | xavier_normal) and `bias_init` (zeros |
   fan_in_uniform) choose the initialization."""
-  hidden = tuple(options.pop("hidden", (200, 200)))
+  hidden = check_widths(options.pop("hidden", (200, 200)), "hidden")
   activation = options.pop("activation", "relu")
   use_bias = options.pop("use_bias", True)
   kernel_init = options.pop("kernel_init", "lecun_normal")
   bias_init = options.pop("bias_init", "zeros")
   num_outputs = options.pop("num_outputs", info.get("num_classes"))
   reject_unknown(options, "mlp")
+  check_integer(num_outputs, "num_outputs")
   for name, value, valid in (("activation", activation, ACTIVATIONS),
                              ("kernel_init", kernel_init, KERNEL_INITS),
                              ("bias_init", bias_init, BIAS_INITS)):

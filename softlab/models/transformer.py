@@ -9,9 +9,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from softlab import attention
+from softlab import attention, normalizers
 from softlab.models.base import REGISTRY, reject_unknown
-from softlab.validation import check_number
+from softlab.validation import FieldError, check_integer, check_number
 
 POSITIONS = ("rope", "none")
 # Model config fields passed to softlab.attention.MultiHeadAttention as they are;
@@ -229,8 +229,27 @@ class SetAttention(nn.Module):
 
 
 def attention_options(options: dict) -> dict:
-  """Pops the attention fields of a model config (defaults: the layer's own)."""
-  return {k: options.pop(k) for k in ATTENTION_FIELDS if k in options}
+  """Pops the attention fields of a model config (defaults: the layer's own).
+
+  An unknown `normalizer` is a FieldError listing the valid ones here, at
+  build time, rather than a traceback from inside the first initialization.
+  """
+  chosen = {k: options.pop(k) for k in ATTENTION_FIELDS if k in options}
+  if "normalizer" in chosen:
+    try:
+      normalizers.attention_spec(chosen["normalizer"])
+    except ValueError as error:
+      raise FieldError("normalizer", f": {error}") from None
+  return chosen
+
+
+def check_sizes(model: nn.Module, *names: str, minimum: int = 1) -> None:
+  """Each field `names` of `model` is an integer >= minimum (FieldError naming it);
+  num_heads must divide d_model, the width every head's dimension comes from."""
+  for name in names:
+    check_integer(getattr(model, name), name, minimum=minimum)
+  if "num_heads" in names and model.d_model % model.num_heads:
+    raise FieldError("num_heads", f"={model.num_heads} must divide d_model={model.d_model}")
 
 
 @REGISTRY.register("transformer")
@@ -247,6 +266,8 @@ def transformer(options, info, *, dtype):
       superblock_size=options.pop("superblock_size", 1),
       uniattn_compensation=options.pop("uniattn_compensation", False))
   reject_unknown(options, "transformer")
+  check_sizes(model, "vocab_size", "d_model", "num_heads", "mlp_ratio")
+  check_sizes(model, "num_layers", minimum=0)
   if model.positions not in POSITIONS:
     raise ValueError(f"positions {model.positions!r}; valid: {', '.join(POSITIONS)}")
   if not isinstance(model.superblock_size, int) or model.superblock_size < 1:
@@ -267,6 +288,8 @@ def vit_tiny(options, info, *, dtype):
       mlp_ratio=options.pop("mlp_ratio", 2), attention_options=attention_options(options),
       dtype=dtype)
   reject_unknown(options, "vit_tiny")
+  check_sizes(model, "num_classes", "patch", "d_model", "num_heads", "mlp_ratio")
+  check_sizes(model, "num_layers", minimum=0)
   return model
 
 
@@ -281,4 +304,5 @@ def set_attention(options, info, *, dtype):
       d_model=options.pop("d_model", 64), num_heads=options.pop("num_heads", 1),
       attention_options=attention_options(options), dtype=dtype, query_init_std=query_init_std)
   reject_unknown(options, "set_attention")
+  check_sizes(model, "num_classes", "d_model", "num_heads")
   return model

@@ -6,8 +6,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from softlab.models.base import REGISTRY, reject_unknown
+from softlab.models.base import REGISTRY, check_widths, reject_unknown
 from softlab.models.mlp import MLP
+from softlab.validation import check_integer
 
 
 class TextTower(nn.Module):
@@ -56,9 +57,11 @@ class TwoTower(nn.Module):
 def two_tower(options, info, *, dtype):
   """An MLP image tower and a bag-of-tokens text tower."""
   model = TwoTower(
-      image_hidden=tuple(options.pop("image_hidden", (128,))),
+      image_hidden=check_widths(options.pop("image_hidden", (128,)), "image_hidden"),
       text_width=options.pop("text_width", 64),
       vocab_size=options.pop("vocab_size", info.get("vocab_size")),
       embed_dim=options.pop("embed_dim", 32), dtype=dtype)
   reject_unknown(options, "two_tower")
+  for name in ("text_width", "vocab_size", "embed_dim"):
+    check_integer(getattr(model, name), name)
   return model

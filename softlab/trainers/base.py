@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from softlab import models
 from softlab.config import override
 from softlab.registry import Registry
+from softlab.validation import FieldError
 
 REGISTRY = Registry("trainer")
 
@@ -111,11 +112,19 @@ def lookup(getter: Callable[[str], Any], name: str, path: str):
 
 @contextlib.contextmanager
 def building(path: str):
-  """Turns a builder's ValueError (a bad option) into a ConfigError on `path`."""
+  """Turns a builder's ValueError (a bad option) into a ConfigError on `path`.
+
+  A FieldError names its field in full: "config.data.p must be ..." (a field
+  already named from the section, like optim's "optimizer.lr", is not named
+  twice); another ValueError is "config.<path>: <message>".
+  """
   try:
     yield
   except ConfigError:
     raise
+  except FieldError as error:
+    within = error if error.field.startswith(f"{path}.") else error.within(path)
+    raise ConfigError(f"config.{within}") from None
   except ValueError as error:
     raise ConfigError(f"config.{path}: {error}") from None
 

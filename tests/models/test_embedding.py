@@ -37,6 +37,8 @@ def test_subcenters_and_a_vit_backbone():
 @pytest.mark.parametrize("options, message", [
     ({"subcenters": 0}, "subcenters must be an integer >= 1"),
     ({"backbone": {"name": "embedding_classifier"}}, "cannot be its own backbone"),
+    ({"backbone": {"name": "mlp", "hidden": (0,)}},
+     r"^backbone.hidden must be layer widths, integers >= 1, got \(0,\)$"),
     ({"bogus": 1}, "bogus"),
 ])
 def test_bad_options(options, message):
