@@ -15,24 +15,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from softlab import files
-from softlab.config import load_config, override
 from softlab.trainers import ConfigError, loop
 from softlab.trainers.checkpoints import Checkpoints, fingerprint, host_fingerprint
-from softlab.trainers.reporting import read_records
 
-GROKKING = "configs/grokking/softmax.py"
-
-
-def small_config(**updates):
-  """Modular addition mod 23 for 12 steps, checkpoints every 4: seconds to run."""
-  base = {"data.p": 23, "train.steps": 12, "train.log_every": 1, "train.eval_every": 4,
-          "train.checkpoint_every": 4}
-  return override(load_config(GROKKING), {**base, **updates})
-
-
-def records(workdir):
-  return [{k: v for k, v in r.items() if k not in loop.TIMING_KEYS}
-          for r in read_records(os.path.join(workdir, "metrics.jsonl"))]
+from test_loop import GROKKING, assert_same_records, records, small_config
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +36,6 @@ def unfinished(tmp_path, finished):
   os.remove(workdir / "summary.json")
   shutil.rmtree(workdir / "checkpoints" / "12")
   return workdir
-
-
-def assert_same_records(workdir, finished):
-  got, want = records(workdir), records(finished)
-  assert [sorted(r) for r in got] == [sorted(r) for r in want]
-  for a, b in zip(got, want):
-    np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-6)
 
 
 def one_line(err):
@@ -130,7 +109,7 @@ def test_zero_filled_newest_checkpoint_falls_back_and_resumes_exactly(unfinished
   line = one_line(capfd.readouterr().err)
   assert "the checkpoint at step 8 is damaged" in line and "falling back" in line
   assert (unfinished / "damaged_checkpoints" / "8").is_dir()
-  assert_same_records(unfinished, finished)
+  assert_same_records(records(unfinished), records(finished))
 
 
 # -------------------------------------------- restores that fail are not damage
@@ -180,7 +159,7 @@ def test_resume_cuts_metrics_past_the_checkpoint_in_place(unfinished, finished):
   loop.train(small_config(), str(unfinished), show_progress=False)
   assert path.stat().st_ino == inode  # appended to, never rewritten
   assert path.read_bytes().startswith(kept)
-  assert_same_records(unfinished, finished)
+  assert_same_records(records(unfinished), records(finished))
 
 
 def test_a_damaged_metrics_line_is_one_line_naming_it(unfinished):
@@ -206,7 +185,7 @@ def test_a_lost_config_json_is_checked_against_the_checkpoints_config(unfinished
   loop.train(small_config(), str(unfinished), show_progress=False)
   assert "checking against the config saved with the checkpoint at step 8" in capfd.readouterr().err
   assert config_json.read_text() == (finished / "config.json").read_text()
-  assert_same_records(unfinished, finished)
+  assert_same_records(records(unfinished), records(finished))
 
 
 def test_a_run_with_history_but_no_config_is_refused(tmp_path, finished):
@@ -226,7 +205,7 @@ def test_a_truncated_summary_is_written_again(tmp_path, finished, capfd):
   assert "summary.json is not valid JSON" in one_line(capfd.readouterr().err)
   assert json.loads((workdir / "summary.json").read_text()) == summary
   assert summary["step"] == 12
-  assert_same_records(workdir, finished)
+  assert_same_records(records(workdir), records(finished))
 
 
 def test_atomic_writes_keep_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
@@ -262,7 +241,7 @@ def test_a_signal_saves_the_step_and_exits_in_one_line(tmp_path, finished, monke
   assert Checkpoints(str(tmp_path)).steps() == [4, 6]
   monkeypatch.undo()
   assert softlab_cli(*args)[0] == 0
-  assert_same_records(tmp_path, finished)
+  assert_same_records(records(tmp_path), records(finished))
 
 
 def test_a_failed_checkpoint_write_stops_the_run_at_once(tmp_path, monkeypatch, softlab_cli):
