@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from softlab import normalizers
 from softlab.losses._common import (
     class_labels,
     compute_dtype,
@@ -110,9 +111,11 @@ def _prepare(cos, labels):
   """(cos in the compute dtype, target mask [N, C]).
 
   Concrete labels must lie in [0, C); traced ones may also point to classes on
-  other devices (class-sharded form), which marks no target here.
+  other devices (class-sharded form), which marks no target here. A cosine
+  outside [-1, 1] that is not even finite (NaN, +-inf) makes every cosine of
+  its example NaN (`normalizers.kept_scores`), so the example's loss is NaN.
   """
-  cos = _check_cos(cos)
+  cos = normalizers.kept_scores(_check_cos(cos), True, 1)
   labels = class_labels(labels, cos)
   return cos, labels[:, None] == jnp.arange(cos.shape[1])
 
@@ -718,7 +721,9 @@ def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike
   at floor(0.25 n) and floor(0.75 n), n pairs, as the released code takes
   them; no gradient), a pair is kept iff its similarity lies in
   [q1 - wisk (q3 - q1), q3 + wisk (q3 - q1)] (arXiv:2203.11593, Sec. 3.3;
-  wisk = 1.5 is the released head.zoo.yaml's "unpg" entry).
+  wisk = 1.5 is the released head.zoo.yaml's "unpg" entry). A pair with a NaN
+  similarity is kept, so a NaN embedding reaches the loss instead of being
+  filtered out as noise.
 
   Args:
     embeddings: [N, d] embeddings.
@@ -743,7 +748,8 @@ def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike
   q1 = ordered[jnp.floor(0.25 * total).astype(jnp.int32)]
   q3 = ordered[jnp.floor(0.75 * total).astype(jnp.int32)]
   low, high = q1 - wisk * (q3 - q1), q3 + wisk * (q3 - q1)
-  kept = pairs & (similarity >= low) & (similarity <= high)
+  # not low <= s <= high: a NaN similarity (a NaN embedding) is kept, not filtered out
+  kept = pairs & ~(similarity < low) & ~(similarity > high)
   return similarity, kept
 
 
@@ -825,6 +831,8 @@ def madacos(
   MadaCos "dynamically tunes its scale and margin within each mini-batch" from
   "the median of cosine logits"), so where the paper's equations may differ
   from the released code is unchecked, and this function follows the code.
+  A NaN target cosine of a real example makes the median, and so every
+  example's loss, NaN.
 
   Args:
     cos: [N, C] cosine logits.
@@ -848,7 +856,8 @@ def madacos(
   target = jax.lax.stop_gradient(_target(cos, is_target, axis_name))
   order = jnp.argsort(jnp.where(real, target, jnp.inf))
   middle = order[(jnp.sum(real) - 1) // 2]
-  median = target[middle]
+  # NaN if a real target is: argsort alone would rank a NaN last and skip it.
+  median = target[middle] - normalizers.nonfinite_rows(target, real, 0)[0]
   scale = jnp.maximum(math.log(count * (1 - rho) / rho) / (1 - median), min_scale)
   others = jax.lax.stop_gradient(scale * cos)
   log_b = logsumexp(others, where=~is_target, axis_name=axis_name)[middle]
