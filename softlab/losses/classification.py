@@ -704,7 +704,8 @@ def sovr(
   together; ties to the lower flat index) get the one-vs-rest loss
   -log sigmoid(z_y) - sum_{k != y} log sigmoid(-z_k), the others softmax
   cross-entropy. f = 0 gives CE, f = 1 one-vs-rest. The values therefore
-  depend on the whole batch.
+  depend on the whole batch: a valid example with NaN (or +inf) logits makes
+  every valid example's loss NaN.
 
   Checked against: the abstracts of arXiv:2207.10283 v2 / v3 and of its
   ICLR 2023 submission (openreview IVE5g1af87): SOVR switches from
@@ -743,7 +744,10 @@ def sovr(
       jnp.arange(flat.size, dtype=jnp.int32))
   switched = rank.reshape(margin.shape) < jnp.ceil(
       switch_fraction * jnp.sum(valid, dtype=x.dtype))
-  return jnp.where(valid, jnp.where(switched, one_vs_rest, cross_entropy), 0)
+  # A NaN margin has no rank, so which examples switch is undefined: NaN for all.
+  # (From the logits: a margin is +inf, and ranked last, with one kept class.)
+  unranked = normalizers.nonfinite_rows(x, mask & valid[..., None], tuple(range(x.ndim)))[..., 0]
+  return jnp.where(valid, jnp.where(switched, one_vs_rest, cross_entropy) - unranked, 0)
 
 
 # ---------------------------------------------------------------------------
