@@ -134,6 +134,18 @@ def _softmax_loss(target_logit, other_logits, is_target, axis_name):
   )
 
 
+def _real_examples(embeddings, where):
+  """(embeddings with the padding examples' rows 0, real-example mask [N]).
+
+  Losses that compare the batch's examples with each other leave padding
+  (where = False) out of their pairs; zeroing its rows also keeps a NaN there
+  out of the other examples' values and gradients (0 * NaN is NaN).
+  """
+  embeddings = jnp.asarray(embeddings)
+  real = jnp.ones(embeddings.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  return jnp.where(real[:, None], embeddings, 0), real
+
+
 def _angle(cos):
   """theta = arccos(cos) in [0, pi], exact, finite gradients at cos = +-1.
 
@@ -639,7 +651,7 @@ def circle_pairs(
   backpropagation (arXiv:2002.10857, eq. 6 with O_p = 1 + m, O_n = -m,
   Delta_p = 1 - m, Delta_n = m, eq. 8). With class centers as the pairs (one
   positive, the other classes negative) it is `circle_loss`. An anchor without
-  a positive or a negative gets 0.
+  a positive or a negative gets 0 (NaN if one of its pairs' similarities is).
 
   Args:
     similarity: [N, M] similarities of N anchors to M others.
@@ -663,7 +675,9 @@ def circle_pairs(
   total = (logsumexp(gamma * a_n * (s - m), where=negative)
            + logsumexp(-gamma * a_p * (s - (1 - m)), where=positive))
   both = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
-  return jnp.where(both, jax.nn.softplus(jnp.where(both, total, 0)), 0)
+  value = jnp.where(both, jax.nn.softplus(jnp.where(both, total, 0)), 0)
+  # An anchor without positives or negatives gets 0 without using its pairs; a NaN there shows.
+  return value - normalizers.nonfinite_rows(s, positive | negative, 1)[:, 0]
 
 
 @REGISTRY.register("pairwise_circle_loss", kind="margin",
@@ -704,7 +718,7 @@ def pairwise_circle_loss(
   labels = jnp.asarray(labels)
   if labels.shape != embeddings.shape[:1]:
     raise ValueError(f"labels must have shape {embeddings.shape[:1]}, got {labels.shape}")
-  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  embeddings, real = _real_examples(embeddings, where)
   similarity = cosine_logits(embeddings, embeddings)
   pair = real[:, None] & real[None, :] & ~jnp.eye(labels.shape[0], dtype=bool)
   same = labels[:, None] == labels[None, :]
@@ -738,7 +752,7 @@ def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike
   if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
     raise ValueError(f"embeddings must be [N, d] and labels [N], got {embeddings.shape} and "
                      f"{labels.shape}")
-  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  embeddings, real = _real_examples(embeddings, where)
   similarity = cosine_logits(embeddings, embeddings)
   count = labels.shape[0]
   upper = jnp.arange(count)[:, None] < jnp.arange(count)[None, :]
@@ -915,8 +929,8 @@ def nbc_softmax(
   """
   check_number(weight, "weight", lambda v: 0 <= v <= 1, "in [0, 1]")
   base = normalized_softmax(cos, labels, s=s, axis_name=axis_name)
-  embeddings, labels = jnp.asarray(embeddings), jnp.asarray(labels)
-  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  embeddings, real = _real_examples(embeddings, where)
+  labels = jnp.asarray(labels)
   same = (labels[:, None] == labels[None, :]) & real[:, None] & real[None, :]
   centroids = (same.astype(embeddings.dtype) @ embeddings) / jnp.maximum(
       jnp.sum(same, axis=1, keepdims=True), 1)
