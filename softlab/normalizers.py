@@ -12,6 +12,11 @@ Conventions shared by all of them:
 - An entry equal to -inf is treated as masked. This is how additive attention
   masks say "do not attend", and it is the limit of every formula here except
   softpick's, whose reference implementation also excludes -inf entries.
+- NaN in, NaN out: a NaN or +inf among a row's kept entries makes every kept
+  weight of that row NaN (`kept_scores`), since weights from the row's other
+  entries would hide the fault from non-finite checks downstream. Masked
+  entries keep weight 0 (log-normalizers: -inf), and a NaN in a masked entry
+  changes nothing.
 - Computation happens in float32, or in the input dtype if wider; the result is
   cast back to the input dtype (bf16/f16/f32/f64 are accepted).
 - Per-row quantities (`n`) are scalars or arrays broadcastable to the rows,
@@ -54,7 +59,7 @@ ADAPTIVE_TEMPERATURE_POLY = (-0.037, 0.481, -2.3, 4.917, -1.791)
 
 
 def _prepare(x: ArrayLike, axis: int, where: ArrayLike | None):
-  """(x in compute dtype with masked entries set to 0, mask, axis, out dtype)."""
+  """(x in compute dtype by `kept_scores` (masked entries 0), mask, axis, out dtype)."""
   x = jnp.asarray(x)
   if x.ndim == 0:
     raise ValueError("x must have at least one dimension to normalize over")
@@ -70,7 +75,7 @@ def _prepare(x: ArrayLike, axis: int, where: ArrayLike | None):
     out_dtype = jnp.float32
     x = x.astype(jnp.float32)
   mask = keep_mask(x, where)
-  return jnp.where(mask, x, 0), mask, axis, out_dtype
+  return kept_scores(x, mask, axis), mask, axis, out_dtype
 
 
 def keep_mask(x: jax.Array, where: ArrayLike | None, *, name: str = "x", hint: str = ""):
@@ -86,6 +91,43 @@ def keep_mask(x: jax.Array, where: ArrayLike | None, *, name: str = "x", hint: s
   if where is None:
     return mask
   return mask & validation.check_mask(where, x.shape, target=name, hint=hint)
+
+
+def nonfinite_rows(x: jax.Array, mask: jax.Array, axis) -> jax.Array:
+  """+0 for each row whose kept entries are all finite, NaN for one that keeps a NaN or +-inf.
+
+  x - x is +0 for a finite entry and NaN otherwise; its sum over the kept
+  entries of a row (kept dims) carries no gradient. Subtracting it from a
+  value leaves the value as it is (-0 included) unless the row is not finite.
+
+  Args:
+    x: the scores.
+    mask: the kept entries, broadcastable to x (masked entries are ignored).
+    axis: the axis (or axes) of a row.
+  """
+  x = jnp.where(mask, x, 0)
+  return jax.lax.stop_gradient(jnp.sum(x - x, axis=axis, keepdims=True))
+
+
+def kept_scores(x: jax.Array, mask: jax.Array, axis) -> jax.Array:
+  """x on kept entries, 0 on masked ones; all kept entries NaN in a row that keeps a non-finite one.
+
+  A row with a NaN or infinite score has no meaningful weights, and weights
+  (or a loss) computed from its other entries would be finite numbers that
+  hide the fault from non-finite checks downstream, such as the training
+  loop's stop on a non-finite loss. So the row is made NaN at the source, by
+  subtracting `nonfinite_rows` from its kept entries: a finite row keeps its
+  values and gradients exactly. Masked entries, NaN ones included, are 0 and
+  never spread. With a mask from `keep_mask`, -inf entries are masked, so
+  only NaN and +inf make a row NaN.
+
+  Args:
+    x: the scores.
+    mask: the kept entries (e.g. `keep_mask`'s), broadcastable to x.
+    axis: the axis (or axes) of a row.
+  """
+  x = jnp.where(mask, x, 0)
+  return jnp.where(mask, x - nonfinite_rows(x, mask, axis), 0)
 
 
 def _per_row(value: ArrayLike, x: jax.Array, axis: int, name: str):
@@ -463,6 +505,15 @@ def _take_at_count(values, count, axis):
   return jnp.take_along_axis(values, index, axis=axis)
 
 
+def _support(u, tau, mask):
+  """The kept entries above the threshold: mask & not (u <= tau).
+
+  Written so that a NaN row (`kept_scores`), whose u and tau are NaN, keeps
+  all its kept entries and so gets NaN weights rather than zeros.
+  """
+  return mask & ~(u <= tau)
+
+
 def _bounded_scores(x, mask, axis, scale, floor):
   """scale * (x - row max) clipped at `floor`; masked entries at `floor`.
 
@@ -574,8 +625,10 @@ def top_k_mask(x, mask, axis, k):
   """The k largest kept entries of each row along axis (all kept ones if fewer).
 
   Ties go to the lower index (jax.lax.top_k's order), so exactly min(k, kept)
-  entries are selected; masked entries never are. k must be a Python int
-  (shapes depend on it).
+  entries are selected; masked entries never are. A NaN score has no rank, so
+  it is always selected: `kept_scores` makes every kept entry of a row with a
+  NaN or +inf NaN, so such a row keeps them all and its weights are NaN. k
+  must be a Python int (shapes depend on it).
   """
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
     raise ValueError(f"k must be a positive int, got {k!r}")
@@ -584,7 +637,7 @@ def top_k_mask(x, mask, axis, k):
   _, indices = jax.lax.top_k(scores, k)
   chosen = jnp.put_along_axis(jnp.zeros(scores.shape, bool), indices, True, axis=-1,
                               inplace=False)
-  return jnp.moveaxis(chosen, -1, axis) & mask
+  return jnp.moveaxis(chosen | jnp.isnan(scores), -1, axis) & mask
 
 
 @register("log_softmax", not_weights="returns log-weights")
@@ -952,7 +1005,7 @@ def softpick(
   e = jnp.where(mask, softpick_shifted(jnp.where(mask, x, 0), m), 0)
   total = jnp.sum(jnp.abs(e), axis=axis, keepdims=True)
   weights = jax.nn.relu(e) / (total + jnp.asarray(eps, x.dtype))
-  return weights.astype(out_dtype)
+  return jnp.where(mask, weights, 0).astype(out_dtype)
 
 
 @register("topk_softmax", attention=AttentionSpec())
@@ -1011,7 +1064,7 @@ def sparsemax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   cumulative = jnp.cumsum(u_sorted, axis=axis)
   count = jnp.sum(1 + ranks * u_sorted > cumulative, axis=axis, keepdims=True)
   tau = (_take_at_count(cumulative, count, axis) - 1) / count
-  support = mask & (u > tau)
+  support = _support(u, tau, mask)
   # Differentiable tau from the support (u is x - const there).
   u = x - _shift(x, mask, axis)
   size = jnp.sum(support, axis=axis, keepdims=True, dtype=x.dtype)
@@ -1052,7 +1105,7 @@ def entmax15(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   tau_k = mean - jnp.sqrt(jnp.maximum(delta, 0))
   count = jnp.sum(tau_k <= u_sorted, axis=axis, keepdims=True)
   tau = _take_at_count(tau_k, count, axis)
-  support = mask & (u > tau)
+  support = _support(u, tau, mask)
   # Differentiable tau from the support: sum_S (u_i - tau)^2 = 1.
   u = 0.5 * (x - _shift(x, mask, axis))
   size = jnp.maximum(jnp.sum(support, axis=axis, keepdims=True, dtype=x.dtype), 1)
@@ -1101,7 +1154,8 @@ def sa_softmax(
   lo = jnp.minimum(-_masked_max(-x, mask, axis), 0)
   hi = jnp.maximum(_masked_max(x, mask, axis), 0)
   span = hi - lo
-  return ((x - lo) / jnp.where(span > 0, span, 1) * probs).astype(out_dtype)
+  weights = (x - lo) / jnp.where(span > 0, span, 1) * probs
+  return jnp.where(mask, weights, 0).astype(out_dtype)
 
 
 @register("gumbel_softmax", not_weights="draws a random sample per call (it needs a PRNG key)")

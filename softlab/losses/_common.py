@@ -25,8 +25,8 @@ def merge_logsumexp(m, total, axis_name=None):
 
   total = sum exp(x - m) over the device's part (m = 0 stands in for -inf
   there); with `axis_name` the parts are merged across that axis (pmax of m,
-  psum of the rescaled totals). Rows with nothing to sum give -inf. m must not
-  carry gradients (it is a shift); total may.
+  psum of the rescaled totals). Rows with nothing to sum give -inf, rows with
+  a NaN total NaN. m must not carry gradients (it is a shift); total may.
   """
   top = m if axis_name is None else jax.lax.pmax(m, axis_name)
   top = jnp.where(jnp.isfinite(top), top, 0)
@@ -34,7 +34,8 @@ def merge_logsumexp(m, total, axis_name=None):
     total = jax.lax.psum(
         total * jnp.exp(jnp.where(jnp.isfinite(m), m - top, -jnp.inf)), axis_name
     )
-  return jnp.where(total > 0, top + jnp.log(jnp.where(total > 0, total, 1)), -jnp.inf)
+  empty = total == 0  # not total > 0: a NaN total (a NaN entry) stays NaN
+  return jnp.where(empty, -jnp.inf, top + jnp.log(jnp.where(empty, 1, total)))
 
 
 def logsumexp(x, where=None, axis_name=None):
@@ -65,7 +66,9 @@ def prepare_logits(logits, where=None, dtype=None):
   """(logits in the compute dtype with masked entries set to 0, class mask).
 
   The mask is `where` (boolean, broadcast to the logits; True = keep) and
-  logits != -inf, as in softlab.normalizers.
+  logits != -inf, as in softlab.normalizers. An example with a kept NaN or
+  +inf logit gets NaN in all its kept logits (`normalizers.kept_scores`), so
+  its loss is NaN instead of a finite value from its other logits.
   """
   logits = jnp.asarray(logits)
   if logits.ndim == 0:
@@ -76,7 +79,7 @@ def prepare_logits(logits, where=None, dtype=None):
   x = logits.astype(dtype)
   mask = normalizers.keep_mask(
       x, where, name="logits", hint="; a per-example mask needs a trailing axis (where[..., None])")
-  return jnp.where(mask, x, 0), mask
+  return normalizers.kept_scores(x, mask, -1), mask
 
 
 def class_labels(labels, logits):
@@ -139,9 +142,9 @@ def normalized_focal(log_probs, one_hot, mask, gamma):
   """
   focal = -safe_pow(-jnp.expm1(log_probs), gamma) * log_probs
   total = jnp.sum(jnp.where(mask, focal, 0), axis=-1)
-  nonzero = total > 0
-  ratio = label_value(focal, one_hot) / jnp.where(nonzero, total, 1)
-  return jnp.where(nonzero, ratio, 0)
+  single = total == 0  # one kept class; a NaN total (NaN logits) stays NaN
+  ratio = label_value(focal, one_hot) / jnp.where(single, 1, total)
+  return jnp.where(single, 0, ratio)
 
 
 def normalized_cross_entropy(log_probs, one_hot, mask):

@@ -637,9 +637,9 @@ def spherical_z_loss(
   mean = jnp.sum(shifted, axis=-1, keepdims=True) / count[..., None]
   centered = jnp.where(mask, shifted - mean, 0)
   variance = jnp.sum(centered * centered, axis=-1) / count
-  spread = variance > 0
-  z_y = label_value(centered, one_hot) * jax.lax.rsqrt(jnp.where(spread, variance, 1))
-  loss = jax.nn.softplus(a * (b - jnp.where(spread, z_y, 0))) / a
+  constant = variance == 0  # not variance > 0: a NaN variance (NaN logits) stays NaN
+  z_y = label_value(centered, one_hot) * jax.lax.rsqrt(jnp.where(constant, 1, variance))
+  loss = jax.nn.softplus(a * (b - jnp.where(constant, 0, z_y))) / a
   return jnp.where(valid, loss, 0)
 
 
@@ -675,10 +675,11 @@ def sum_exp_loss(
   """
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   others = mask & ~one_hot
+  any_other = jnp.any(others, axis=-1)
   total = jnp.sum(jnp.where(others, jnp.exp(_shifted_by_max(x, others)), 0), axis=-1)
   top = jnp.max(jnp.where(others, x, -jnp.inf), axis=-1)
-  y_minus_m = label_value(x, one_hot) - jax.lax.stop_gradient(jnp.where(total > 0, top, 0))
-  return jnp.where(valid & (total > 0), jnp.exp(-y_minus_m) * total, 0)
+  y_minus_m = label_value(x, one_hot) - jax.lax.stop_gradient(jnp.where(any_other, top, 0))
+  return jnp.where(valid & any_other, jnp.exp(-y_minus_m) * total, 0)
 
 
 def _one_vs_rest_logistic(x, mask, one_hot):
@@ -703,7 +704,8 @@ def sovr(
   together; ties to the lower flat index) get the one-vs-rest loss
   -log sigmoid(z_y) - sum_{k != y} log sigmoid(-z_k), the others softmax
   cross-entropy. f = 0 gives CE, f = 1 one-vs-rest. The values therefore
-  depend on the whole batch.
+  depend on the whole batch: a valid example with NaN (or +inf) logits makes
+  every valid example's loss NaN.
 
   Checked against: the abstracts of arXiv:2207.10283 v2 / v3 and of its
   ICLR 2023 submission (openreview IVE5g1af87): SOVR switches from
@@ -742,7 +744,10 @@ def sovr(
       jnp.arange(flat.size, dtype=jnp.int32))
   switched = rank.reshape(margin.shape) < jnp.ceil(
       switch_fraction * jnp.sum(valid, dtype=x.dtype))
-  return jnp.where(valid, jnp.where(switched, one_vs_rest, cross_entropy), 0)
+  # A NaN margin has no rank, so which examples switch is undefined: NaN for all.
+  # (From the logits: a margin is +inf, and ranked last, with one kept class.)
+  unranked = normalizers.nonfinite_rows(x, mask & valid[..., None], tuple(range(x.ndim)))[..., 0]
+  return jnp.where(valid, jnp.where(switched, one_vs_rest, cross_entropy) - unranked, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from softlab import normalizers
 from softlab.losses._common import (
     class_labels,
     compute_dtype,
@@ -110,9 +111,11 @@ def _prepare(cos, labels):
   """(cos in the compute dtype, target mask [N, C]).
 
   Concrete labels must lie in [0, C); traced ones may also point to classes on
-  other devices (class-sharded form), which marks no target here.
+  other devices (class-sharded form), which marks no target here. A cosine
+  outside [-1, 1] that is not even finite (NaN, +-inf) makes every cosine of
+  its example NaN (`normalizers.kept_scores`), so the example's loss is NaN.
   """
-  cos = _check_cos(cos)
+  cos = normalizers.kept_scores(_check_cos(cos), True, 1)
   labels = class_labels(labels, cos)
   return cos, labels[:, None] == jnp.arange(cos.shape[1])
 
@@ -129,6 +132,18 @@ def _softmax_loss(target_logit, other_logits, is_target, axis_name):
   return logsumexp(logits, axis_name=axis_name) - _target(
       logits, is_target, axis_name
   )
+
+
+def _real_examples(embeddings, where):
+  """(embeddings with the padding examples' rows 0, real-example mask [N]).
+
+  Losses that compare the batch's examples with each other leave padding
+  (where = False) out of their pairs; zeroing its rows also keeps a NaN there
+  out of the other examples' values and gradients (0 * NaN is NaN).
+  """
+  embeddings = jnp.asarray(embeddings)
+  real = jnp.ones(embeddings.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  return jnp.where(real[:, None], embeddings, 0), real
 
 
 def _angle(cos):
@@ -636,7 +651,7 @@ def circle_pairs(
   backpropagation (arXiv:2002.10857, eq. 6 with O_p = 1 + m, O_n = -m,
   Delta_p = 1 - m, Delta_n = m, eq. 8). With class centers as the pairs (one
   positive, the other classes negative) it is `circle_loss`. An anchor without
-  a positive or a negative gets 0.
+  a positive or a negative gets 0 (NaN if one of its pairs' similarities is).
 
   Args:
     similarity: [N, M] similarities of N anchors to M others.
@@ -660,7 +675,9 @@ def circle_pairs(
   total = (logsumexp(gamma * a_n * (s - m), where=negative)
            + logsumexp(-gamma * a_p * (s - (1 - m)), where=positive))
   both = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
-  return jnp.where(both, jax.nn.softplus(jnp.where(both, total, 0)), 0)
+  value = jnp.where(both, jax.nn.softplus(jnp.where(both, total, 0)), 0)
+  # An anchor without positives or negatives gets 0 without using its pairs; a NaN there shows.
+  return value - normalizers.nonfinite_rows(s, positive | negative, 1)[:, 0]
 
 
 @REGISTRY.register("pairwise_circle_loss", kind="margin",
@@ -701,7 +718,7 @@ def pairwise_circle_loss(
   labels = jnp.asarray(labels)
   if labels.shape != embeddings.shape[:1]:
     raise ValueError(f"labels must have shape {embeddings.shape[:1]}, got {labels.shape}")
-  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  embeddings, real = _real_examples(embeddings, where)
   similarity = cosine_logits(embeddings, embeddings)
   pair = real[:, None] & real[None, :] & ~jnp.eye(labels.shape[0], dtype=bool)
   same = labels[:, None] == labels[None, :]
@@ -718,7 +735,9 @@ def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike
   at floor(0.25 n) and floor(0.75 n), n pairs, as the released code takes
   them; no gradient), a pair is kept iff its similarity lies in
   [q1 - wisk (q3 - q1), q3 + wisk (q3 - q1)] (arXiv:2203.11593, Sec. 3.3;
-  wisk = 1.5 is the released head.zoo.yaml's "unpg" entry).
+  wisk = 1.5 is the released head.zoo.yaml's "unpg" entry). A pair with a NaN
+  similarity is kept, so a NaN embedding reaches the loss instead of being
+  filtered out as noise.
 
   Args:
     embeddings: [N, d] embeddings.
@@ -733,7 +752,7 @@ def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike
   if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
     raise ValueError(f"embeddings must be [N, d] and labels [N], got {embeddings.shape} and "
                      f"{labels.shape}")
-  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  embeddings, real = _real_examples(embeddings, where)
   similarity = cosine_logits(embeddings, embeddings)
   count = labels.shape[0]
   upper = jnp.arange(count)[:, None] < jnp.arange(count)[None, :]
@@ -743,7 +762,8 @@ def unpg_negatives(embeddings: ArrayLike, labels: ArrayLike, *, where: ArrayLike
   q1 = ordered[jnp.floor(0.25 * total).astype(jnp.int32)]
   q3 = ordered[jnp.floor(0.75 * total).astype(jnp.int32)]
   low, high = q1 - wisk * (q3 - q1), q3 + wisk * (q3 - q1)
-  kept = pairs & (similarity >= low) & (similarity <= high)
+  # not low <= s <= high: a NaN similarity (a NaN embedding) is kept, not filtered out
+  kept = pairs & ~(similarity < low) & ~(similarity > high)
   return similarity, kept
 
 
@@ -825,6 +845,8 @@ def madacos(
   MadaCos "dynamically tunes its scale and margin within each mini-batch" from
   "the median of cosine logits"), so where the paper's equations may differ
   from the released code is unchecked, and this function follows the code.
+  A NaN target cosine of a real example makes the median, and so every
+  example's loss, NaN.
 
   Args:
     cos: [N, C] cosine logits.
@@ -848,7 +870,8 @@ def madacos(
   target = jax.lax.stop_gradient(_target(cos, is_target, axis_name))
   order = jnp.argsort(jnp.where(real, target, jnp.inf))
   middle = order[(jnp.sum(real) - 1) // 2]
-  median = target[middle]
+  # NaN if a real target is: argsort alone would rank a NaN last and skip it.
+  median = target[middle] - normalizers.nonfinite_rows(target, real, 0)[0]
   scale = jnp.maximum(math.log(count * (1 - rho) / rho) / (1 - median), min_scale)
   others = jax.lax.stop_gradient(scale * cos)
   log_b = logsumexp(others, where=~is_target, axis_name=axis_name)[middle]
@@ -906,8 +929,8 @@ def nbc_softmax(
   """
   check_number(weight, "weight", lambda v: 0 <= v <= 1, "in [0, 1]")
   base = normalized_softmax(cos, labels, s=s, axis_name=axis_name)
-  embeddings, labels = jnp.asarray(embeddings), jnp.asarray(labels)
-  real = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
+  embeddings, real = _real_examples(embeddings, where)
+  labels = jnp.asarray(labels)
   same = (labels[:, None] == labels[None, :]) & real[:, None] & real[None, :]
   centroids = (same.astype(embeddings.dtype) @ embeddings) / jnp.maximum(
       jnp.sum(same, axis=1, keepdims=True), 1)

@@ -51,6 +51,17 @@ def _block_start(j, block, vocab):
   return jnp.minimum(j * block, vocab - block)
 
 
+def _soft_cap(raw, cap):
+  """(cap tanh(raw / cap), the tanh), NaN where raw is not finite.
+
+  tanh turns an infinite logit into +-cap, a finite loss from an infinite
+  input; raw - raw (+0 when finite, so subtracting it changes nothing) makes
+  it NaN instead.
+  """
+  t = jnp.tanh(raw / cap)
+  return cap * t - (raw - raw), t
+
+
 def _block_logits(hidden, weight, j, block, cap, cdtype):
   """(logits, tanh(raw / cap) or None, column ids, valid, weights) of block j.
 
@@ -64,8 +75,7 @@ def _block_logits(hidden, weight, j, block, cap, cdtype):
   valid = columns >= j * block
   if cap is None:
     return raw, None, columns, valid, w
-  t = jnp.tanh(raw / cap)
-  return cap * t, t, columns, valid, w
+  return *_soft_cap(raw, cap), columns, valid, w
 
 
 def _local_labels(labels, vocab, axis_name):
@@ -118,7 +128,7 @@ def _forward(hidden, weight, labels, config):
       "nd,dn->n", hidden, w_target, preferred_element_type=cdtype
   )
   if cap is not None:
-    target = cap * jnp.tanh(target / cap)
+    target = _soft_cap(target, cap)[0]
   target = jnp.where(local >= 0, target, 0)
   if axis_name is not None:
     target = jax.lax.psum(target, axis_name)
@@ -161,6 +171,7 @@ def _fused_bwd(config, residuals, g):
   filter_eps, a block whose probabilities p_iv are all below it (for every
   token) skips its two gradient matmuls (Cut Cross-Entropy's gradient
   filtering). The label part is one gathered column per token, never skipped.
+  Masked tokens get exactly 0 and add exactly 0, even with NaN hidden states.
   """
   block, z_loss, cap, axis_name, cdtype, filter_eps = config
   hidden, weight, labels, keep, lse = residuals
@@ -168,13 +179,14 @@ def _fused_bwd(config, residuals, g):
   g = jnp.where(keep, g, 0).astype(cdtype)
   coef = (g * (1 + 2 * z_loss * lse))[:, None]
   local = _local_labels(labels, vocab, axis_name)
+  kept_hidden = jnp.where(keep[:, None], hidden, 0)
 
   def accumulate(j, carry, w, d_logits):
     d_hidden, d_weight = carry
     d_hidden = d_hidden + jnp.dot(d_logits, w.T, preferred_element_type=cdtype)
     # Added to what is there: a moved last block overlaps the previous one.
     start = _block_start(j, block, vocab)
-    d_w = jnp.dot(hidden.T, d_logits, preferred_element_type=cdtype)
+    d_w = jnp.dot(kept_hidden.T, d_logits, preferred_element_type=cdtype)
     d_w = d_w + jax.lax.dynamic_slice_in_dim(d_weight, start, block, axis=1)
     d_weight = jax.lax.dynamic_update_slice_in_dim(d_weight, d_w.astype(weight.dtype), start,
                                                    axis=1)
@@ -186,12 +198,13 @@ def _fused_bwd(config, residuals, g):
     d_logits = coef * p
     if cap is not None:
       d_logits = d_logits * (1 - t * t)
+    d_logits = jnp.where(keep[:, None], d_logits, 0)  # 0 * NaN is NaN
     if filter_eps is None:
       return accumulate(j, carry, w, d_logits)
     return jax.lax.cond(jnp.max(p) < filter_eps, lambda: carry,
                         lambda: accumulate(j, carry, w, d_logits))
 
-  d_hidden, d_weight = _label_gradients(hidden, weight, local, g, cap, cdtype)
+  d_hidden, d_weight = _label_gradients(kept_hidden, weight, local, g, cap, cdtype)
   d_hidden, d_weight = _loop_blocks(body, (d_hidden, d_weight), vocab, block)
   if axis_name is not None:
     d_hidden = jax.lax.psum(d_hidden, axis_name)
