@@ -151,6 +151,9 @@ def test_a_num_classes_above_the_labels_is_kept():
     ([GROKKING, "--config.optimizer.lr=1e39"], "config.optimizer.lr=1e+39 is not finite in float32"),
     ([GROKKING, "--config.optimizer.lr=-1.0"], "config.optimizer.lr must be a number > 0, got -1.0"),
     ([f"{GROKKING}:arg"], f"config file {GROKKING}: get_config() takes no argument, got :arg"),
+    (["configs/metric/arcface.py", "--config.loss.name=subcenter_arcface"],
+     "config.loss.name: 'subcenter_arcface' needs config.model.subcenters; set it (the paper's"
+     " value: 3)"),
 ])
 def test_bad_config_values_name_the_field_and_the_valid_range(tmp_path, softlab_cli, args, message):
   assert fails_in_one_line(softlab_cli, tmp_path, *args) == message

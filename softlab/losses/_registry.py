@@ -89,6 +89,10 @@ class LossInfo:
       computes itself (Partial FC), the hyperparameter naming that loss; a
       trainer then also supplies the inner loss's inputs
       (`softlab.losses.margin_inputs`).
+    model_fields: (model option, the paper's value) for each option of the
+      model that the loss's inputs depend on (sub-center ArcFace: the
+      model's `subcenters`, 3); a config that trains the loss without
+      setting one is told which.
   """
 
   kind: str
@@ -96,6 +100,7 @@ class LossInfo:
   logit_params: type | None = None
   inputs: tuple[str, ...] = ()
   inner: str | None = None
+  model_fields: tuple[tuple[str, Any], ...] = ()
 
   def describe(self) -> str:
     """"classification", or "stateful classification"."""
@@ -110,9 +115,10 @@ class LossRegistry(Registry):
     self._info: dict[str, LossInfo] = {}
 
   def register(self, name: str, *, kind: str, stateful=None, logit_params=None, inputs=None,
-               inner=None):
+               inner=None, model_fields=()):
     """Decorator adding a loss under `name` with its kind (and stateful form,
-    logit parameters, or a margin loss's inputs and inner loss)."""
+    logit parameters, a margin loss's inputs and inner loss, the model options
+    its inputs need)."""
     if kind not in KINDS:
       raise ValueError(f"loss {name!r}: unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     if inputs is None:
@@ -122,7 +128,8 @@ class LossRegistry(Registry):
     if unknown:
       raise ValueError(f"loss {name!r}: unknown input(s) {', '.join(unknown)} for a {kind} "
                        f"loss; valid: {', '.join(valid) or 'none'}")
-    self._info[name] = LossInfo(kind, stateful, logit_params, tuple(inputs), inner)
+    self._info[name] = LossInfo(kind, stateful, logit_params, tuple(inputs), inner,
+                                tuple(model_fields))
     return super().register(name)
 
   def info(self, name: str) -> LossInfo:

@@ -291,7 +291,7 @@ def cosface(
   return arcface(cos, labels, s=s, m1=1.0, m2=0.0, m3=m, axis_name=axis_name)
 
 
-@REGISTRY.register("subcenter_arcface", kind="margin")
+@REGISTRY.register("subcenter_arcface", kind="margin", model_fields=(("subcenters", 3),))
 def subcenter_arcface(
     cos: ArrayLike,
     labels: ArrayLike,

@@ -51,6 +51,10 @@ def choose_loss(config, trainer: str):
       able = f"none yet ({NO_TRAINER_YET[info.kind]})" if info.kind in NO_TRAINER_YET else "none"
     raise ConfigError(f"config.loss.name: {name!r} is a {info.describe()} loss; the {trainer} "
                       f"trainer takes {takes}; trainers for {info.describe()} losses: {able}")
+  for model_field, paper_value in info.model_fields:
+    if model_field not in field(config, "model"):
+      raise ConfigError(f"config.loss.name: {name!r} needs config.model.{model_field}; set it"
+                        f" (the paper's value: {paper_value!r})")
   return loss_fn, info
 
 

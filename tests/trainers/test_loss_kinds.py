@@ -36,9 +36,8 @@ BASES = {
         "data.closed_per_identity": 1, "model.backbone.hidden": (8,),
         "model.embedding_dim": 8}),
 }
-# Model fields a loss needs besides its trainer's config's.
-MODEL_FOR = {"subcenter_arcface": {"model.subcenters": 3},
-             "cr_fiqa": {"model.quality_head": True}}
+# Model fields a loss needs besides its trainer's config's and its registered model_fields.
+MODEL_FOR = {"cr_fiqa": {"model.quality_head": True}}
 # Hyperparameters without a default, by loss (digits: 10 classes, about balanced).
 REQUIRED = {"ldam": {"margins": tuple(float(m) for m in losses.ldam_margins([126] * 10))}}
 
@@ -72,7 +71,8 @@ def config_for(name, trainer):
   fields = {"name": name, **REQUIRED.get(name, {})}
   if trainer not in ("contrastive", "metric"):
     fields["dtype"] = "float32"
-  return override(override(config, {"loss": fields}), MODEL_FOR.get(name, {}))
+  model = {f"model.{key}": value for key, value in losses.info(name).model_fields}
+  return override(override(config, {"loss": fields}), {**model, **MODEL_FOR.get(name, {})})
 
 
 def test_required_hyperparameters_are_supplied():
