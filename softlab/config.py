@@ -15,6 +15,7 @@ import ast
 import hashlib
 import importlib.util
 import inspect
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -122,3 +123,24 @@ def parse_value(config: ml_collections.ConfigDict, path: str, text: str) -> Any:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
     return text
+
+
+def as_json(config) -> dict:
+  """`config` as the JSON object config.json holds (keys sorted)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def first_difference(old, new, *, ignore=(), prefix="") -> str | None:
+  """'config.a.b: old != new' for the first differing field, or None."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    for key in sorted(set(old) | set(new)):
+      path = f"{prefix}{key}"
+      if path in ignore:
+        continue
+      if key not in old or key not in new:
+        return f"config.{path} only in the {'new' if key in new else 'old'} config"
+      found = first_difference(old[key], new[key], ignore=ignore, prefix=f"{path}.")
+      if found:
+        return found
+    return None
+  return None if old == new else f"config.{prefix.rstrip('.')}: {old!r} != {new!r}"

@@ -68,7 +68,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from softlab import files
-from softlab.config import load_config, override
+from softlab.config import as_json, first_difference, load_config, override
 
 STATUSES = ("supported", "not supported", "inconclusive")
 REQUIRED = ("TITLE", "ARXIV", "CLAIM", "BASE_CONFIG", "VARIANTS", "SEEDS", "METRICS", "verdict")
@@ -527,10 +527,7 @@ def config_change(workdir: str, config) -> str | None:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return None
-  from softlab.trainers.loop import first_difference  # imports jax: only when a run exists
-
-  previous = files.read_json(path)
-  return first_difference(previous, json.loads(config.to_json_best_effort(sort_keys=True)))
+  return first_difference(files.read_json(path), as_json(config))
 
 
 DIVERGED = "diverged.json"

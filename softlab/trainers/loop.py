@@ -30,7 +30,6 @@ SIGTERM / Ctrl-C end the step in flight, save it and raise `Interrupted`.
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import os
 import signal
@@ -51,6 +50,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from softlab import data, evaluators, files, optim
+from softlab.config import as_json, first_difference
 from softlab.evaluators.common import means, weighted_sums
 from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, building, field, integer,
                                    lookup)
@@ -636,7 +636,7 @@ def prepare_workdir(config, workdir: str, *, write: bool, checkpoints: Checkpoin
   metrics or checkpoints is refused, since nothing says which config made them.
   """
   path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json_best_effort(sort_keys=True))
+  current = as_json(config)
   previous = recorded_config(workdir, path, checkpoints)
   if previous is not None:
     difference = first_difference(previous, current, ignore=("train.steps",))
@@ -665,22 +665,6 @@ def recorded_config(workdir: str, path: str, checkpoints: Checkpoints) -> dict |
     raise ConfigError(f"{problem}, and no checkpoint in {workdir} says which config made its"
                       " run; put config.json back or use a new --workdir")
   return None
-
-
-def first_difference(old, new, *, ignore=(), prefix="") -> str | None:
-  """'config.a.b: old != new' for the first differing field, or None."""
-  if isinstance(old, dict) and isinstance(new, dict):
-    for key in sorted(set(old) | set(new)):
-      path = f"{prefix}{key}"
-      if path in ignore:
-        continue
-      if key not in old or key not in new:
-        return f"config.{path} only in the {'new' if key in new else 'old'} config"
-      found = first_difference(old[key], new[key], ignore=ignore, prefix=f"{path}.")
-      if found:
-        return found
-    return None
-  return None if old == new else f"config.{prefix.rstrip('.')}: {old!r} != {new!r}"
 
 
 def main_summary_line(summary: Mapping[str, float]) -> str:
