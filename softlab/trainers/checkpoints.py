@@ -247,6 +247,3 @@ class Checkpoints:
     self.manager.reload()
     report(f"softlab: the checkpoint at step {step} is damaged ({why}); moved to {target};"
            " falling back to the previous one")
-
-  def close(self) -> None:
-    self.manager.close()
