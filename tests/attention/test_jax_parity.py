@@ -16,6 +16,7 @@ import pytest
 from fast_jit import jit
 
 from softlab import normalizers
+from softlab.attention import chunked
 from softlab.attention import dot_product_attention
 
 B, T, S, N, H = 2, 5, 7, 4, 8
@@ -218,16 +219,22 @@ def test_cudnn_off_gpu_is_a_one_line_error():
 def test_every_normalizer_traces_under_strict_rank_promotion():
   """Rank promotion is checked while tracing, so eval_shape is enough."""
   query, key, value, _ = _inputs(jnp.float32, 2)
+  bias = jnp.zeros((1, N, T, S))
   per_head = jnp.ones(N)
-  for name in normalizers.attention_names():
-    per_head_kwargs = {k: per_head for k in normalizers.attention_spec(name).per_head}
-    for kwargs in ({}, per_head_kwargs):
-      with jax.numpy_rank_promotion("raise"):
-        jax.eval_shape(
-            lambda q: dot_product_attention(
-                q, key, value, mask=jnp.arange(S) < 5, is_causal=True,
-                local_window_size=2, query_seq_lengths=jnp.array([3, T]),
-                normalizer=name, normalizer_kwargs=kwargs, implementation="dense",
-            ),
-            query,
-        )
+  implementations = {"dense": normalizers.attention_names(), "chunked": chunked.supported()}
+  for implementation, names in implementations.items():
+    for name in names:
+      per_head_kwargs = {k: per_head for k in normalizers.attention_spec(name).per_head}
+      # Chunked per-head hyperparameters still rely on rank promotion.
+      for kwargs in ({}, per_head_kwargs) if implementation == "dense" else ({},):
+
+        def loss(q, kwargs=kwargs, name=name, implementation=implementation):
+          return jnp.sum(dot_product_attention(
+              q, key, value, bias, mask=jnp.arange(S) < 5, is_causal=True,
+              local_window_size=2, query_seq_lengths=jnp.array([3, T]),
+              normalizer=name, normalizer_kwargs=kwargs,
+              implementation=implementation, block_size=2,
+          ))
+
+        with jax.numpy_rank_promotion("raise"):
+          jax.eval_shape(jax.grad(loss), query)
