@@ -149,9 +149,15 @@ def _masked_max(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
 
 
 def _shift(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
-  """A constant per row (the finite row max, else 0) for shift-invariant maps."""
-  m = _masked_max(x, mask, axis)
-  return jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+  """A constant per row (the finite row max, else 0) for shift-invariant maps.
+
+  Masked entries enter the max as the dtype's lowest finite number, not -inf,
+  so no intermediate is infinite (`jax.debug_infs` holds on masked rows).
+  """
+  lowest = jnp.finfo(x.dtype).min
+  m = jnp.max(jnp.where(mask, x, lowest), axis=axis, keepdims=True)
+  kept = jnp.any(mask, axis=axis, keepdims=True) & jnp.isfinite(m)
+  return jax.lax.stop_gradient(jnp.where(kept, m, 0))
 
 
 def _centered(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
@@ -432,7 +438,7 @@ SOFTMAX_ONLINE = OnlineForm(terms=_exp_terms, running_max=True)
 
 
 def _softmax(x, mask, axis):
-  e = jnp.exp(jnp.where(mask, x - _shift(x, mask, axis), -jnp.inf))
+  e = jnp.where(mask, jnp.exp(jnp.where(mask, x - _shift(x, mask, axis), 0)), 0)
   return _safe_divide_rows(e, jnp.sum(e, axis=axis, keepdims=True))
 
 

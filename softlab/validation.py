@@ -154,14 +154,27 @@ def check_array(value, name: str, *, dtype: type, shape: Sequence[int] | None = 
   return jnp.asarray(value)
 
 
+def boolean_mask(where, *, name: str = "where") -> jax.Array:
+  """`where` as a boolean array: a numeric mask keeps its nonzero entries.
+
+  Flax's mask helpers (make_attention_mask, make_causal_mask) return float
+  0/1 masks, so a numeric mask means `where != 0`.
+  """
+  where = _array(where)
+  if where.dtype == bool:
+    return jnp.asarray(where)
+  if not jnp.issubdtype(where.dtype, jnp.number):
+    raise ValueError(f"{name} must be a boolean or numeric array, got dtype {where.dtype}")
+  return jnp.asarray(where) != 0
+
+
 def check_mask(where, shape: Sequence[int], *, name: str = "where", target: str = "x",
                hint: str = "") -> jax.Array:
-  """A boolean mask broadcast to `shape` (the shape of the argument `target`)."""
-  where = _array(where)
-  try:
-    chex.assert_type(where, bool)
-  except AssertionError:
-    raise ValueError(f"{name} must be a boolean array, got dtype {where.dtype}") from None
+  """A mask (boolean, or numeric: nonzero = keep) as booleans broadcast to `shape`.
+
+  `shape` is the shape of the argument `target`.
+  """
+  where = boolean_mask(where, name=name)
   return broadcast_to(where, shape, name=name, target=f"{target} of shape", hint=hint)
 
 

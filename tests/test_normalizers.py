@@ -508,7 +508,7 @@ def test_registry():
     [
         (lambda: N.softmax(jnp.ones(3), axis=1), "axis=1 is not a valid axis"),
         (lambda: N.softmax(jnp.float32(1.0)), "at least one dimension"),
-        (lambda: N.softmax(jnp.ones(3), where=jnp.ones(3)), "where must be a boolean"),
+        (lambda: N.softmax(jnp.ones(3), where=np.array(["a", "b", "c"])), "where must be a boolean or numeric"),
         (lambda: N.softmax(jnp.ones((2, 3)), where=jnp.ones(2, bool)), "where of shape"),
         (lambda: N.ssmax(jnp.ones((2, 3)), n=jnp.ones(3)), r"n of shape \(3,\) does not broadcast to the rows \(2,\)"),
         (lambda: N.softplus(jnp.ones(3), sharpen_power=0.0), "sharpen_power must be > 0"),

@@ -25,7 +25,8 @@ from softlab import losses, metrics, normalizers, optim, validation
          r"where must be a boolean array of shape \(3,\), got float64\[3\]"),
         (lambda: validation.check_array(np.ones(3, np.int32), "ids", dtype=int, shape=(4,)),
          r"ids must be integers of shape \(4,\), got int32\[3\]"),
-        (lambda: validation.check_mask(np.ones(3), (2, 3)), "where must be a boolean array"),
+        (lambda: validation.check_mask(np.array(["a"]), (2, 1)),
+         "where must be a boolean or numeric array"),
         (lambda: validation.check_mask(np.ones(2, bool), (2, 3), target="scores"),
          r"where of shape \(2,\) does not broadcast to scores of shape \(2, 3\)"),
         (lambda: validation.broadcast_to(np.ones(4), (2, 3), name="bias", target="x of shape"),
@@ -76,6 +77,8 @@ def test_valid_values_pass_and_come_back_as_arrays():
   validation.check_label_range(np.array([-1, 2]), 3, where=np.array([False, True]))  # left out
   mask = validation.check_mask(np.array([True, False]), (3, 2))
   assert mask.shape == (3, 2) and mask.dtype == bool
+  numeric = validation.check_mask(np.array([1.0, 0.0]), (3, 2))  # flax's float masks
+  np.testing.assert_array_equal(numeric, mask)
   assert validation.broadcast_to(2, (2,), name="s", dtype=jnp.float32).dtype == jnp.float32
 
 

@@ -2,9 +2,12 @@
 
 Conventions (those of `jax.nn.dot_product_attention`): query [B, T, N, H],
 key [B, S, K, H], value [B, S, K, Hv] with N a multiple of K (query head n
-reads key/value head n // (N / K)); a boolean `mask` (True = attend) and an
+reads key/value head n // (N / K)); a `mask` (boolean, or numeric with
+nonzero = attend, as flax's mask helpers give) and an
 additive `bias`, each broadcastable to the scores [B, N, T, S]. `is_causal`
 lets query t attend keys s <= t (top-left aligned when T != S).
+`position_mask` turns jax's query_seq_lengths, key_value_seq_lengths and
+local_window_size into one more boolean mask.
 
 n_i, the number of keys query row i may attend, counts the keys left by the
 causal mask, the padding mask and -inf bias entries. How a normalizer is used
@@ -13,6 +16,7 @@ hyperparameters) comes from its `softlab.normalizers.AttentionSpec`; nothing
 here depends on a normalizer's name.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +24,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softlab import normalizers
+from softlab import validation
 
 
 class Problem(NamedTuple):
@@ -133,9 +138,7 @@ def prepare(
   if bias is not None:
     bias = _as_scores_shape(bias, "bias", shape).astype(dtype)
   if mask is not None:
-    mask = _as_scores_shape(mask, "mask", shape)
-    if mask.dtype != jnp.bool_:
-      raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}")
+    mask = _as_scores_shape(validation.boolean_mask(mask, name="mask"), "mask", shape)
   query, key = query.astype(dtype), key.astype(dtype)
   if scale is None:
     scale = spec.default_scale(h)
@@ -152,6 +155,61 @@ def prepare(
       is_causal=bool(is_causal),
       out_dtype=out_dtype,
   )
+
+
+def window_sizes(local_window_size) -> tuple[int, int] | None:
+  """jax's local_window_size (None, w or (left, right)) as (left, right)."""
+  if local_window_size is None:
+    return None
+  if isinstance(local_window_size, int) and not isinstance(local_window_size, bool):
+    local_window_size = (local_window_size, local_window_size)
+  if not (isinstance(local_window_size, tuple | list) and len(local_window_size) == 2):
+    raise ValueError(
+        "local_window_size must be an int or a (left, right) pair of ints, got"
+        f" {local_window_size!r}"
+    )
+  return tuple(
+      validation.check_integer(w, f"local_window_size {side}", minimum=0)
+      for w, side in zip(local_window_size, ("left", "right"))
+  )
+
+
+def _lengths(lengths, name: str, batch: int) -> jax.Array:
+  """Per-example valid lengths as an integer array of shape [B, 1, 1]."""
+  lengths = validation.check_array(lengths, name, dtype=int, shape=(batch,))
+  return lengths[:, None, None]
+
+
+def position_mask(
+    batch: int,
+    num_queries: int,
+    num_keys: int,
+    *,
+    query_seq_lengths: ArrayLike | None = None,
+    key_value_seq_lengths: ArrayLike | None = None,
+    local_window_size: tuple[int, int] | None = None,
+) -> jax.Array | None:
+  """The [B|1, 1, T, S] mask of jax's length and window arguments, or None.
+
+  Query t of example b takes part if t < query_seq_lengths[b]; key s if
+  s < key_value_seq_lengths[b]; with (left, right) = local_window_size, query
+  t attends keys t - left <= s <= t + right (top-left aligned like the causal
+  mask). A query beyond its length attends nothing, so it outputs 0.
+  """
+  t = jnp.arange(num_queries)[None, :, None]
+  s = jnp.arange(num_keys)[None, None, :]
+  masks = []
+  if local_window_size is not None:
+    left, right = local_window_size
+    masks.append((s >= t - left) & (s <= t + right))
+  if query_seq_lengths is not None:
+    masks.append(t < _lengths(query_seq_lengths, "query_seq_lengths", batch))
+  if key_value_seq_lengths is not None:
+    masks.append(s < _lengths(key_value_seq_lengths, "key_value_seq_lengths", batch))
+  if not masks:
+    return None
+  mask = functools.reduce(jnp.logical_and, masks)
+  return jnp.broadcast_to(mask, (mask.shape[0], num_queries, num_keys))[:, None]
 
 
 def needs_row_counts(problem: Problem) -> bool:

@@ -127,10 +127,10 @@ def _valid(cfg: _Config, i, j, mask, bias):
   if cfg.is_causal:
     q_pos = i * cfg.q_block + jnp.arange(cfg.q_block)
     valid = valid & (k_pos[None, :] <= q_pos[:, None])
-  if mask is not None:
-    valid = valid & mask
-  if bias is not None:
-    valid = valid & (bias > -jnp.inf)
+  for given in (mask, bias):
+    if given is not None:
+      valid = valid.reshape((1,) * (given.ndim - valid.ndim) + valid.shape)
+      valid = valid & (given if given is mask else given > -jnp.inf)
   return valid
 
 

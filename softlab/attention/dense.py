@@ -25,7 +25,7 @@ def attendable(problem: _common.Problem) -> jax.Array:
   t, s = problem.query.shape[1], problem.key.shape[1]
   valid = jnp.ones((1, 1, t, s), bool)
   if problem.is_causal:
-    valid = valid & jnp.tril(jnp.ones((t, s), bool))
+    valid = valid & jnp.tril(jnp.ones((t, s), bool))[None, None]
   if problem.mask is not None:
     valid = valid & problem.mask
   if problem.bias is not None:
@@ -53,9 +53,9 @@ def weights(problem: _common.Problem) -> jax.Array:
   spec, kwargs = problem.spec, dict(problem.kwargs)
   for key in spec.per_head:
     if key in kwargs:
-      kwargs[key] = normalizers.head_values(kwargs[key], (-1, 1, 1))
+      kwargs[key] = normalizers.head_values(kwargs[key], (1, -1, 1, 1))
   n = jnp.sum(valid, axis=-1, dtype=x.dtype)
-  c, b = _common.row_terms(problem, n, (x.shape[1], 1))
+  c, b = _common.row_terms(problem, n, (1, x.shape[1], 1))
   for keyword, term in ((spec.multiplier_kwarg, c), (spec.offset_kwarg, b)):
     if keyword is not None:
       kwargs[keyword] = term[..., None]
@@ -72,6 +72,26 @@ def weighted_values(w: jax.Array, value: jax.Array) -> jax.Array:
 def dense_attention(problem: _common.Problem) -> jax.Array:
   """sum_s weights[b, n, t, s] value[b, s, n // G, :] as [B, T, N, Hv]."""
   return weighted_values(weights(problem), problem.value).astype(problem.out_dtype)
+
+
+def logsumexp(problem: _common.Problem) -> jax.Array:
+  """log sum_s exp(scale * q.k + bias) over the keys each row attends, [B, T, N].
+
+  The residual of jax.nn.dot_product_attention (softmax's log-denominator, as
+  FlashAttention-2 keeps it to merge partial results). It is a function of the
+  scores, whatever the normalizer; a row that attends nothing gets the lowest
+  finite number of the output dtype (jax: a large negative one), so no
+  intermediate is infinite. No gradient flows through it, as in jax.
+  """
+  valid = attendable(problem)
+  x = scores(problem, valid)
+  valid = jnp.broadcast_to(valid, x.shape)
+  lowest = jnp.finfo(problem.out_dtype).min
+  m = jnp.max(jnp.where(valid, x, lowest), axis=-1, keepdims=True)
+  total = jnp.sum(jnp.where(valid, jnp.exp(jnp.where(valid, x - m, 0)), 0), axis=-1)
+  kept = jnp.any(valid, axis=-1)
+  lse = jnp.where(kept, jnp.log(jnp.where(kept, total, 1)) + m[..., 0], lowest)
+  return jax.lax.stop_gradient(jnp.swapaxes(lse, 1, 2))
 
 
 def attention_weights(

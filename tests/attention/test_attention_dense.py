@@ -235,7 +235,12 @@ KV = np.zeros((1, 5, 1, 8), np.float32)
             {"normalizer": "ssmax", "normalizer_kwargs": {"s": np.ones(3)}},
             r"shape \[num_heads\] = \(2,\)",
         ),
-        ({"mask": np.ones((1, 1, 4, 5), np.int32)}, "mask must be a boolean"),
+        ({"mask": np.full((1, 1, 4, 5), "a")}, "mask must be a boolean or numeric"),
+        ({"local_window_size": (1, 2, 3)}, "local_window_size must be an int or"),
+        ({"local_window_size": -1}, "local_window_size left must be an integer >= 0"),
+        ({"query_seq_lengths": np.ones(3, np.int32)}, r"query_seq_lengths must be integers of shape \(1,\)"),
+        ({"key_value_seq_lengths": np.ones(2)}, "key_value_seq_lengths must be integers"),
+        ({"implementation": "chunked", "return_residual": True}, "return_residual needs"),
         ({"mask": np.ones((3, 4, 5), bool)}, "mask of shape"),
         ({"bias": np.ones((2, 2, 4, 5))}, "bias of shape"),
         ({"implementation": "chunked", "block_size": 0}, "block_size must be"),
@@ -259,7 +264,7 @@ def test_errors(kwargs, message):
 @pytest.mark.parametrize(
     "query, key, message",
     [
-        (Q[0], KV, "must be 4-D"),
+        (Q[0, 0], KV, "must be 4-D"),
         (Q, np.zeros((2, 5, 1, 8), np.float32), "batch size and head dim"),
         (np.zeros((1, 4, 3, 8), np.float32), KV[..., :1, :].repeat(2, 2), "multiple"),
         (Q.astype(np.int32), KV, "floating"),

@@ -711,7 +711,7 @@ def test_registry():
         (lambda: ce(RANDOM, LABELS[:3]), r"labels of shape \(3,\) must have the shape of logits without the class axis, \(6,\)"),
         (lambda: ce(RANDOM, LABELS.astype(np.float32)), "labels must be integer class indices"),
         (lambda: ce(RANDOM, LABELS + 4), r"labels must lie in \[0, 7\)"),
-        (lambda: ce(RANDOM, LABELS, where=MASK.astype(int)), "where must be a boolean"),
+        (lambda: ce(RANDOM, LABELS, where=MASK.astype(str)), "where must be a boolean or numeric"),
         (lambda: ce(RANDOM, LABELS, where=MASK[:, 0]), r"where of shape \(6,\) does not broadcast .*where\[\.\.\., None\]"),
         (lambda: ce(np.float32(1.0), LABELS), "logits must have a class axis"),
         (lambda: ce(RANDOM, LABELS, dtype=jnp.int32), "dtype must be a floating dtype"),
