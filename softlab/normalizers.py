@@ -159,7 +159,7 @@ def _always(kwargs) -> bool:
   return True
 
 
-def _positive_or_one(total, static):
+def _positive_or_one(total, hyper):
   """The accumulated row sum as divisor; 1 where it is 0 (those rows are all 0)."""
   return jnp.where(total > 0, total, 1)
 
@@ -253,16 +253,21 @@ class OnlineForm:
   In each block the scores x of row i become t = transform(c_i x + b_i)
   (c, b the spec's row terms, left out when None). The online state per row is
   a shift m and a row total:
-  - terms(t, m, valid) -> (numerators, row-sum terms): arrays of t's shape, 0
-    where `valid` is False, m broadcast to the block; the row-sum terms are
-    None when rows are not divided by a sum (`row_sums` False), and may be the
-    numerators object itself.
+  - terms(t, m, valid, hyper) -> (numerators, row-sum terms): arrays of t's
+    shape, 0 where `valid` is False, m broadcast to the block; the row-sum
+    terms are None when rows are not divided by a sum (`row_sums` False), and
+    may be the numerators object itself.
   - running_max: m is the running max of t (from `initial_shift`), and the
     total and the output are rescaled by exp(m_old - m_new) as it grows
     (terms must scale that way); otherwise m stays 0.
-  - denominator(total, static) -> the divisor of the numerators per row.
-  - static: hyperparameters the loops need as Python numbers (they end up in
-    `static`, a dict, with the function's defaults filled in).
+  - denominator(total, hyper) -> the divisor of the numerators per row.
+  - static: the hyperparameters the form reads. `hyper` is a dict holding
+    each with the value the dense path gives the function (the one in
+    normalizer_kwargs, else the function's default) as a Python number or
+    None: the loops are compiled around them, so chunked attention refuses a
+    traced or per-head value for them (implementation=None then runs dense).
+    Hyperparameters that are learned or given per head reach the form
+    through the row terms c and b instead.
   - reweighting: an optional second pass (see `Reweighting`).
 
   The custom VJP recomputes blocks with these functions, so they need only be
@@ -373,7 +378,7 @@ def keyword_defaults(name: str) -> dict[str, Any]:
   }
 
 
-def _exp_terms(t, m, valid):
+def _exp_terms(t, m, valid, hyper):
   """exp(t - m) on valid entries, else 0: numerators and row-sum terms alike."""
   e = jnp.exp(jnp.where(valid, t - m, -jnp.inf))
   return e, e
@@ -603,7 +608,7 @@ def log_softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return _log_softmax(x, mask, axis).astype(out_dtype)
 
 
-def _stablemax_terms(t, m, valid):
+def _stablemax_terms(t, m, valid, hyper):
   """s(t) on valid entries, else 0: s(t) <= 1 + t cannot overflow, so no shift."""
   s = jnp.where(valid, stablemax_s(t), 0)
   return s, s
@@ -721,7 +726,7 @@ def _sigmoid_row_terms(rows: Rows):
   return None, jnp.asarray(-math.log(rows.num_keys), rows.dtype)
 
 
-def _sigmoid_terms(t, m, valid):
+def _sigmoid_terms(t, m, valid, hyper):
   """sigmoid(t) on valid entries, else 0; rows are not normalized."""
   return jnp.where(valid, jax.nn.sigmoid(t), 0), None
 
@@ -895,14 +900,14 @@ def softplus(
   return jnp.where(peak > 0, sharpened, weights).astype(out_dtype)
 
 
-def _softpick_terms(t, m, valid):
+def _softpick_terms(t, m, valid, hyper):
   """(relu(e), |e|), e = exp(t - m) - exp(-m) on valid entries, else 0."""
   e = jnp.where(valid, softpick_shifted(jnp.where(valid, t, 0), m), 0)
   return jax.nn.relu(e), jnp.abs(e)
 
 
-def _softpick_denominator(total, static):
-  return total + static["eps"]
+def _softpick_denominator(total, hyper):
+  return total + hyper["eps"]
 
 
 # The running max starts at 0: m = max(0, row max), as in the function.

@@ -3,9 +3,11 @@
 Queries are processed in blocks of `q_block` rows; for each, a loop over
 key/value blocks of `k_block` keys keeps an online normalizer per row, as the
 normalizer's `softlab.normalizers.OnlineForm` describes it: the block's
-numerators and row-sum terms given the row shift, whether the shift is a
-running row max (sums rescaled by exp(m_old - m_new) as it grows, as for
-softmax) and where it starts, and the divisor from the accumulated row sum.
+numerators and row-sum terms given the row shift and the hyperparameters the
+form reads (given, else the function's defaults, as Python numbers), whether
+the shift is a running row max (sums rescaled by exp(m_old - m_new) as it
+grows, as for softmax) and where it starts, and the divisor from the
+accumulated row sum.
 A form with a `Reweighting` (LSSAR) takes two passes: the first finds the row
 shift and sum, the second accumulates the re-weighted numerators and their
 row sum.
@@ -51,7 +53,7 @@ class _Config:
   k_len: int
   q_block: int
   k_block: int
-  # The online form's static hyperparameters as (name, Python number or None).
+  # The online form's hyperparameters as (name, Python number or None).
   static: tuple[tuple[str, float | None], ...]
 
   @property
@@ -167,7 +169,7 @@ def _transform(cfg: _Config, x, c, b):
 
 def _terms(cfg: _Config, t, m, valid):
   """(numerators, row-sum terms) of a block given the row shift m ([rows])."""
-  return cfg.form.terms(t, m[..., None], valid)
+  return cfg.form.terms(t, m[..., None], valid, cfg.static_values)
 
 
 def _reweighted(cfg: _Config, t, valid, m, l, n):
@@ -447,25 +449,32 @@ def supported() -> tuple[str, ...]:
 
 def takes(problem: _common.Problem) -> bool:
   """Whether the chunked path can run `problem`: the normalizer has an online
-  form, and the scale and the form's static hyperparameters are concrete."""
+  form, and the scale and the form's hyperparameters are concrete scalars."""
   form = problem.spec.online
   if form is None:
     return False
-  statics = [problem.scale] + [problem.kwargs.get(key) for key in form.static]
-  return not any(isinstance(v, jax.core.Tracer) for v in statics)
+  statics = [problem.scale] + [problem.hyperparameter(key) for key in form.static]
+  return all(_not_static_because(value) is None for value in statics)
+
+
+def _not_static_because(value) -> str | None:
+  """Why `value` cannot be a Python number in the loops; None if it can."""
+  if isinstance(value, jax.core.Tracer):
+    return "a traced value"
+  if value is not None and jnp.ndim(value) != 0:
+    return f"an array of shape {jnp.shape(value)}"
+  return None
 
 
 def _static_number(value, name: str):
-  """value as a Python float (the chunked loops need it static), None kept."""
-  if value is None:
-    return None
-  try:
-    return float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError):
+  """value as a Python float (the chunked loops are built around it), None kept."""
+  because = _not_static_because(value)
+  if because is not None:
     raise ValueError(
         f"{name} must be a Python number for the chunked implementation, got"
-        f" {type(value).__name__}"
-    ) from None
+        f" {because}; use implementation='dense' (or None, which chooses it)"
+    )
+  return None if value is None else float(value)
 
 
 def _block_sizes(block_size, q_len: int, k_len: int) -> tuple[int, int]:
@@ -482,12 +491,11 @@ def _block_sizes(block_size, q_len: int, k_len: int) -> tuple[int, int]:
 
 
 def _static_values(problem: _common.Problem) -> tuple[tuple[str, float | None], ...]:
-  """The online form's static hyperparameters (given, else default) as numbers."""
+  """The online form's hyperparameters (given, else default) as Python numbers."""
   form = problem.spec.online
-  defaults = normalizers.keyword_defaults(problem.normalizer)
   static = []
   for key in form.static:
-    value = problem.kwargs.get(key, defaults.get(key))
+    value = problem.hyperparameter(key)
     static.append((key, _static_number(value, f"normalizer_kwargs[{key!r}]")))
   if form.reweighting is not None:
     validation.check_positive(dict(static)[form.reweighting.switch], form.reweighting.switch)

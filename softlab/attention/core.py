@@ -74,8 +74,9 @@ def dot_product_attention(
       normalizers whose spec has an online form, chunked.supported(): softmax,
       ssmax, sigmoid, softplus, softpick, stablemax) or None (chunked when the
       normalizer has one, S >= AUTO_CHUNKED_MIN_KEYS and the scale and the
-      form's static hyperparameters (softpick's eps, LSSAR's sharpen_power)
-      are concrete numbers, not traced; else dense).
+      hyperparameters its online form reads (softpick's eps, LSSAR's
+      sharpen_power) are concrete scalars: not traced, not per head; else
+      dense).
     block_size: chunked only: at most this many queries and keys per block
       (default chunked.DEFAULT_Q_BLOCK / DEFAULT_K_BLOCK). Lengths need not be
       multiples of it.
