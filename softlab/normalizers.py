@@ -335,6 +335,8 @@ def register(
   add = _REGISTRY.register(name)
 
   def decorator(fn):
+    if attention is not None:
+      _check_spec_keywords(name, attention, fn)
     add(fn)
     if attention is None:
       _NOT_WEIGHTS[name] = not_weights
@@ -343,6 +345,33 @@ def register(
     return fn
 
   return decorator
+
+
+def _keyword_only(fn) -> dict[str, Any]:
+  """fn's keyword-only parameters with their defaults."""
+  params = inspect.signature(fn).parameters.values()
+  return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_spec_keywords(name: str, spec: AttentionSpec, fn) -> None:
+  """ValueError if `spec` names a keyword that `fn` does not take.
+
+  The dense path hands every hyperparameter to the function, so a keyword
+  that only the spec knows could never be given.
+  """
+  named = {spec.multiplier_kwarg, spec.offset_kwarg, *spec.per_head,
+           *(param.kwarg for param in spec.layer_params)}
+  if spec.online is not None:
+    named.update(spec.online.static)
+    if spec.online.reweighting is not None:
+      named.add(spec.online.reweighting.switch)
+  keywords = _keyword_only(fn)
+  unknown = sorted(key for key in named - {None} if key not in keywords)
+  if unknown:
+    raise ValueError(
+        f"normalizer {name!r}: its spec names {', '.join(map(repr, unknown))}, not a"
+        f" keyword-only parameter of its function; valid: {', '.join(keywords) or 'none'}"
+    )
 
 
 def unregister(name: str) -> None:
@@ -372,10 +401,7 @@ def attention_spec(name: Any) -> AttentionSpec:
 
 def keyword_defaults(name: str) -> dict[str, Any]:
   """The keyword-only hyperparameters of normalizer `name` with their defaults."""
-  params = inspect.signature(get(name)).parameters.values()
-  return {
-      p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
-  }
+  return _keyword_only(get(name))
 
 
 def _exp_terms(t, m, valid, hyper):

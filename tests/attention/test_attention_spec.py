@@ -186,6 +186,11 @@ def test_layer_and_config_fields_come_from_the_specs():
       0.43, "-log n", False)
 
 
+def _exp(t, m, valid, hyper):
+  e = jnp.where(valid, jnp.exp(t - m), 0)
+  return e, e
+
+
 def test_registration_errors():
   with pytest.raises(ValueError, match="exactly one of attention= and not_weights="):
     normalizers.register("nothing")
@@ -193,6 +198,11 @@ def test_registration_errors():
     normalizers.register("softmax", attention=normalizers.AttentionSpec())(lambda x: x)
   with pytest.raises(ValueError, match="returns log-weights, not attention weights"):
     normalizers.attention_spec("log_softmax")
+  reads_c = normalizers.AttentionSpec(online=normalizers.OnlineForm(terms=_exp, static=("c",)))
+  with pytest.raises(ValueError, match=r"^normalizer 'squareplus': its spec names 'c', not a"
+                     r" keyword-only parameter of its function; valid: gain, b$"):
+    normalizers.register(toy_normalizer.NAME, attention=reads_c)(toy_normalizer.squareplus)
+  assert toy_normalizer.NAME not in normalizers.names()
 
 
 def test_topk_softmax_is_an_attention_normalizer_through_its_spec():
