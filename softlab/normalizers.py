@@ -260,7 +260,14 @@ class OnlineForm:
   - running_max: m is the running max of t (from `initial_shift`), and the
     total and the output are rescaled by exp(m_old - m_new) as it grows
     (terms must scale that way); otherwise m stays 0.
-  - denominator(total, hyper) -> the divisor of the numerators per row.
+  - shift_invariant: with a running max, whether the output is the same for
+    any m (the denominator scales with the sums, as softmax's). False when the
+    normalizer uses m = max(initial_shift, row max of t) itself (softpick adds
+    eps in shifted units): the backward pass then differentiates through m
+    too, passing its gradient to the first key where t is largest. Not with a
+    reweighting.
+  - denominator(total, hyper) -> the divisor of the numerators per row, total
+    plus a constant (the backward pass takes its derivative in total as 1).
   - static: the hyperparameters the form reads. `hyper` is a dict holding
     each with the value the dense path gives the function (the one in
     normalizer_kwargs, else the function's default) as a Python number or
@@ -278,10 +285,15 @@ class OnlineForm:
   transform: Callable[[jax.Array], jax.Array] = _identity
   running_max: bool = False
   initial_shift: float = -math.inf
+  shift_invariant: bool = True
   row_sums: bool = True
   denominator: Callable[..., jax.Array] = _positive_or_one
   static: tuple[str, ...] = ()
   reweighting: Reweighting | None = None
+
+  def __post_init__(self):
+    if self.reweighting is not None and not self.shift_invariant:
+      raise ValueError("an OnlineForm with a reweighting must be shift invariant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -936,12 +948,14 @@ def _softpick_denominator(total, hyper):
   return total + hyper["eps"]
 
 
-# The running max starts at 0: m = max(0, row max), as in the function.
+# The running max starts at 0: m = max(0, row max), as in the function, whose
+# eps in shifted units makes the weights depend on m.
 _SOFTPICK_ATTENTION = AttentionSpec(
     online=OnlineForm(
         terms=_softpick_terms,
         running_max=True,
         initial_shift=0.0,
+        shift_invariant=False,
         denominator=_softpick_denominator,
         static=("eps",),
     ),

@@ -203,6 +203,9 @@ def test_registration_errors():
                      r" keyword-only parameter of its function; valid: gain, b$"):
     normalizers.register(toy_normalizer.NAME, attention=reads_c)(toy_normalizer.squareplus)
   assert toy_normalizer.NAME not in normalizers.names()
+  with pytest.raises(ValueError, match="with a reweighting must be shift invariant"):
+    normalizers.OnlineForm(terms=_exp, shift_invariant=False,
+                           reweighting=normalizers.Reweighting("c", lambda *a: a[0]))
 
 
 def test_topk_softmax_is_an_attention_normalizer_through_its_spec():
