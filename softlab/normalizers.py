@@ -315,6 +315,10 @@ class AttentionSpec:
     per_head: hyperparameters that may be given per head (shape [] or [N]).
     layer_params: what a Flax attention layer holds for it (`LayerParam`).
     online: its form for chunked attention (`OnlineForm`); None: dense only.
+    examples: (keyword, value) pairs: a value other than the default of each
+      hyperparameter whose default is not a number (e.g. None), for the tests
+      that run attention away from the defaults (they vary numbers and bools
+      themselves).
   """
 
   prepare_qk: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] = _unchanged_qk
@@ -326,6 +330,7 @@ class AttentionSpec:
   per_head: tuple[str, ...] = ()
   layer_params: tuple[LayerParam, ...] = ()
   online: OnlineForm | None = None
+  examples: tuple[tuple[str, Any], ...] = ()
 
 
 _SPECS: dict[str, AttentionSpec] = {}
@@ -372,7 +377,7 @@ def _check_spec_keywords(name: str, spec: AttentionSpec, fn) -> None:
   that only the spec knows could never be given.
   """
   named = {spec.multiplier_kwarg, spec.offset_kwarg, *spec.per_head,
-           *(param.kwarg for param in spec.layer_params)}
+           *(param.kwarg for param in spec.layer_params), *(key for key, _ in spec.examples)}
   if spec.online is not None:
     named.update(spec.online.static)
     if spec.online.reweighting is not None:
@@ -879,6 +884,7 @@ _LSSA_ATTENTION = AttentionSpec(
         static=("sharpen_power",),
         reweighting=Reweighting("sharpen_power", _lssar_numerators),
     ),
+    examples=(("sharpen_power", 3.0),),
 )
 
 

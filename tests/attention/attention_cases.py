@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fast_jit import jit  # noqa: F401 (the attention tests compile with C.jit)
+from softlab import normalizers
+from softlab.attention import _common
 from softlab.attention import dot_product_attention
 
 
@@ -120,6 +122,29 @@ def variant(name: str, num_heads: int):
   """(normalizer, fixed kwargs, learnable kwargs as float32 arrays)."""
   normalizer, fixed, learnable = VARIANTS[name]
   return normalizer, fixed, {k: f(num_heads) for k, f in learnable.items()}
+
+
+def non_default_kwargs(normalizer: str) -> dict:
+  """normalizer_kwargs with every hyperparameter of `normalizer` away from its default.
+
+  A number d becomes 2 d + 1 and a bool flips; any other default (None) takes
+  the value the spec gives in `examples`.
+  """
+  examples = dict(normalizers.attention_spec(normalizer).examples)
+  kwargs = {}
+  for key, default in _common.hyperparameters(normalizer).items():
+    if key in examples:
+      kwargs[key] = examples[key]
+    elif isinstance(default, bool):
+      kwargs[key] = not default
+    elif isinstance(default, (int, float)):
+      kwargs[key] = type(default)(2 * default + 1)
+    else:
+      raise ValueError(
+          f"normalizer {normalizer!r}: its spec needs an example value of {key!r}"
+          f" (default {default!r})"
+      )
+  return kwargs
 
 
 # ---------------------------------------------------------------------------
