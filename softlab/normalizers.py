@@ -315,6 +315,7 @@ class AttentionSpec:
     per_head: hyperparameters that may be given per head (shape [] or [N]).
     layer_params: what a Flax attention layer holds for it (`LayerParam`).
     online: its form for chunked attention (`OnlineForm`); None: dense only.
+    rows_sum_to_one: the weights of every row with a key to attend sum to 1.
     examples: (keyword, value) pairs: a value other than the default of each
       hyperparameter whose default is not a number (e.g. None), for the tests
       that run attention away from the defaults (they vary numbers and bools
@@ -330,6 +331,7 @@ class AttentionSpec:
   per_head: tuple[str, ...] = ()
   layer_params: tuple[LayerParam, ...] = ()
   online: OnlineForm | None = None
+  rows_sum_to_one: bool = True
   examples: tuple[tuple[str, Any], ...] = ()
 
 
@@ -786,6 +788,7 @@ _SIGMOID_ATTENTION = AttentionSpec(
         ),
     ),
     online=OnlineForm(terms=_sigmoid_terms, row_sums=False),
+    rows_sum_to_one=False,
 )
 
 
@@ -965,6 +968,7 @@ _SOFTPICK_ATTENTION = AttentionSpec(
         denominator=_softpick_denominator,
         static=("eps",),
     ),
+    rows_sum_to_one=False,
 )
 
 
@@ -1118,7 +1122,7 @@ def entmax15(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return jnp.where(support, (u - tau) ** 2, 0).astype(out_dtype)
 
 
-@register("sa_softmax", attention=AttentionSpec())
+@register("sa_softmax", attention=AttentionSpec(rows_sum_to_one=False))
 def sa_softmax(
     x: ArrayLike,
     axis: int = -1,
