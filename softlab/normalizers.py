@@ -207,7 +207,7 @@ def _always(kwargs) -> bool:
   return True
 
 
-def _positive_or_one(total, static):
+def _positive_or_one(total, hyper):
   """The accumulated row sum as divisor; 1 where it is 0 (those rows are all 0)."""
   return jnp.where(total > 0, total, 1)
 
@@ -301,16 +301,28 @@ class OnlineForm:
   In each block the scores x of row i become t = transform(c_i x + b_i)
   (c, b the spec's row terms, left out when None). The online state per row is
   a shift m and a row total:
-  - terms(t, m, valid) -> (numerators, row-sum terms): arrays of t's shape, 0
-    where `valid` is False, m broadcast to the block; the row-sum terms are
-    None when rows are not divided by a sum (`row_sums` False), and may be the
-    numerators object itself.
+  - terms(t, m, valid, hyper) -> (numerators, row-sum terms): arrays of t's
+    shape, 0 where `valid` is False, m broadcast to the block; the row-sum
+    terms are None when rows are not divided by a sum (`row_sums` False), and
+    may be the numerators object itself.
   - running_max: m is the running max of t (from `initial_shift`), and the
     total and the output are rescaled by exp(m_old - m_new) as it grows
     (terms must scale that way); otherwise m stays 0.
-  - denominator(total, static) -> the divisor of the numerators per row.
-  - static: hyperparameters the loops need as Python numbers (they end up in
-    `static`, a dict, with the function's defaults filled in).
+  - shift_invariant: with a running max, whether the output is the same for
+    any m (the denominator scales with the sums, as softmax's). False when the
+    normalizer uses m = max(initial_shift, row max of t) itself (softpick adds
+    eps in shifted units): the backward pass then differentiates through m
+    too, passing its gradient to the first key where t is largest. Not with a
+    reweighting.
+  - denominator(total, hyper) -> the divisor of the numerators per row, total
+    plus a constant (the backward pass takes its derivative in total as 1).
+  - static: the hyperparameters the form reads. `hyper` is a dict holding
+    each with the value the dense path gives the function (the one in
+    normalizer_kwargs, else the function's default) as a Python number or
+    None: the loops are compiled around them, so chunked attention refuses a
+    traced or per-head value for them (implementation=None then runs dense).
+    Hyperparameters that are learned or given per head reach the form
+    through the row terms c and b instead.
   - reweighting: an optional second pass (see `Reweighting`).
 
   The custom VJP recomputes blocks with these functions, so they need only be
@@ -321,10 +333,15 @@ class OnlineForm:
   transform: Callable[[jax.Array], jax.Array] = _identity
   running_max: bool = False
   initial_shift: float = -math.inf
+  shift_invariant: bool = True
   row_sums: bool = True
   denominator: Callable[..., jax.Array] = _positive_or_one
   static: tuple[str, ...] = ()
   reweighting: Reweighting | None = None
+
+  def __post_init__(self):
+    if self.reweighting is not None and not self.shift_invariant:
+      raise ValueError("an OnlineForm with a reweighting must be shift invariant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,6 +363,11 @@ class AttentionSpec:
     per_head: hyperparameters that may be given per head (shape [] or [N]).
     layer_params: what a Flax attention layer holds for it (`LayerParam`).
     online: its form for chunked attention (`OnlineForm`); None: dense only.
+    rows_sum_to_one: the weights of every row with a key to attend sum to 1.
+    examples: (keyword, value) pairs: a value other than the default of each
+      hyperparameter whose default is not a number (e.g. None), for the tests
+      that run attention away from the defaults (they vary numbers and bools
+      themselves).
   """
 
   prepare_qk: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] = _unchanged_qk
@@ -357,6 +379,8 @@ class AttentionSpec:
   per_head: tuple[str, ...] = ()
   layer_params: tuple[LayerParam, ...] = ()
   online: OnlineForm | None = None
+  rows_sum_to_one: bool = True
+  examples: tuple[tuple[str, Any], ...] = ()
 
 
 _SPECS: dict[str, AttentionSpec] = {}
@@ -378,6 +402,8 @@ def register(
   add = _REGISTRY.register(name)
 
   def decorator(fn):
+    if attention is not None:
+      _check_spec_keywords(name, attention, fn)
     add(fn)
     if attention is None:
       _NOT_WEIGHTS[name] = not_weights
@@ -386,6 +412,33 @@ def register(
     return fn
 
   return decorator
+
+
+def _keyword_only(fn) -> dict[str, Any]:
+  """fn's keyword-only parameters with their defaults."""
+  params = inspect.signature(fn).parameters.values()
+  return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_spec_keywords(name: str, spec: AttentionSpec, fn) -> None:
+  """ValueError if `spec` names a keyword that `fn` does not take.
+
+  The dense path hands every hyperparameter to the function, so a keyword
+  that only the spec knows could never be given.
+  """
+  named = {spec.multiplier_kwarg, spec.offset_kwarg, *spec.per_head,
+           *(param.kwarg for param in spec.layer_params), *(key for key, _ in spec.examples)}
+  if spec.online is not None:
+    named.update(spec.online.static)
+    if spec.online.reweighting is not None:
+      named.add(spec.online.reweighting.switch)
+  keywords = _keyword_only(fn)
+  unknown = sorted(key for key in named - {None} if key not in keywords)
+  if unknown:
+    raise ValueError(
+        f"normalizer {name!r}: its spec names {', '.join(map(repr, unknown))}, not a"
+        f" keyword-only parameter of its function; valid: {', '.join(keywords) or 'none'}"
+    )
 
 
 def unregister(name: str) -> None:
@@ -415,13 +468,10 @@ def attention_spec(name: Any) -> AttentionSpec:
 
 def keyword_defaults(name: str) -> dict[str, Any]:
   """The keyword-only hyperparameters of normalizer `name` with their defaults."""
-  params = inspect.signature(get(name)).parameters.values()
-  return {
-      p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
-  }
+  return _keyword_only(get(name))
 
 
-def _exp_terms(t, m, valid):
+def _exp_terms(t, m, valid, hyper):
   """exp(t - m) on valid entries, else 0: numerators and row-sum terms alike."""
   e = jnp.exp(jnp.where(valid, t - m, -jnp.inf))
   return e, e
@@ -662,7 +712,7 @@ def log_softmax(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return _log_softmax(x, mask, axis).astype(out_dtype)
 
 
-def _stablemax_terms(t, m, valid):
+def _stablemax_terms(t, m, valid, hyper):
   """s(t) on valid entries, else 0: s(t) <= 1 + t cannot overflow, so no shift."""
   s = jnp.where(valid, stablemax_s(t), 0)
   return s, s
@@ -780,7 +830,7 @@ def _sigmoid_row_terms(rows: Rows):
   return None, jnp.asarray(-math.log(rows.num_keys), rows.dtype)
 
 
-def _sigmoid_terms(t, m, valid):
+def _sigmoid_terms(t, m, valid, hyper):
   """sigmoid(t) on valid entries, else 0; rows are not normalized."""
   return jnp.where(valid, jax.nn.sigmoid(t), 0), None
 
@@ -797,6 +847,7 @@ _SIGMOID_ATTENTION = AttentionSpec(
         ),
     ),
     online=OnlineForm(terms=_sigmoid_terms, row_sums=False),
+    rows_sum_to_one=False,
 )
 
 
@@ -895,6 +946,7 @@ _LSSA_ATTENTION = AttentionSpec(
         static=("sharpen_power",),
         reweighting=Reweighting("sharpen_power", _lssar_numerators),
     ),
+    examples=(("sharpen_power", 3.0),),
 )
 
 
@@ -954,25 +1006,28 @@ def softplus(
   return jnp.where(peak > 0, sharpened, weights).astype(out_dtype)
 
 
-def _softpick_terms(t, m, valid):
+def _softpick_terms(t, m, valid, hyper):
   """(relu(e), |e|), e = exp(t - m) - exp(-m) on valid entries, else 0."""
   e = jnp.where(valid, softpick_shifted(jnp.where(valid, t, 0), m), 0)
   return jax.nn.relu(e), jnp.abs(e)
 
 
-def _softpick_denominator(total, static):
-  return total + static["eps"]
+def _softpick_denominator(total, hyper):
+  return total + hyper["eps"]
 
 
-# The running max starts at 0: m = max(0, row max), as in the function.
+# The running max starts at 0: m = max(0, row max), as in the function, whose
+# eps in shifted units makes the weights depend on m.
 _SOFTPICK_ATTENTION = AttentionSpec(
     online=OnlineForm(
         terms=_softpick_terms,
         running_max=True,
         initial_shift=0.0,
+        shift_invariant=False,
         denominator=_softpick_denominator,
         static=("eps",),
     ),
+    rows_sum_to_one=False,
 )
 
 
@@ -1126,7 +1181,7 @@ def entmax15(x: ArrayLike, axis: int = -1, where: ArrayLike | None = None):
   return jnp.where(support, (u - tau) ** 2, 0).astype(out_dtype)
 
 
-@register("sa_softmax", attention=AttentionSpec())
+@register("sa_softmax", attention=AttentionSpec(rows_sum_to_one=False))
 def sa_softmax(
     x: ArrayLike,
     axis: int = -1,

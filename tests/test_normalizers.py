@@ -128,8 +128,9 @@ REFERENCES = {
     "gaussian": ref_softmax,  # on plain scores; its kernel is in q.k (tests/attention/test_gaussian_attention.py)
 }
 LOG_NORMALIZERS = {"log_softmax", "log_stablemax"}
-SUMS_TO_ONE = {"softmax", "stablemax", "ssmax", "softplus", "sparsemax",
-               "entmax15", "adaptive_softmax", "gumbel_softmax", "topk_softmax", "gaussian"}
+# Those whose attention spec says so, and gumbel_softmax (samples, no spec).
+SUMS_TO_ONE = {name for name in N.attention_names() if N.attention_spec(name).rows_sum_to_one}
+SUMS_TO_ONE |= {"gumbel_softmax"}
 DETERMINISTIC = sorted(REFERENCES)
 # Normalizers with extra variants worth running through every generic test.
 VARIANTS = {

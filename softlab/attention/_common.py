@@ -45,13 +45,28 @@ class Problem(NamedTuple):
   is_causal: bool
   out_dtype: Any
 
+  def hyperparameter(self, name: str) -> Any:
+    """Hyperparameter `name` as the normalizer sees it: given, else its default."""
+    return self.kwargs.get(name, hyperparameters(self.normalizer)[name])
+
+
+def hyperparameters(normalizer: str) -> dict[str, Any]:
+  """The hyperparameters normalizer_kwargs may set, with their defaults.
+
+  They are the keyword-only parameters of the normalizer's function but n,
+  which the attention supplies per row.
+  """
+  defaults = normalizers.keyword_defaults(normalizer)
+  defaults.pop("n", None)
+  return defaults
+
 
 def _check_kwargs(
     name: str, spec: normalizers.AttentionSpec, kwargs, num_heads: int
 ) -> dict[str, Any]:
   """Validated normalizer_kwargs; per-head values as arrays of shape () or [N]."""
   kwargs = dict(kwargs or {})
-  allowed = sorted(set(normalizers.keyword_defaults(name)) - {"n"})
+  allowed = sorted(hyperparameters(name))
   for key in kwargs:
     if key not in allowed:
       raise ValueError(

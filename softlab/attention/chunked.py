@@ -3,9 +3,11 @@
 Queries are processed in blocks of `q_block` rows; for each, a loop over
 key/value blocks of `k_block` keys keeps an online normalizer per row, as the
 normalizer's `softlab.normalizers.OnlineForm` describes it: the block's
-numerators and row-sum terms given the row shift, whether the shift is a
-running row max (sums rescaled by exp(m_old - m_new) as it grows, as for
-softmax) and where it starts, and the divisor from the accumulated row sum.
+numerators and row-sum terms given the row shift and the hyperparameters the
+form reads (given, else the function's defaults, as Python numbers), whether
+the shift is a running row max (sums rescaled by exp(m_old - m_new) as it
+grows, as for softmax) and where it starts, and the divisor from the
+accumulated row sum.
 A form with a `Reweighting` (LSSAR) takes two passes: the first finds the row
 shift and sum, the second accumulates the re-weighted numerators and their
 row sum.
@@ -18,7 +20,10 @@ D = sum_h dO O per row; the vjp of the block function turns them into
 gradients for q, k, bias, and the per-row multiplier c (ssmax's s log n,
 LSSA's scale) or offset b (sigmoid's bias), through which s and learnable
 biases get gradients. A reweighting adds a pre-pass for the gradient of the
-first pass's row sum. Causal attention skips the key blocks above the diagonal.
+first pass's row sum. A form whose output depends on the running max m
+(softpick) also keeps, per row, where t is largest and 1 - total / den, from
+which the backward pass gives the gradient through m to that key. Causal
+attention skips the key blocks above the diagonal.
 
 Temporary memory is O(B N (T + S) H + B N q_block k_block), independent of the
 sequence length beyond the input-sized buffers.
@@ -51,7 +56,7 @@ class _Config:
   k_len: int
   q_block: int
   k_block: int
-  # The online form's static hyperparameters as (name, Python number or None).
+  # The online form's hyperparameters as (name, Python number or None).
   static: tuple[tuple[str, float | None], ...]
 
   @property
@@ -75,6 +80,11 @@ class _Config:
     """Whether the form's second pass is on (its switch is not None)."""
     reweighting = self.form.reweighting
     return reweighting is not None and self.static_values[reweighting.switch] is not None
+
+  @property
+  def shift_differentiated(self) -> bool:
+    """Whether the output depends on the running max m, so its gradient flows through m."""
+    return self.form.running_max and not self.form.shift_invariant
 
 
 def _balanced_block(length: int, block: int) -> int:
@@ -167,7 +177,7 @@ def _transform(cfg: _Config, x, c, b):
 
 def _terms(cfg: _Config, t, m, valid):
   """(numerators, row-sum terms) of a block given the row shift m ([rows])."""
-  return cfg.form.terms(t, m[..., None], valid)
+  return cfg.form.terms(t, m[..., None], valid, cfg.static_values)
 
 
 def _reweighted(cfg: _Config, t, valid, m, l, n):
@@ -186,17 +196,22 @@ def _denominator(cfg: _Config, total):
 
 
 def _probs(cfg: _Config, q, k, bias, c, b, l, *, valid, m, den, n):
-  """(P, mass / den, first-pass numerators if reweighted) of one block."""
+  """(P, mass / den, e, t) of one block, None where unused.
+
+  e, the first pass's numerators, only if reweighted; t only if the shift is
+  differentiated.
+  """
   t = _transform(cfg, _scores(cfg, q, k, bias, valid), c, b)
+  shifted = t if cfg.shift_differentiated else None
   if cfg.reweighted:
     num, e = _reweighted(cfg, t, valid, m, l, n)
     p = num / den[..., None]
-    return p, p, e
+    return p, p, e, shifted
   num, mass = _terms(cfg, t, m, valid)
   p = num / den[..., None]
   if mass is None:
-    return p, None, None
-  return p, p if mass is num else mass / den[..., None], None
+    return p, None, None, shifted
+  return p, p if mass is num else mass / den[..., None], None, shifted
 
 
 class _Blocks:
@@ -235,7 +250,11 @@ class _Blocks:
 
 
 def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
-  """Output [B, Tp, N, Hv] and per-row statistics (m, den, l)."""
+  """Output [B, Tp, N, Hv] and per-row statistics (m, den, l, at, leak).
+
+  l: the first pass's divisor, if reweighted; at: the first key where t is
+  largest and leak: 1 - total / den, if the shift is differentiated.
+  """
   blocks = _Blocks(cfg, k, v, bias, mask, (c, b, n))
   batch, t_padded, num_heads, _ = q.shape
   heads = k.shape[2]
@@ -244,7 +263,7 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
   start = cfg.form.initial_shift if cfg.form.running_max else 0.0
 
   def query_block(i, buffers):
-    out, m_all, den_all, l_all = buffers
+    out, m_all, den_all, l_all, at_all, leak_all = buffers
     qb = blocks.query(q, i)
     cb, bb, nb = blocks.row_values(i)
 
@@ -254,10 +273,15 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
 
     def online(with_values):
       def step(j, state):
-        m, total, acc = state
+        m, total, acc, at = state
         t, valid, vb = transformed(j)
         if cfg.form.running_max:
-          m_new = jnp.maximum(m, jnp.max(jnp.where(valid, t, -jnp.inf), axis=-1))
+          t_valid = jnp.where(valid, t, -jnp.inf)
+          block_max = jnp.max(t_valid, axis=-1)
+          if at is not None:
+            position = j * cfg.k_block + jnp.argmax(t_valid, axis=-1)
+            at = jnp.where(block_max > m, position.astype(at.dtype), at)
+          m_new = jnp.maximum(m, block_max)
           alpha = jnp.exp(jnp.where(m_new == -jnp.inf, 0, m - m_new))
           total = alpha * total
           acc = acc * _rows_to_values(alpha) if with_values else acc
@@ -267,16 +291,18 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
           total = total + jnp.sum(mass, axis=-1)
         if with_values:
           acc = acc + jnp.einsum("bkgqs,bskh->bqkgh", num, vb)
-        return m, total, acc
+        return m, total, acc, at
 
       return step
 
     acc0 = jnp.zeros((batch, cfg.q_block, heads, groups, v.shape[-1]), q.dtype)
     m0 = jnp.full(rows_shape, start, q.dtype)
     total0 = jnp.zeros(rows_shape, q.dtype)
+    # The first key where t is largest (-1 while m is initial_shift).
+    at0 = jnp.full(rows_shape, -1, jnp.int32) if cfg.shift_differentiated else None
     stop = _key_blocks(cfg, i)
     if cfg.reweighted:
-      m, total, _ = lax.fori_loop(0, stop, online(False), (m0, total0, None))
+      m, total, _, at = lax.fori_loop(0, stop, online(False), (m0, total0, None, at0))
       l = _denominator(cfg, total)
 
       def reweight(j, state):
@@ -289,14 +315,18 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
       total, acc = lax.fori_loop(0, stop, reweight, (total0, acc0))
       l_all = lax.dynamic_update_slice_in_dim(l_all, l, i * cfg.q_block, 3)
     else:
-      m, total, acc = lax.fori_loop(0, stop, online(True), (m0, total0, acc0))
+      m, total, acc, at = lax.fori_loop(0, stop, online(True), (m0, total0, acc0, at0))
     den = _denominator(cfg, total)
     if cfg.form.running_max:
       m = jnp.where(jnp.isfinite(m), m, 0)
     out = blocks.write(out, i, acc / _rows_to_values(den))
-    m_all = lax.dynamic_update_slice_in_dim(m_all, m, i * cfg.q_block, 3)
-    den_all = lax.dynamic_update_slice_in_dim(den_all, den, i * cfg.q_block, 3)
-    return out, m_all, den_all, l_all
+    first_row = i * cfg.q_block
+    m_all = lax.dynamic_update_slice_in_dim(m_all, m, first_row, 3)
+    den_all = lax.dynamic_update_slice_in_dim(den_all, den, first_row, 3)
+    if cfg.shift_differentiated:
+      at_all = lax.dynamic_update_slice_in_dim(at_all, at, first_row, 3)
+      leak_all = lax.dynamic_update_slice_in_dim(leak_all, 1 - total / den, first_row, 3)
+    return out, m_all, den_all, l_all, at_all, leak_all
 
   stats_shape = (batch, heads, groups, t_padded)
   zeros = jnp.zeros(stats_shape, q.dtype)
@@ -305,9 +335,11 @@ def _forward(cfg: _Config, q, k, v, bias, mask, c, b, n):
       zeros,
       zeros,
       zeros if cfg.reweighted else None,
+      jnp.zeros(stats_shape, jnp.int32) if cfg.shift_differentiated else None,
+      zeros if cfg.shift_differentiated else None,
   )
-  out, m, den, l = lax.fori_loop(0, cfg.q_blocks, query_block, init)
-  return out, (m, den, l)
+  out, *stats = lax.fori_loop(0, cfg.q_blocks, query_block, init)
+  return out, tuple(stats)
 
 
 def _zeros_like(x):
@@ -316,13 +348,13 @@ def _zeros_like(x):
 
 def _backward(cfg: _Config, residuals, g):
   """Cotangents of (q, k, v, bias, mask, c, b, n) by recomputing each block."""
-  q, k, v, bias, mask, c, b, n, out, (m, den, l) = residuals
-  blocks = _Blocks(cfg, k, v, bias, mask, (c, b, n, m, den, l))
+  q, k, v, bias, mask, c, b, n, out, stats = residuals
+  blocks = _Blocks(cfg, k, v, bias, mask, (c, b, n) + stats)
 
   def query_block(i, carry):
     dq, dk, dv, dbias, dc, db = carry
     qb, gb = blocks.query(q, i), blocks.query(g, i)
-    cb, bb, nb, mb, denb, lb = blocks.row_values(i)
+    cb, bb, nb, mb, denb, lb, atb, leakb = blocks.row_values(i)
     # D = sum_h dO O per row, the cotangent of the row sums (when rows have one).
     d = None
     if cfg.form.row_sums:
@@ -343,11 +375,18 @@ def _backward(cfg: _Config, residuals, g):
     g_l = None
     if cfg.reweighted:
       g_l = lax.fori_loop(0, stop, row_sum_cotangent, jnp.zeros_like(lb))
+    g_m = None
+    if cfg.shift_differentiated:
+      # Numerators and sums scale as exp(-m), so at fixed t the cotangent of
+      # m is -sum(dP P) + D total / den = -D (1 - total / den), the share of
+      # den that does not scale (softpick's eps); m = max(initial_shift, row
+      # max of t) passes it to the first key where t is largest.
+      g_m = -d * leakb
 
     def key_block(j, state):
       dqb, dcb, dbb, dk, dv, dbias = state
       fn, kb, vb, biasb = probs(j)
-      (p, r, e), vjp = jax.vjp(
+      (p, r, e, t), vjp = jax.vjp(
           lambda *args: fn(*args, lb), qb, kb, biasb, cb, bb
       )
       dp = jnp.einsum("bqkgh,bskh->bkgqs", gb, vb)
@@ -355,6 +394,9 @@ def _backward(cfg: _Config, residuals, g):
           dp,
           None if r is None else jnp.broadcast_to(-d[..., None], r.shape),
           None if e is None else jnp.broadcast_to(g_l[..., None], e.shape),
+          None if t is None else jnp.where(
+              j * cfg.k_block + jnp.arange(cfg.k_block) == atb[..., None], g_m[..., None], 0
+          ),
       )
       dq_j, dk_j, dbias_j, dc_j, db_j = vjp(cotangent)
       dv_j = jnp.einsum("bkgqs,bqkgh->bskh", p, gb)
@@ -447,25 +489,32 @@ def supported() -> tuple[str, ...]:
 
 def takes(problem: _common.Problem) -> bool:
   """Whether the chunked path can run `problem`: the normalizer has an online
-  form, and the scale and the form's static hyperparameters are concrete."""
+  form, and the scale and the form's hyperparameters are concrete scalars."""
   form = problem.spec.online
   if form is None:
     return False
-  statics = [problem.scale] + [problem.kwargs.get(key) for key in form.static]
-  return not any(isinstance(v, jax.core.Tracer) for v in statics)
+  statics = [problem.scale] + [problem.hyperparameter(key) for key in form.static]
+  return all(_not_static_because(value) is None for value in statics)
+
+
+def _not_static_because(value) -> str | None:
+  """Why `value` cannot be a Python number in the loops; None if it can."""
+  if isinstance(value, jax.core.Tracer):
+    return "a traced value"
+  if value is not None and jnp.ndim(value) != 0:
+    return f"an array of shape {jnp.shape(value)}"
+  return None
 
 
 def _static_number(value, name: str):
-  """value as a Python float (the chunked loops need it static), None kept."""
-  if value is None:
-    return None
-  try:
-    return float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError):
+  """value as a Python float (the chunked loops are built around it), None kept."""
+  because = _not_static_because(value)
+  if because is not None:
     raise ValueError(
         f"{name} must be a Python number for the chunked implementation, got"
-        f" {type(value).__name__}"
-    ) from None
+        f" {because}; use implementation='dense' (or None, which chooses it)"
+    )
+  return None if value is None else float(value)
 
 
 def _block_sizes(block_size, q_len: int, k_len: int) -> tuple[int, int]:
@@ -482,12 +531,11 @@ def _block_sizes(block_size, q_len: int, k_len: int) -> tuple[int, int]:
 
 
 def _static_values(problem: _common.Problem) -> tuple[tuple[str, float | None], ...]:
-  """The online form's static hyperparameters (given, else default) as numbers."""
+  """The online form's hyperparameters (given, else default) as Python numbers."""
   form = problem.spec.online
-  defaults = normalizers.keyword_defaults(problem.normalizer)
   static = []
   for key in form.static:
-    value = problem.kwargs.get(key, defaults.get(key))
+    value = problem.hyperparameter(key)
     static.append((key, _static_number(value, f"normalizer_kwargs[{key!r}]")))
   if form.reweighting is not None:
     validation.check_positive(dict(static)[form.reweighting.switch], form.reweighting.switch)

@@ -107,8 +107,9 @@ def dot_product_attention(
       window arguments become a [B, 1, T, S] mask there), "cudnn" (jax's cuDNN
       kernel: softmax on a GPU only) or None (chunked when the normalizer has
       one, S >= AUTO_CHUNKED_MIN_KEYS, no residual is asked for and the scale
-      and the form's static hyperparameters (softpick's eps, LSSAR's
-      sharpen_power) are concrete numbers, not traced; else dense).
+      and the hyperparameters its online form reads (softpick's eps, LSSAR's
+      sharpen_power) are concrete scalars: not traced, not per head; else
+      dense).
     return_residual: also return the log-sum-exp of the scores over each
       row's attended keys, [B, T, N] (see dense.logsumexp); not "chunked".
     normalizer: the name of the normalizer.

@@ -8,7 +8,9 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from fast_jit import jit  # noqa: F401 (the attention tests compile with C.jit)
+from fast_jit import jit  # the attention tests compile with C.jit too
+from softlab import normalizers
+from softlab.attention import _common
 from softlab.attention import dot_product_attention
 
 
@@ -122,6 +124,29 @@ def variant(name: str, num_heads: int):
   return normalizer, fixed, {k: f(num_heads) for k, f in learnable.items()}
 
 
+def non_default_kwargs(normalizer: str) -> dict:
+  """normalizer_kwargs with every hyperparameter of `normalizer` away from its default.
+
+  A number d becomes 2 d + 1 and a bool flips; any other default (None) takes
+  the value the spec gives in `examples`.
+  """
+  examples = dict(normalizers.attention_spec(normalizer).examples)
+  kwargs = {}
+  for key, default in _common.hyperparameters(normalizer).items():
+    if key in examples:
+      kwargs[key] = examples[key]
+    elif isinstance(default, bool):
+      kwargs[key] = not default
+    elif isinstance(default, (int, float)):
+      kwargs[key] = type(default)(2 * default + 1)
+    else:
+      raise ValueError(
+          f"normalizer {normalizer!r}: its spec needs an example value of {key!r}"
+          f" (default {default!r})"
+      )
+  return kwargs
+
+
 # ---------------------------------------------------------------------------
 # float64 reference, one query row at a time over the keys it may attend.
 # ---------------------------------------------------------------------------
@@ -137,39 +162,65 @@ def _head(value, head):
   return value if value.ndim == 0 else value[head]
 
 
-def row_weights(normalizer, x, head, head_dim, kwargs, num_keys):
-  """Weights of the attendable scores x (1-D, n = len(x) >= 1) of one row of num_keys keys."""
+def _ssmax(x, head, head_dim, kwargs, num_keys):
+  return _softmax(_head(kwargs.get("s", 0.43), head) * np.log(len(x)) * x)
+
+
+def _sigmoid(x, head, head_dim, kwargs, num_keys):
+  bias = _head(kwargs["bias"], head) if "bias" in kwargs else -np.log(num_keys)
+  return 1 / (1 + np.exp(-(x + bias)))
+
+
+def _lssa(x, head, head_dim, kwargs, num_keys):
   n = len(x)
-  if normalizer == "softmax":
-    return _softmax(x)
-  if normalizer == "ssmax":
-    return _softmax(_head(kwargs.get("s", 0.43), head) * np.log(n) * x)
-  if normalizer == "sigmoid":
-    bias = _head(kwargs["bias"], head) if "bias" in kwargs else -np.log(num_keys)
-    return 1 / (1 + np.exp(-(x + bias)))
-  if normalizer == "softplus":
-    if "scale" in kwargs:
-      scale = _head(kwargs["scale"], head)
-    else:
-      scale = np.log(head_dim) * np.log(n)
-    w = np.logaddexp(0.0, scale * x)
-    w = w / w.sum()
-    power = kwargs.get("sharpen_power")
-    if power is None:
-      return w
-    r = np.maximum(w * n - (0.0 if n <= 3 else 1.0), 0.0)
-    if r.max() == 0:
-      return w
-    r = (r / r.max()) ** power
-    return r / r.sum()
-  if normalizer == "softpick":
-    e = np.expm1(x)
-    eps = kwargs.get("eps", 1e-8)
-    return np.maximum(e, 0) / (np.abs(e).sum() + eps * np.exp(max(x.max(), 0)))
-  if normalizer == "stablemax":
-    s = np.where(x >= 0, x + 1, 1 / (1 - np.minimum(x, 0)))
-    return s / s.sum()
-  raise ValueError(normalizer)
+  if "scale" in kwargs:
+    scale = _head(kwargs["scale"], head)
+  else:
+    scale = np.log(head_dim) * np.log(n)
+  w = np.logaddexp(0.0, scale * x)
+  w = w / w.sum()
+  power = kwargs.get("sharpen_power")
+  if power is None:
+    return w
+  r = np.maximum(w * n - (0.0 if n <= 3 else 1.0), 0.0)
+  if r.max() == 0:
+    return w
+  r = (r / r.max()) ** power
+  return r / r.sum()
+
+
+def _softpick(x, head, head_dim, kwargs, num_keys):
+  e = np.expm1(x)
+  eps = kwargs.get("eps", 1e-8)
+  return np.maximum(e, 0) / (np.abs(e).sum() + eps * np.exp(max(x.max(), 0)))
+
+
+def _stablemax(x, *_):
+  s = np.where(x >= 0, x + 1, 1 / (1 - np.minimum(x, 0)))
+  return s / s.sum()
+
+
+# Independent references, (x, head, head_dim, kwargs, num_keys) -> the
+# weights of the attendable scores x (1-D, n = len(x) >= 1) of one row of
+# num_keys keys: for the normalizers to which attention adds meaning (keys per
+# row, b = -log S, LSSA's scale) and a few more. Any other normalizer is
+# checked as its own function on the scores (`function_weights`), which
+# tests/test_normalizers.py checks against NumPy.
+ROW_REFERENCES = {
+    "softmax": lambda x, *_: _softmax(x),
+    "ssmax": _ssmax,
+    "sigmoid": _sigmoid,
+    "softplus": _lssa,
+    "softpick": _softpick,
+    "stablemax": _stablemax,
+}
+
+
+def function_weights(normalizer, kwargs, x, valid):
+  """[B, N, T, S] weights of the normalizer function on scores x (per-head kwargs [N])."""
+  per_head = {k: np.reshape(v, (-1, 1, 1)) if np.ndim(v) else v for k, v in kwargs.items()}
+  weights = jit(lambda x, valid: normalizers.get(normalizer)(x, where=valid, **per_head))
+  return np.asarray(weights(x.astype(np.float32), valid), np.float64)
 
 
 def attendable(case: Case) -> np.ndarray:
@@ -203,25 +254,25 @@ def scores(case: Case, normalizer: str) -> np.ndarray:
   return x
 
 
-def reference_weights(case: Case, normalizer, kwargs, normalize=None):
-  """[B, N, T, S] float64 weights; normalize(scores, valid) replaces row_weights."""
+def reference_weights(case: Case, normalizer, kwargs):
+  """[B, N, T, S] float64 weights (ROW_REFERENCES, else `function_weights`)."""
   x, valid = scores(case, normalizer), attendable(case)
-  if normalize is not None:
-    return np.where(valid, normalize(x, valid), 0)
+  if normalizer not in ROW_REFERENCES:
+    return np.where(valid, function_weights(normalizer, kwargs, x, valid), 0)
   weights = np.zeros(x.shape)
   for idx in np.ndindex(x.shape[:3]):
     keep = valid[idx]
     if keep.any():
       head_dim = case.query.shape[-1]
-      weights[idx + (keep,)] = row_weights(
-          normalizer, x[idx][keep], idx[1], head_dim, kwargs, x.shape[-1]
+      weights[idx + (keep,)] = ROW_REFERENCES[normalizer](
+          x[idx][keep], idx[1], head_dim, kwargs, x.shape[-1]
       )
   return weights
 
 
-def reference_attention(case: Case, normalizer, kwargs, normalize=None):
+def reference_attention(case: Case, normalizer, kwargs):
   """[B, T, N, Hv] float64 attention output."""
-  weights = reference_weights(case, normalizer, kwargs, normalize)
+  weights = reference_weights(case, normalizer, kwargs)
   n = case.query.shape[2]
   v = np.repeat(case.value.astype(np.float64), n // case.value.shape[2], axis=2)
   return np.einsum("bnts,bsnh->btnh", weights, v)

@@ -12,14 +12,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from jax.test_util import check_grads
 
+from softlab import normalizers
 from softlab.attention import CHUNKED_NORMALIZERS
+from softlab.attention import _common
+from softlab.attention import attention_weights
 from softlab.attention import dot_product_attention
 from softlab.attention.core import AUTO_CHUNKED_MIN_KEYS
 
 
-def _value_and_grads(case, variant, implementation):
+def _value_and_grads(case, normalizer, fixed, implementation):
   """(q, k, v, bias, learnable) -> (gradients of sum(out * w), output)."""
-  normalizer, fixed, _ = C.variant(variant, case.num_heads)
   attend = C.attention_fn(case, normalizer, fixed, implementation)
   shape = case.query.shape[:3] + case.value.shape[-1:]
   weight = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
@@ -31,11 +33,20 @@ def _value_and_grads(case, variant, implementation):
   return jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True)
 
 
-def _dense_and_chunked(case, variant):
+def _dense_and_chunked(case, normalizer, fixed):
   """jit(args -> (dense, chunked) (gradients, output)): one compilation for both."""
-  dense = _value_and_grads(case, variant, "dense")
-  chunked = _value_and_grads(case, variant, "chunked")
+  dense = _value_and_grads(case, normalizer, fixed, "dense")
+  chunked = _value_and_grads(case, normalizer, fixed, "chunked")
   return C.jit(lambda *args: (dense(*args), chunked(*args)))
+
+
+def _assert_same(got, want):
+  """(gradients, output) of chunked attention equal dense's."""
+  (grads, out), (want_grads, want_out) = got, want
+  np.testing.assert_allclose(out, want_out, atol=2e-5, rtol=0)
+  # rtol: LSSAR's gradients reach ~60, where f32 rounding alone is ~1e-4.
+  for got_leaf, want_leaf in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(got_leaf, want_leaf, atol=1e-4, rtol=1e-5)
 
 
 # Every variant on both cases, except the scaled LSSA ones on the causal case.
@@ -50,14 +61,11 @@ GRADIENT_CASES = [
 @pytest.mark.parametrize("variant, case_name", GRADIENT_CASES)
 def test_chunked_matches_dense_values_and_gradients(variant, case_name):
   case = C.CASES[case_name]()
-  learnable = C.variant(variant, case.num_heads)[2]
+  normalizer, fixed, learnable = C.variant(variant, case.num_heads)
   args = C.inputs(case) + ({k: jnp.asarray(v) for k, v in learnable.items()},)
-  both = _dense_and_chunked(case, variant)
+  both = _dense_and_chunked(case, normalizer, fixed)
   (want_grads, want), (grads, out) = both(*args)
-  np.testing.assert_allclose(out, want, atol=2e-5, rtol=0)
-  # rtol: LSSAR's gradients reach ~60, where f32 rounding alone is ~1e-4.
-  for got_leaf, want_leaf in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
-    np.testing.assert_allclose(got_leaf, want_leaf, atol=1e-4, rtol=1e-5)
+  _assert_same((grads, out), (want_grads, want))
   assert len(jax.tree.leaves(grads)) == 3 + (case.bias is not None) + len(learnable)
   if case_name == "self":  # batch 1: query rows 0-2 attend nothing
     for dq, out_ in ((grads[0], out), (want_grads[0], want)):
@@ -69,6 +77,47 @@ def test_chunked_matches_dense_values_and_gradients(variant, case_name):
   leaves = jax.tree.leaves((grads, out, want_grads, want))
   assert all(np.all(np.isfinite(x)) for x in leaves)
   np.testing.assert_allclose(out, want, atol=1e-4, rtol=0)
+
+
+# Every registered online form, straight from the registry: with its defaults
+# (causal, T > S, no mask: the VARIANTS above run the masked cases) and with
+# every hyperparameter away from its default (bias with -inf entries, mask).
+REGISTRY_CASES = [(name, {}, "long_query") for name in CHUNKED_NORMALIZERS] + [
+    (name, C.non_default_kwargs(name), "cross")
+    for name in CHUNKED_NORMALIZERS
+    if C.non_default_kwargs(name)
+]
+
+
+def _case_id(name, kwargs):
+  shown = lambda value: f"{value:g}" if isinstance(value, float) else value
+  return "-".join([name] + [f"{key}={shown(value)}" for key, value in kwargs.items()])
+
+
+@pytest.mark.parametrize(
+    "normalizer, kwargs, case_name", REGISTRY_CASES,
+    ids=[_case_id(name, kwargs) for name, kwargs, _ in REGISTRY_CASES],
+)
+def test_every_online_form_matches_dense(normalizer, kwargs, case_name):
+  case = C.CASES[case_name]()
+  both = _dense_and_chunked(case, normalizer, kwargs)
+  want, got = both(*C.inputs(case), {})
+  _assert_same(got, want)
+
+
+@pytest.mark.parametrize("normalizer", normalizers.attention_names())
+def test_unknown_hyperparameter_is_one_error_on_every_path(normalizer):
+  valid = ", ".join(sorted(_common.hyperparameters(normalizer))) or "none"
+  want = (f"normalizer_kwargs key 'nonexistent' is not a hyperparameter of {normalizer!r}"
+          f" in attention (n is supplied per row); valid: {valid}")
+  x = np.zeros((1, 4, 1, 8), np.float32)
+  kwargs = {"normalizer": normalizer, "normalizer_kwargs": {"nonexistent": 1.0}}
+  calls = [functools.partial(dot_product_attention, x, x, x, implementation=implementation, **kwargs)
+           for implementation in ("dense", "chunked", None)]
+  for call in calls + [functools.partial(attention_weights, x, x, **kwargs)]:
+    with pytest.raises(ValueError) as error:
+      call()
+    assert str(error.value) == want
 
 
 @pytest.mark.parametrize("variant", sorted(C.VARIANTS))
@@ -146,7 +195,6 @@ def test_chunked_temporary_memory_is_linear_in_length():
 # ---------------------------------------------------------------------------
 
 _T, _S, _N, _H = 5, 11, 2, 4
-_SUMS_TO_ONE = ("softmax", "ssmax", "softplus", "stablemax", "gaussian")
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,7 +227,7 @@ def test_row_sums_and_key_permutation_invariance(
   value = np.ones((1, _S, 1, 1), np.float32)
   row_sums = np.asarray(attend(query, key, value, mask=keep))[..., 0]
   n = keep.sum()
-  if normalizer in _SUMS_TO_ONE:
+  if normalizers.attention_spec(normalizer).rows_sum_to_one:
     np.testing.assert_allclose(row_sums, 1.0 if n else 0.0, atol=1e-5)
   else:
     assert np.all(row_sums >= 0) and np.all(row_sums <= n + 1e-5)

@@ -17,7 +17,10 @@ import toy_normalizer
 from softlab import normalizers
 from softlab.attention import MultiHeadAttention
 from softlab.attention import NORMALIZER_FIELDS
+from softlab.attention import chunked
 from softlab.attention import chunked_normalizers
+from softlab.attention import dot_product_attention
+from softlab.attention.core import AUTO_CHUNKED_MIN_KEYS
 from softlab.attention.dense import attention_weights
 from softlab.models.transformer import ATTENTION_FIELDS
 
@@ -29,16 +32,16 @@ def squareplus():
   toy_normalizer.unregister()
 
 
-def _reference(case, gain):
+def _reference(case, gain, b=4.0):
   """float64 output of `case` with the toy: default scale 1 / d, gain per head."""
   q, k = case.query.astype(np.float64), case.key.astype(np.float64)
-  b, t, n, h = q.shape
+  n, h = q.shape[2:]
   k = np.repeat(k, n // k.shape[2], axis=2)
   x = np.einsum("btnh,bsnh->bnts", q, k) / h
   if case.bias is not None:
     x = x + np.where(np.isfinite(case.bias), case.bias, 0)
   valid = C.attendable(case)
-  w = toy_normalizer.reference_weights(x, valid, gain)
+  w = toy_normalizer.reference_weights(x, valid, gain, b)
   v = np.repeat(case.value.astype(np.float64), n // case.value.shape[2], axis=2)
   return np.einsum("bnts,bsnh->btnh", w, v)
 
@@ -63,6 +66,48 @@ def test_registered_toy_runs_dense_and_chunked(squareplus, case_name):
   for got_leaf, want_leaf in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
     np.testing.assert_allclose(got_leaf, want_leaf, atol=1e-4, rtol=1e-5)
   assert np.all(np.asarray(want_grads[3]["gain"]) != 0)
+
+
+def test_toy_constant_in_its_terms_reaches_the_online_form(squareplus, monkeypatch):
+  # b = 0.01 instead of 4 changes every squareplus term; the online form reads
+  # it per entry. S = AUTO_CHUNKED_MIN_KEYS, so implementation=None picks chunked.
+  rng = np.random.default_rng(5)
+  b, t, s, n, h = 1, 6, AUTO_CHUNKED_MIN_KEYS, 2, 8
+  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  case = C.Case(normal(b, t, n, h) * 3, normal(b, s, n, h), normal(b, s, n, h),
+                None, None, is_causal=False, block_size=None)
+  gain = jnp.asarray([0.5, 2.0])
+  weight = jnp.asarray(normal(b, t, n, h))
+  chunked_calls = []
+  chunked_attention = chunked.chunked_attention
+  monkeypatch.setattr(chunked, "chunked_attention",
+                      lambda *a: chunked_calls.append(a) or chunked_attention(*a))
+
+  def value_and_grads(implementation):
+    attend = C.attention_fn(case, squareplus, {"b": 0.01}, implementation)
+    loss = lambda *a: (jnp.sum(attend(*a) * weight), attend(*a))
+    return jax.grad(loss, argnums=(0, 1, 2, 4), has_aux=True)
+
+  runs = [value_and_grads(implementation) for implementation in ("dense", "chunked", None)]
+  (want_grads, want), *others = C.jit(lambda *a: [run(*a) for run in runs])(
+      *C.inputs(case), {"gain": gain})
+  assert len(chunked_calls) == 4  # chunked and None, each in the output and its gradient
+  np.testing.assert_allclose(want, _reference(case, gain, b=0.01), atol=1e-5, rtol=1e-5)
+  for grads, out in others:
+    np.testing.assert_allclose(out, want, atol=1e-5, rtol=0)
+    for got_leaf, want_leaf in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+      np.testing.assert_allclose(got_leaf, want_leaf, atol=1e-5, rtol=1e-5)
+
+
+def test_toy_constant_must_be_a_number_for_chunked(squareplus):
+  x = jnp.ones((1, 4, 2, 8))
+  attend = lambda b: dot_product_attention(x, x, x, normalizer=squareplus,
+                                           normalizer_kwargs={"b": b}, implementation="chunked")
+  message = r"normalizer_kwargs\['b'\] must be a Python number for the chunked implementation, got "
+  with pytest.raises(ValueError, match=message + "a traced value"):
+    jax.jit(attend)(0.01)
+  with pytest.raises(ValueError, match=message + r"an array of shape \(2,\)"):
+    attend(jnp.asarray([0.01, 4.0]))
 
 
 def test_register_and_unregister_restore_the_registries():
@@ -141,6 +186,11 @@ def test_layer_and_config_fields_come_from_the_specs():
       0.43, "-log n", False)
 
 
+def _exp(t, m, valid, hyper):
+  e = jnp.where(valid, jnp.exp(t - m), 0)
+  return e, e
+
+
 def test_registration_errors():
   with pytest.raises(ValueError, match="exactly one of attention= and not_weights="):
     normalizers.register("nothing")
@@ -148,6 +198,14 @@ def test_registration_errors():
     normalizers.register("softmax", attention=normalizers.AttentionSpec())(lambda x: x)
   with pytest.raises(ValueError, match="returns log-weights, not attention weights"):
     normalizers.attention_spec("log_softmax")
+  reads_c = normalizers.AttentionSpec(online=normalizers.OnlineForm(terms=_exp, static=("c",)))
+  with pytest.raises(ValueError, match=r"^normalizer 'squareplus': its spec names 'c', not a"
+                     r" keyword-only parameter of its function; valid: gain, b$"):
+    normalizers.register(toy_normalizer.NAME, attention=reads_c)(toy_normalizer.squareplus)
+  assert toy_normalizer.NAME not in normalizers.names()
+  with pytest.raises(ValueError, match="with a reweighting must be shift invariant"):
+    normalizers.OnlineForm(terms=_exp, shift_invariant=False,
+                           reweighting=normalizers.Reweighting("c", lambda *a: a[0]))
 
 
 def test_topk_softmax_is_an_attention_normalizer_through_its_spec():
