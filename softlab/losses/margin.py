@@ -146,6 +146,16 @@ def _real_examples(embeddings, where):
   return jnp.where(real[:, None], embeddings, 0), real
 
 
+def _real_rows(cos, where):
+  """(cos with the padding examples' rows 0, [N] real-example mask; None: all real).
+
+  Zeroing the rows keeps a NaN there out of the padding examples' zero
+  gradients (the double-where trick) and out of batch statistics.
+  """
+  real = jnp.ones(cos.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  return jnp.where(real[:, None], cos, 0), real
+
+
 def _angle(cos):
   """theta = arccos(cos) in [0, pi], exact, finite gradients at cos = +-1.
 
@@ -803,7 +813,7 @@ def unpg(
     axis_name: axis the classes are sharded over.
 
   Returns:
-    [N] per-example losses.
+    [N] per-example losses (0 where `where` is False).
 
   References:
     Jung et al., "Unified Negative Pair Generation toward Well-discriminative
@@ -811,12 +821,13 @@ def unpg(
   """
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
+  cos, real = _real_rows(cos, where)
   target = s * _combined_margin(label_value(cos, is_target), m1, m2, m3)
   logits = jnp.where(is_target, target[:, None], s * cos)
   similarity, kept = unpg_negatives(embeddings, labels, where=where, wisk=wisk)
   extra = logsumexp((s * similarity.astype(cos.dtype)).ravel(), where=kept.ravel())
   total = jnp.logaddexp(logsumexp(logits, axis_name=axis_name), extra)
-  return total - _target(logits, is_target, axis_name)
+  return jnp.where(real, total - _target(logits, is_target, axis_name), 0)
 
 
 @REGISTRY.register("madacos", kind="margin", inputs=("cos", "labels", "where"))
@@ -858,7 +869,7 @@ def madacos(
     axis_name: axis the classes are sharded over.
 
   Returns:
-    [N] per-example losses.
+    [N] per-example losses (0 where `where` is False).
 
   References:
     Zhu et al., "Coarse-to-Fine: Learning Compact Discriminative
@@ -866,7 +877,7 @@ def madacos(
   """
   check_number(rho, "rho", lambda v: 0 < v < 1, "in (0, 1)")
   cos, is_target = _prepare(cos, labels)
-  real = jnp.ones(cos.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  cos, real = _real_rows(cos, where)
   target = jax.lax.stop_gradient(_target(cos, is_target, axis_name))
   order = jnp.argsort(jnp.where(real, target, jnp.inf))
   middle = order[(jnp.sum(real) - 1) // 2]
@@ -876,8 +887,9 @@ def madacos(
   others = jax.lax.stop_gradient(scale * cos)
   log_b = logsumexp(others, where=~is_target, axis_name=axis_name)[middle]
   margin = jnp.maximum(median - (log_b + math.log(rho / (1 - rho))) / scale, 0)
-  return _softmax_loss(scale * (label_value(cos, is_target) - margin), scale * cos, is_target,
-                       axis_name)
+  values = _softmax_loss(scale * (label_value(cos, is_target) - margin), scale * cos, is_target,
+                         axis_name)
+  return jnp.where(real, values, 0)
 
 
 @REGISTRY.register("nbc_softmax", kind="margin", inputs=("cos", "labels", "embeddings", "where"))
@@ -928,6 +940,7 @@ def nbc_softmax(
     migration tracking", arXiv:2212.08184.
   """
   check_number(weight, "weight", lambda v: 0 <= v <= 1, "in [0, 1]")
+  cos, _ = _real_rows(_check_cos(cos), where)
   base = normalized_softmax(cos, labels, s=s, axis_name=axis_name)
   embeddings, real = _real_examples(embeddings, where)
   labels = jnp.asarray(labels)
