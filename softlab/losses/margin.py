@@ -341,6 +341,13 @@ def subcenter_arcface(
   )
 
 
+def _elastic_sigma(sigma, plus, plus_sigma):
+  """sigma as given; None: the paper's 0.05, or with `plus` the released "+" config's."""
+  if sigma is None:
+    return plus_sigma if plus else 0.05
+  return sigma
+
+
 def _elastic_margins(key, target_cos, m, sigma, plus):
   """[N] margins m_i ~ N(m, sigma); with `plus`, sorted so that the example with
   the k-th largest target cosine gets the k-th smallest margin."""
@@ -359,7 +366,7 @@ def elasticface(
     key: jax.Array,
     s: float = 64.0,
     m: float = 0.5,
-    sigma: float = 0.05,
+    sigma: float | None = None,
     plus: bool = False,
     axis_name=None,
 ) -> jax.Array:
@@ -367,7 +374,10 @@ def elasticface(
 
   Target logit s cos(theta_y + m_i) (arXiv:2109.09416, eq. 6), with `arcface`'s
   rule where theta_y + m_i >= pi. Defaults are the paper's ElasticFace-Arc
-  (s = 64, m = 0.5, sigma = 0.05). ElasticFace-Arc+ (`plus`, Sec. 3.3): the
+  (s = 64, m = 0.5, sigma = 0.05); with `plus` sigma defaults to 0.0175, the
+  released ElasticArcFacePlus setting (github.com/fdbtrs/ElasticFace,
+  config/config.py), which keeps 0.05 for the plain loss only. ElasticFace-Arc+
+  (`plus`, Sec. 3.3): the
   batch's margins are sorted and the example with the k-th largest target
   cosine gets the k-th smallest margin, so harder examples (smaller cos_y)
   get larger margins. The released code (ElasticArcFace, plus=True) indexes
@@ -383,7 +393,7 @@ def elasticface(
     key: PRNG key for the N margins.
     s: scale.
     m: mean margin.
-    sigma: standard deviation of the margin.
+    sigma: standard deviation of the margin (None: 0.05, with `plus` 0.0175).
     plus: ElasticFace-Arc+ (larger margins for harder examples).
     axis_name: axis the classes are sharded over (see the module docstring).
 
@@ -397,7 +407,7 @@ def elasticface(
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   target_cos = _target(cos, is_target, axis_name)
-  margins = _elastic_margins(key, target_cos, m, sigma, plus)
+  margins = _elastic_margins(key, target_cos, m, _elastic_sigma(sigma, plus, 0.0175), plus)
   target = _combined_margin(label_value(cos, is_target), 1.0, margins, 0.0)
   return _softmax_loss(s * target, s * cos, is_target, axis_name)
 
@@ -410,7 +420,7 @@ def elasticface_cos(
     key: jax.Array,
     s: float = 64.0,
     m: float = 0.35,
-    sigma: float = 0.05,
+    sigma: float | None = None,
     plus: bool = False,
     axis_name=None,
 ) -> jax.Array:
@@ -418,8 +428,11 @@ def elasticface_cos(
 
   Target logit s (cos theta_y - m_i) (arXiv:2109.09416, eq. 7); `plus`
   (ElasticFace-Cos+) sorts the margins as in `elasticface`. Defaults: the
-  paper's ElasticFace-Cos (s = 64, m = 0.35, sigma = 0.05); the released
-  ElasticCosFace class defaults to sigma = 0.0125. sigma = 0: CosFace.
+  paper's ElasticFace-Cos (s = 64, m = 0.35, sigma = 0.05); with `plus` sigma
+  defaults to 0.02, the released ElasticCosFacePlus setting
+  (github.com/fdbtrs/ElasticFace, config/config.py; that file's plain
+  ElasticCosFace keeps 0.05, its ElasticCosFace class's own default is
+  0.0125). sigma = 0: CosFace.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
@@ -427,7 +440,7 @@ def elasticface_cos(
     key: PRNG key for the N margins.
     s: scale.
     m: mean margin.
-    sigma: standard deviation of the margin.
+    sigma: standard deviation of the margin (None: 0.05, with `plus` 0.02).
     plus: ElasticFace-Cos+ (larger margins for harder examples).
     axis_name: axis the classes are sharded over (see the module docstring).
 
@@ -441,7 +454,7 @@ def elasticface_cos(
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   target_cos = _target(cos, is_target, axis_name)
-  margins = _elastic_margins(key, target_cos, m, sigma, plus)
+  margins = _elastic_margins(key, target_cos, m, _elastic_sigma(sigma, plus, 0.02), plus)
   return _softmax_loss(s * (label_value(cos, is_target) - margins), s * cos, is_target,
                        axis_name)
 
