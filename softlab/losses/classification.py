@@ -884,7 +884,9 @@ def nce_rce(
   in the released RCE scale, below).
   RCE = -sum_k p_k log q_k with the one-hot label q and log 0 := A =
   `log_zero`: RCE = -A (1 - p_y). The default A = -4 is the SCE paper's
-  (arXiv:1908.06112), whose RCE the APL paper takes over. The released APL
+  (arXiv:1908.06112), whose RCE the APL paper takes over (its text could not
+  be read here to check whether it restates A; the released
+  NormalizedReverseCrossEntropy's 1/4 factor points to A = -4). The released APL
   code (github.com/HanxunH/Active-Passive-Losses, loss.py,
   ReverseCrossEntropy) clamps the one-hot label at 1e-4 instead, i.e.
   A = log(1e-4) = -9.2103, so its RCE is 2.3026 times this one: its beta = 1
