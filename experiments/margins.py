@@ -5,8 +5,8 @@ inputs: 16 identity dimensions mixed with 16 nuisance ones, per-sample noise
 sigma ~ U[0.2, 1.2]); an MLP (one hidden layer of 128) embeds them into 64
 dimensions. Ten losses, each at its paper defaults: normalized softmax (s = 64),
 CosFace (s = 64, m = 0.35), ArcFace (s = 64, m = 0.5), sub-center ArcFace
-(K = 3), ElasticFace-Arc and ElasticFace-Arc+ (m = 0.5, sigma = 0.05; "+":
-sorted margins), AdaFace (m = 0.4, h = 0.333), SphereFace2 (r = 40, m = 0.4,
+(K = 3), ElasticFace-Arc (m = 0.5, sigma = 0.05) and ElasticFace-Arc+ (sorted
+margins, sigma = 0.0175: the released config's; its first run used 0.05), AdaFace (m = 0.4, h = 0.333), SphereFace2 (r = 40, m = 0.4,
 lambda = 0.7, t = 3), pair-wise Circle (m = 0.25, gamma = 256, in-batch pairs)
 and UNPG (ArcFace plus in-batch negatives), each with clean labels and with
 20% and 40% uniform label noise: 30 variants, one seed. AdamW, lr 1e-2, batch
@@ -47,6 +47,12 @@ before comparing (the overall verdict, not supported, is the same either way).
 Cost: 30 runs, 2,315 run-seconds (wall time on the shared machine: the first 14
 runs 1,635 s at load 10-13, 45-273 s a run; the other 16 runs 680 s).
 
+ElasticFace-Arc+ was first run with sigma = 0.05 (TAR@FAR=1e-4 0.232 clean,
+0.183 / 0.056 at 20% / 40% noise); its variants now use the released
+ElasticArcFacePlus config's sigma = 0.0175 (the loss's default with plus).
+All 30 runs were rerun then, one at a time: the 27 others reproduced their
+numbers exactly.
+
 The calibration run (ArcFace, seed 0, 400 and 1,200 steps, to choose the step
 count and see whether TAR@FAR=1e-4 on test_low is informative) was the only
 result read before this protocol was fixed; no other loss had been run.
@@ -70,7 +76,7 @@ LOSSES = {
     "arcface": {"loss": {"name": "arcface"}},
     "subcenter_arcface": {"loss": {"name": "subcenter_arcface"}, "model.subcenters": 3},
     "elasticface": {"loss": {"name": "elasticface"}},
-    "elasticface_plus": {"loss": {"name": "elasticface", "plus": True}},
+    "elasticface_plus": {"loss": {"name": "elasticface", "plus": True, "sigma": 0.0175}},
     "adaface": {"loss": {"name": "adaface"}},
     "sphereface2": {"loss": {"name": "sphereface2"}},
     "pairwise_circle": {"loss": {"name": "pairwise_circle_loss"}},

@@ -131,16 +131,20 @@ def safe_pow(base, exponent):
   return jnp.where(positive, powered, at_zero)
 
 
-def normalized_focal(log_probs, one_hot, mask, gamma):
+def normalized_focal(log_probs, one_hot, mask, gamma, detach_weights=False):
   """NFL = FL_y / sum_k FL_k, FL_k = -(1 - p_k)^gamma log p_k, over the kept classes.
 
-  In [0, 1]; gamma = 0 gives NCE; 0 with one kept class.
+  In [0, 1]; gamma = 0 gives NCE; 0 with one kept class. `detach_weights`:
+  the factors (1 - p_k)^gamma are constants for the gradient (same value).
 
   References:
     Ma et al., "Normalized Loss Functions for Deep Learning with Noisy
     Labels", arXiv:2006.13554 (NFL: Section 3, the normalized form of Eq. 5).
   """
-  focal = -safe_pow(-jnp.expm1(log_probs), gamma) * log_probs
+  weights = safe_pow(-jnp.expm1(log_probs), gamma)
+  if detach_weights:
+    weights = jax.lax.stop_gradient(weights)
+  focal = -weights * log_probs
   total = jnp.sum(jnp.where(mask, focal, 0), axis=-1)
   single = total == 0  # one kept class; a NaN total (NaN logits) stays NaN
   ratio = label_value(focal, one_hot) / jnp.where(single, 1, total)

@@ -875,12 +875,25 @@ def nce_rce(
     dtype: DTypeLike | None = None,
     alpha: float = 1.0,
     beta: float = 1.0,
+    log_zero: float = -4.0,
 ) -> jax.Array:
-  """Active-passive loss NCE+RCE: alpha NCE + beta RCE.
+  """Active-passive loss NCE+RCE: alpha NCE + beta RCE, RCE = -log_zero (1 - p_y).
 
-  NCE = log p_y / sum_k log p_k (normalized CE, in [0, 1]); RCE = 4 (1 - p_y)
-  (reverse CE with log 0 := -4). alpha = beta = 1 are the paper's CIFAR-10
-  values.
+  NCE = log p_y / sum_k log p_k (normalized CE, in [0, 1]). alpha = beta = 1
+  are the paper's CIFAR-10 values (the released configs' alpha = beta = 1
+  in the released RCE scale, below).
+  RCE = -sum_k p_k log q_k with the one-hot label q and log 0 := A =
+  `log_zero`: RCE = -A (1 - p_y). The default A = -4 is the SCE paper's
+  (arXiv:1908.06112), whose RCE the APL paper takes over (its text could not
+  be read here to check whether it restates A; the released
+  NormalizedReverseCrossEntropy's 1/4 factor points to A = -4). The released APL
+  code (github.com/HanxunH/Active-Passive-Losses, loss.py,
+  ReverseCrossEntropy) clamps the one-hot label at 1e-4 instead, i.e.
+  A = log(1e-4) = -9.2103, so its RCE is 2.3026 times this one: its beta = 1
+  is beta = 2.3026 here, or `log_zero=math.log(1e-4)` with the same beta (this
+  function's beta = 1 is its beta = 0.434). It also clamps p at 1e-7, which
+  adds 9.21 sum_{k != y} max(1e-7 - p_k, 0) (below 8.3e-6 with 10 classes);
+  softlab does not clamp.
 
   Args:
     logits: [..., K] scores.
@@ -889,6 +902,7 @@ def nce_rce(
     dtype: computation dtype.
     alpha: weight of NCE.
     beta: weight of RCE.
+    log_zero: the value A that stands in for log 0 (< 0).
 
   Returns:
     [...] per-example losses.
@@ -900,17 +914,16 @@ def nce_rce(
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_probs = masked_log_softmax(x, mask)
   nce = normalized_cross_entropy(log_probs, one_hot, mask)
-  rce = _reverse_cross_entropy(label_value(log_probs, one_hot), -4.0)
+  rce = _reverse_cross_entropy(label_value(log_probs, one_hot), log_zero)
   return jnp.where(valid, alpha * nce + beta * rce, 0)
 
 
-def _apl_parts(logits, labels, where, dtype, gamma):
-  """(NFL, RCE = 4 (1 - p_y), MAE = 2 (1 - p_y), valid): the APL paper's terms."""
+def _apl_parts(logits, labels, where, dtype, gamma, detach_focal_weights=False):
+  """(NFL, log p_y, valid): the APL losses' terms (RCE and MAE are functions of p_y)."""
   x, mask, one_hot, valid = prepare_classification(logits, labels, where, dtype)
   log_probs = masked_log_softmax(x, mask)
-  one_minus_p_y = _one_minus_exp(label_value(log_probs, one_hot))
-  nfl_value = normalized_focal(log_probs, one_hot, mask, gamma)
-  return nfl_value, 4 * one_minus_p_y, 2 * one_minus_p_y, valid
+  nfl_value = normalized_focal(log_probs, one_hot, mask, gamma, detach_focal_weights)
+  return nfl_value, label_value(log_probs, one_hot), valid
 
 
 @REGISTRY.register("nfl", kind="classification")
@@ -921,12 +934,18 @@ def nfl(
     where: ArrayLike | None = None,
     dtype: DTypeLike | None = None,
     gamma: float = 0.5,
+    detach_focal_weights: bool = False,
 ) -> jax.Array:
   """Normalized focal loss: FL_y / sum_k FL_k, FL_k = -(1 - p_k)^gamma log p_k.
 
   The focal loss normalized over all labels (the paper's normalization,
   Eq. 3, applied to the focal loss): in [0, 1], robust to symmetric noise,
   an "active" loss. gamma = 0 gives NCE; gamma = 0.5 is the paper's value.
+  Values equal the released NormalizedFocalLoss (github.com/HanxunH/
+  Active-Passive-Losses, loss.py); its gradient differs: it treats the
+  factors (1 - p_k)^gamma as constants (it takes them from `.data`),
+  softlab's is the gradient of the loss. `detach_focal_weights=True` gives
+  the released gradient.
 
   Args:
     logits: [..., K] scores.
@@ -934,6 +953,7 @@ def nfl(
     where: boolean mask over the class entries, True = keep.
     dtype: computation dtype.
     gamma: focusing parameter >= 0.
+    detach_focal_weights: no gradient through (1 - p_k)^gamma (the released code's).
 
   Returns:
     [...] per-example losses in [0, 1].
@@ -943,7 +963,7 @@ def nfl(
     Labels", arXiv:2006.13554.
   """
   check_number(gamma, "gamma", lambda g: g >= 0, ">= 0")
-  value, _, _, valid = _apl_parts(logits, labels, where, dtype, gamma)
+  value, _, valid = _apl_parts(logits, labels, where, dtype, gamma, detach_focal_weights)
   return jnp.where(valid, value, 0)
 
 
@@ -980,8 +1000,8 @@ def nce_mae(
     Ma et al., "Normalized Loss Functions for Deep Learning with Noisy
     Labels", arXiv:2006.13554.
   """
-  value, _, mae_value, valid = _apl_parts(logits, labels, where, dtype, 0.0)
-  return jnp.where(valid, alpha * value + beta * mae_value, 0)
+  value, log_p_y, valid = _apl_parts(logits, labels, where, dtype, 0.0)
+  return jnp.where(valid, alpha * value + beta * 2 * _one_minus_exp(log_p_y), 0)
 
 
 @REGISTRY.register("nfl_rce", kind="classification")
@@ -994,11 +1014,15 @@ def nfl_rce(
     alpha: float = 1.0,
     beta: float = 1.0,
     gamma: float = 0.5,
+    log_zero: float = -4.0,
+    detach_focal_weights: bool = False,
 ) -> jax.Array:
-  """Active-passive loss NFL+RCE: alpha NFL + beta RCE, RCE = 4 (1 - p_y).
+  """Active-passive loss NFL+RCE: alpha NFL + beta RCE, RCE = -log_zero (1 - p_y).
 
-  NFL as in `nfl`, RCE the reverse cross-entropy with log 0 := -4 (as in
-  `nce_rce`). alpha = beta = 1, gamma = 0.5 are the paper's CIFAR-10 values.
+  NFL as in `nfl` (`detach_focal_weights`: the released gradient), RCE as in
+  `nce_rce`: A = `log_zero` = -4 by default, the released code's RCE is
+  A = log(1e-4) with p clamped at 1e-7 (its beta = 1 is beta = 2.3026 here).
+  alpha = beta = 1, gamma = 0.5 are the paper's CIFAR-10 values.
 
   Args:
     logits: [..., K] scores.
@@ -1008,6 +1032,8 @@ def nfl_rce(
     alpha: weight of NFL.
     beta: weight of RCE.
     gamma: NFL's focusing parameter >= 0.
+    log_zero: the value A that stands in for log 0 (< 0).
+    detach_focal_weights: as in `nfl`.
 
   Returns:
     [...] per-example losses.
@@ -1017,8 +1043,9 @@ def nfl_rce(
     Labels", arXiv:2006.13554.
   """
   check_number(gamma, "gamma", lambda g: g >= 0, ">= 0")
-  value, rce_value, _, valid = _apl_parts(logits, labels, where, dtype, gamma)
-  return jnp.where(valid, alpha * value + beta * rce_value, 0)
+  value, log_p_y, valid = _apl_parts(logits, labels, where, dtype, gamma, detach_focal_weights)
+  rce = _reverse_cross_entropy(log_p_y, log_zero)
+  return jnp.where(valid, alpha * value + beta * rce, 0)
 
 
 @REGISTRY.register("nfl_mae", kind="classification")
@@ -1031,11 +1058,13 @@ def nfl_mae(
     alpha: float = 1.0,
     beta: float = 1.0,
     gamma: float = 0.5,
+    detach_focal_weights: bool = False,
 ) -> jax.Array:
   """Active-passive loss NFL+MAE: alpha NFL + beta MAE, MAE = 2 (1 - p_y).
 
-  MAE as in `nce_mae` (twice the APL code's 1 - p_y). alpha = beta = 1,
-  gamma = 0.5 are the paper's CIFAR-10 values.
+  NFL as in `nfl` (`detach_focal_weights`: the released gradient), MAE as in
+  `nce_mae` (twice the APL code's 1 - p_y). alpha = beta = 1, gamma = 0.5 are
+  the paper's CIFAR-10 values.
 
   Args:
     logits: [..., K] scores.
@@ -1045,6 +1074,7 @@ def nfl_mae(
     alpha: weight of NFL.
     beta: weight of MAE.
     gamma: NFL's focusing parameter >= 0.
+    detach_focal_weights: as in `nfl`.
 
   Returns:
     [...] per-example losses.
@@ -1054,8 +1084,8 @@ def nfl_mae(
     Labels", arXiv:2006.13554.
   """
   check_number(gamma, "gamma", lambda g: g >= 0, ">= 0")
-  value, _, mae_value, valid = _apl_parts(logits, labels, where, dtype, gamma)
-  return jnp.where(valid, alpha * value + beta * mae_value, 0)
+  value, log_p_y, valid = _apl_parts(logits, labels, where, dtype, gamma, detach_focal_weights)
+  return jnp.where(valid, alpha * value + beta * 2 * _one_minus_exp(log_p_y), 0)
 
 
 @REGISTRY.register("mae", kind="classification")

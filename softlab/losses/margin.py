@@ -146,6 +146,16 @@ def _real_examples(embeddings, where):
   return jnp.where(real[:, None], embeddings, 0), real
 
 
+def _real_rows(cos, where):
+  """(cos with the padding examples' rows 0, [N] real-example mask; None: all real).
+
+  Zeroing the rows keeps a NaN there out of the padding examples' zero
+  gradients (the double-where trick) and out of batch statistics.
+  """
+  real = jnp.ones(cos.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  return jnp.where(real[:, None], cos, 0), real
+
+
 def _angle(cos):
   """theta = arccos(cos) in [0, pi], exact, finite gradients at cos = +-1.
 
@@ -331,6 +341,13 @@ def subcenter_arcface(
   )
 
 
+def _elastic_sigma(sigma, plus, plus_sigma):
+  """sigma as given; None: the paper's 0.05, or with `plus` the released "+" config's."""
+  if sigma is None:
+    return plus_sigma if plus else 0.05
+  return sigma
+
+
 def _elastic_margins(key, target_cos, m, sigma, plus):
   """[N] margins m_i ~ N(m, sigma); with `plus`, sorted so that the example with
   the k-th largest target cosine gets the k-th smallest margin."""
@@ -349,7 +366,7 @@ def elasticface(
     key: jax.Array,
     s: float = 64.0,
     m: float = 0.5,
-    sigma: float = 0.05,
+    sigma: float | None = None,
     plus: bool = False,
     axis_name=None,
 ) -> jax.Array:
@@ -357,7 +374,10 @@ def elasticface(
 
   Target logit s cos(theta_y + m_i) (arXiv:2109.09416, eq. 6), with `arcface`'s
   rule where theta_y + m_i >= pi. Defaults are the paper's ElasticFace-Arc
-  (s = 64, m = 0.5, sigma = 0.05). ElasticFace-Arc+ (`plus`, Sec. 3.3): the
+  (s = 64, m = 0.5, sigma = 0.05); with `plus` sigma defaults to 0.0175, the
+  released ElasticArcFacePlus setting (github.com/fdbtrs/ElasticFace,
+  config/config.py), which keeps 0.05 for the plain loss only. ElasticFace-Arc+
+  (`plus`, Sec. 3.3): the
   batch's margins are sorted and the example with the k-th largest target
   cosine gets the k-th smallest margin, so harder examples (smaller cos_y)
   get larger margins. The released code (ElasticArcFace, plus=True) indexes
@@ -373,7 +393,7 @@ def elasticface(
     key: PRNG key for the N margins.
     s: scale.
     m: mean margin.
-    sigma: standard deviation of the margin.
+    sigma: standard deviation of the margin (None: 0.05, with `plus` 0.0175).
     plus: ElasticFace-Arc+ (larger margins for harder examples).
     axis_name: axis the classes are sharded over (see the module docstring).
 
@@ -387,7 +407,7 @@ def elasticface(
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   target_cos = _target(cos, is_target, axis_name)
-  margins = _elastic_margins(key, target_cos, m, sigma, plus)
+  margins = _elastic_margins(key, target_cos, m, _elastic_sigma(sigma, plus, 0.0175), plus)
   target = _combined_margin(label_value(cos, is_target), 1.0, margins, 0.0)
   return _softmax_loss(s * target, s * cos, is_target, axis_name)
 
@@ -400,7 +420,7 @@ def elasticface_cos(
     key: jax.Array,
     s: float = 64.0,
     m: float = 0.35,
-    sigma: float = 0.05,
+    sigma: float | None = None,
     plus: bool = False,
     axis_name=None,
 ) -> jax.Array:
@@ -408,8 +428,11 @@ def elasticface_cos(
 
   Target logit s (cos theta_y - m_i) (arXiv:2109.09416, eq. 7); `plus`
   (ElasticFace-Cos+) sorts the margins as in `elasticface`. Defaults: the
-  paper's ElasticFace-Cos (s = 64, m = 0.35, sigma = 0.05); the released
-  ElasticCosFace class defaults to sigma = 0.0125. sigma = 0: CosFace.
+  paper's ElasticFace-Cos (s = 64, m = 0.35, sigma = 0.05); with `plus` sigma
+  defaults to 0.02, the released ElasticCosFacePlus setting
+  (github.com/fdbtrs/ElasticFace, config/config.py; that file's plain
+  ElasticCosFace keeps 0.05, its ElasticCosFace class's own default is
+  0.0125). sigma = 0: CosFace.
 
   Args:
     cos: [N, C] cosine logits (`cosine_logits`).
@@ -417,7 +440,7 @@ def elasticface_cos(
     key: PRNG key for the N margins.
     s: scale.
     m: mean margin.
-    sigma: standard deviation of the margin.
+    sigma: standard deviation of the margin (None: 0.05, with `plus` 0.02).
     plus: ElasticFace-Cos+ (larger margins for harder examples).
     axis_name: axis the classes are sharded over (see the module docstring).
 
@@ -431,7 +454,7 @@ def elasticface_cos(
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
   target_cos = _target(cos, is_target, axis_name)
-  margins = _elastic_margins(key, target_cos, m, sigma, plus)
+  margins = _elastic_margins(key, target_cos, m, _elastic_sigma(sigma, plus, 0.02), plus)
   return _softmax_loss(s * (label_value(cos, is_target) - margins), s * cos, is_target,
                        axis_name)
 
@@ -803,7 +826,7 @@ def unpg(
     axis_name: axis the classes are sharded over.
 
   Returns:
-    [N] per-example losses.
+    [N] per-example losses (0 where `where` is False).
 
   References:
     Jung et al., "Unified Negative Pair Generation toward Well-discriminative
@@ -811,12 +834,13 @@ def unpg(
   """
   check_positive(s, "s")
   cos, is_target = _prepare(cos, labels)
+  cos, real = _real_rows(cos, where)
   target = s * _combined_margin(label_value(cos, is_target), m1, m2, m3)
   logits = jnp.where(is_target, target[:, None], s * cos)
   similarity, kept = unpg_negatives(embeddings, labels, where=where, wisk=wisk)
   extra = logsumexp((s * similarity.astype(cos.dtype)).ravel(), where=kept.ravel())
   total = jnp.logaddexp(logsumexp(logits, axis_name=axis_name), extra)
-  return total - _target(logits, is_target, axis_name)
+  return jnp.where(real, total - _target(logits, is_target, axis_name), 0)
 
 
 @REGISTRY.register("madacos", kind="margin", inputs=("cos", "labels", "where"))
@@ -858,7 +882,7 @@ def madacos(
     axis_name: axis the classes are sharded over.
 
   Returns:
-    [N] per-example losses.
+    [N] per-example losses (0 where `where` is False).
 
   References:
     Zhu et al., "Coarse-to-Fine: Learning Compact Discriminative
@@ -866,7 +890,7 @@ def madacos(
   """
   check_number(rho, "rho", lambda v: 0 < v < 1, "in (0, 1)")
   cos, is_target = _prepare(cos, labels)
-  real = jnp.ones(cos.shape[:1], bool) if where is None else jnp.asarray(where, bool)
+  cos, real = _real_rows(cos, where)
   target = jax.lax.stop_gradient(_target(cos, is_target, axis_name))
   order = jnp.argsort(jnp.where(real, target, jnp.inf))
   middle = order[(jnp.sum(real) - 1) // 2]
@@ -876,8 +900,9 @@ def madacos(
   others = jax.lax.stop_gradient(scale * cos)
   log_b = logsumexp(others, where=~is_target, axis_name=axis_name)[middle]
   margin = jnp.maximum(median - (log_b + math.log(rho / (1 - rho))) / scale, 0)
-  return _softmax_loss(scale * (label_value(cos, is_target) - margin), scale * cos, is_target,
-                       axis_name)
+  values = _softmax_loss(scale * (label_value(cos, is_target) - margin), scale * cos, is_target,
+                         axis_name)
+  return jnp.where(real, values, 0)
 
 
 @REGISTRY.register("nbc_softmax", kind="margin", inputs=("cos", "labels", "embeddings", "where"))
@@ -928,6 +953,7 @@ def nbc_softmax(
     migration tracking", arXiv:2212.08184.
   """
   check_number(weight, "weight", lambda v: 0 <= v <= 1, "in [0, 1]")
+  cos, _ = _real_rows(_check_cos(cos), where)
   base = normalized_softmax(cos, labels, s=s, axis_name=axis_name)
   embeddings, real = _real_examples(embeddings, where)
   labels = jnp.asarray(labels)

@@ -826,6 +826,59 @@ def test_apl_special_cases():
   np.testing.assert_allclose(L.nfl_rce(x, X_LABELS, where=X_MASK, alpha=0.0), 2 * mae, rtol=1e-6)
 
 
+def ref_released_rce(z, y):
+  """github.com/HanxunH/Active-Passive-Losses loss.py ReverseCrossEntropy, one example."""
+  p = np.clip(softmax(z), 1e-7, 1.0)
+  q = np.clip(one_hot(y, len(z)), 1e-4, 1.0)
+  return -np.sum(p * np.log(q))
+
+
+def ref_released_nfl_grad(z, y, gamma):
+  """Gradient of the released NormalizedFocalLoss (same file): (1 - p_k)^gamma constant.
+
+  L = w_y l_y / S, l_k = -log p_k, w_k = (1 - p_k)^gamma, S = sum_k w_k l_k;
+  dl_k / dz_j = p_j - [k = j].
+  """
+  p = softmax(z)
+  w, l = (1 - p) ** gamma, -log_softmax(z)
+  total = np.sum(w * l)
+  dl_y = p - one_hot(y, len(z))
+  d_total = p * np.sum(w) - w
+  return w[y] * dl_y / total - w[y] * l[y] * d_total / total**2
+
+
+def test_rce_paper_and_released_scales(x64):
+  z = RANDOM.astype(np.float64)
+  paper = np.array([ref_nce(zi, yi) + 4 * one_minus_p(zi, yi) for zi, yi in zip(z, LABELS)])
+  np.testing.assert_allclose(L.nce_rce(z, LABELS), paper, rtol=1e-12)
+  released = np.array([ref_nce(zi, yi) + ref_released_rce(zi, yi) for zi, yi in zip(z, LABELS)])
+  got = L.nce_rce(z, LABELS, log_zero=np.log(1e-4))
+  assert np.min(softmax(z)) > 1e-7  # no clamp: equal to float precision
+  np.testing.assert_allclose(got, released, rtol=1e-12)
+  np.testing.assert_allclose(L.nce_rce(z, LABELS, beta=-np.log(1e-4) / 4), got, rtol=1e-12)
+  tiny = z.copy()
+  tiny[:, 0] = -40.0  # p_0 < 1e-7: the released clamp adds at most 9.21 (K - 1) 1e-7
+  got = L.nfl_rce(tiny, LABELS, alpha=0.0, log_zero=np.log(1e-4))
+  want = np.array([ref_released_rce(zi, yi) for zi, yi in zip(tiny, LABELS)])
+  assert 0 < np.max(np.abs(got - want)) <= -np.log(1e-4) * (K - 1) * 1e-7
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_nfl_detached_focal_weights_give_the_released_gradient(x64, gamma):
+  z = RANDOM.astype(np.float64)
+  detached = lambda x: jnp.sum(L.nfl(x, LABELS, gamma=gamma, detach_focal_weights=True))
+  np.testing.assert_allclose(L.nfl(z, LABELS, gamma=gamma, detach_focal_weights=True),
+                             L.nfl(z, LABELS, gamma=gamma), rtol=1e-14)
+  want = np.array([ref_released_nfl_grad(zi, yi, gamma) for zi, yi in zip(z, LABELS)])
+  np.testing.assert_allclose(jax.grad(detached)(z), want, rtol=1e-10, atol=1e-14)
+  true_grad = jax.grad(lambda x: jnp.sum(L.nfl(x, LABELS, gamma=gamma)))(z)
+  assert not np.allclose(true_grad, want)
+  nfl_rce = lambda x: jnp.sum(L.nfl_rce(x, LABELS, gamma=gamma, detach_focal_weights=True))
+  p_y = np.array([softmax(zi)[yi] for zi, yi in zip(z, LABELS)])[:, None]
+  rce_grad = 4 * p_y * (np.array([softmax(zi) for zi in z]) - np.eye(K)[LABELS])  # 4 (1 - p_y)
+  np.testing.assert_allclose(jax.grad(nfl_rce)(z), want + rce_grad, rtol=1e-10, atol=1e-14)
+
+
 def test_multilabel_sparsemax_loss_gradient_and_one_hot_case():
   one_hot = jax.nn.one_hot(X_LABELS, K)
   np.testing.assert_allclose(L.multilabel_sparsemax_loss(X, one_hot, where=X_MASK),
