@@ -132,7 +132,7 @@ def _add_rows(buffer, start, update, axis):
 
 def _valid(cfg: _Config, i, j, mask, bias):
   """Which entries of block (i, j) may be attended, broadcastable to the block."""
-  k_pos = j * cfg.k_block + jnp.arange(cfg.k_block)
+  k_pos = _key_positions(j, cfg.k_block, 1)
   valid = (k_pos < cfg.k_len)[None, :]
   if cfg.is_causal:
     q_pos = i * cfg.q_block + jnp.arange(cfg.q_block)
@@ -178,6 +178,12 @@ def _transform(cfg: _Config, x, c, b):
 def _terms(cfg: _Config, t, m, valid):
   """(numerators, row-sum terms) of a block given the row shift m ([rows])."""
   return cfg.form.terms(t, m[..., None], valid, cfg.static_values)
+
+
+def _key_positions(j, k_block: int, ndim: int) -> jax.Array:
+  """The key indices of key block j, shaped [1, ..., 1, k_block] (ndim axes) to compare
+  with per-row key indices without rank promotion."""
+  return (j * k_block + jnp.arange(k_block)).reshape((1,) * (ndim - 1) + (k_block,))
 
 
 def _reweighted(cfg: _Config, t, valid, m, l, n):
@@ -395,7 +401,8 @@ def _backward(cfg: _Config, residuals, g):
           None if r is None else jnp.broadcast_to(-d[..., None], r.shape),
           None if e is None else jnp.broadcast_to(g_l[..., None], e.shape),
           None if t is None else jnp.where(
-              j * cfg.k_block + jnp.arange(cfg.k_block) == atb[..., None], g_m[..., None], 0
+              _key_positions(j, cfg.k_block, atb.ndim + 1) == atb[..., None],
+              g_m[..., None], 0,
           ),
       )
       dq_j, dk_j, dbias_j, dc_j, db_j = vjp(cotangent)
