@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from softlab.registry import Registry
-from softlab.trainers.base import ConfigError, Experiment
-from softlab.trainers.sharding import shard, to_host
+from softlab.experiment import ConfigError, Experiment
+from softlab.sharding import shard, to_host
 
 REGISTRY = Registry("evaluator")
 

@@ -1,11 +1,11 @@
-"""What an experiment trainer hands the generic loop, the trainer registry, and
-the one-line errors a user's config can cause."""
+"""The trainer registry and the helpers trainers read their config with; the
+Experiment a trainer hands the generic loop and ConfigError live in
+softlab.experiment, below the trainers and the evaluators."""
 
 import contextlib
-import dataclasses
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -13,55 +13,11 @@ import jax.numpy as jnp
 
 from softlab import models
 from softlab.config import override
+from softlab.experiment import ConfigError
 from softlab.registry import Registry
 from softlab.validation import FieldError
 
 REGISTRY = Registry("trainer")
-
-Params = Any
-Extra = Any  # per-run state beside the parameters (e.g. a stateful loss's state)
-Metrics = dict[str, jax.Array]
-
-
-class ConfigError(ValueError):
-  """A mistake in the user's config: printed as one line, no traceback."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-  """How batches become a loss and predictions; everything else is the loop's job.
-
-  Training metric values are either per-example arrays [B] or scalars that are
-  already averages over the batch's real examples; the loop reports both as
-  weighted sums over the real examples divided by their total weight
-  (softlab.evaluators.weighted_sums), as evaluators do.
-
-  Attributes:
-    init_params: rng -> parameters.
-    init_extra: parameters -> extra state (an empty dict when there is none).
-    loss: (params, extra, batch, rng) -> (scalar loss, (metrics, new extra)).
-    predict: (params, extra, batch, *, sown=()) -> the evaluation model's outputs
-      on a batch, for evaluators: "loss" (per-example evaluation loss) and, as
-      the trainer has them, "logits" and "labels" / "targets",
-      "image_embeddings", "text_embeddings", "class_embeddings"; "sown" maps
-      each name in `sown` to the values the model sowed under it, in layer order.
-    describe_extra: extra -> scalar metrics logged at eval time (may be None).
-    param_specs: params -> a like-structured tree of PartitionSpecs over the
-      mesh for parameters split across devices (e.g. class centers over
-      "data"), P() for the replicated ones; the optimizer state of a parameter
-      is split like it. None: everything replicated.
-    trainable: params -> a tree of bools like params (True = trained); None
-      trains everything. The loop gives frozen parameters no update and no
-      optimizer state, so they stay bit-identical.
-  """
-
-  init_params: Callable[[jax.Array], Params]
-  init_extra: Callable[[Params], Extra]
-  loss: Callable[[Params, Extra, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, tuple[Metrics, Extra]]]
-  predict: Callable[..., dict[str, Any]]
-  describe_extra: Callable[[Extra], Metrics] | None = None
-  param_specs: Callable[[Params], Any] | None = None
-  trainable: Callable[[Params], Any] | None = None
 
 
 def sown_values(state, names) -> dict[str, list]:

@@ -32,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from softlab.files import FileError
-from softlab.trainers.base import ConfigError
+from softlab.experiment import ConfigError
 
 DAMAGED_FOLDER = "damaged_checkpoints"
 # Two odd multipliers give two independent 32-bit position-weighted sums: a

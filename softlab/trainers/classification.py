@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from softlab import metrics
-from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
-                                   loss_options, sowing, sown_values)
+from softlab.experiment import ConfigError, Experiment
+from softlab.trainers.base import (REGISTRY, build_models, dtype_of, loss_options, sowing,
+                                   sown_values)
 from softlab.trainers.kinds import choose_loss, feeds, stateful_dry_run
 
 # Loss kind -> (integer labels, number of classes) -> the loss's second input.

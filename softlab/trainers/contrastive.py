@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from softlab.trainers.base import REGISTRY, ConfigError, Experiment, build_models, options
+from softlab.experiment import ConfigError, Experiment
+from softlab.trainers.base import REGISTRY, build_models, options
 from softlab.trainers.kinds import choose_loss, feeds
 
 feeds("contrastive", ("pairwise",))

@@ -10,7 +10,8 @@ looks at a loss's name.
 import jax.numpy as jnp
 
 from softlab import losses
-from softlab.trainers.base import ConfigError, field, lookup
+from softlab.experiment import ConfigError
+from softlab.trainers.base import field, lookup
 
 # trainer -> (loss kinds it has an adapter for, whether it keeps a stateful loss's state,
 # the loss inputs (LossInfo.inputs) it supplies)

@@ -69,8 +69,9 @@ from flax import traverse_util
 
 from softlab import attention, losses
 from softlab.models.lora import init_lora, merge_lora
-from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, dtype_of,
-                                   field, loss_options, sowing, sown_values)
+from softlab.experiment import ConfigError, Experiment
+from softlab.trainers.base import (REGISTRY, build_models, dtype_of, field, loss_options, sowing,
+                                   sown_values)
 from softlab.trainers import warm_start
 from softlab.trainers.kinds import choose_loss
 from softlab.trainers.lm import ADAPTERS, attention_rms

@@ -16,8 +16,9 @@ output projection, e.g. `linear_cross_entropy`, which never forms the logits).
 import jax.numpy as jnp
 
 from softlab import losses, metrics
-from softlab.trainers.base import (REGISTRY, Experiment, build_models, dtype_of,
-                                   loss_options, sowing, sown_values)
+from softlab.experiment import Experiment
+from softlab.trainers.base import (REGISTRY, build_models, dtype_of, loss_options, sowing,
+                                   sown_values)
 from softlab.trainers.kinds import choose_loss, feeds
 
 

@@ -52,12 +52,12 @@ from jax.sharding import PartitionSpec as P
 from softlab import data, evaluators, files, optim
 from softlab.config import as_json, first_difference
 from softlab.evaluators.common import means, weighted_sums
-from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, building, field, integer,
-                                   lookup)
+from softlab.experiment import ConfigError, Experiment
+from softlab.trainers.base import REGISTRY, building, field, integer, lookup
 from softlab.trainers.checkpoints import Checkpoints
 from softlab.trainers.reporting import MetricsWriter, Progress, read_records
 from softlab.trainers import warm_start
-from softlab.trainers.sharding import make_mesh, shard, to_host
+from softlab.sharding import make_mesh, shard, to_host
 
 TIMING_KEYS = ("train/steps_per_second",)
 # Every field config.train may hold; anything else is a typo.

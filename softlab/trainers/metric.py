@@ -35,8 +35,8 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from softlab import losses, metrics
-from softlab.trainers.base import (REGISTRY, ConfigError, Experiment, build_models, loss_options,
-                                   options)
+from softlab.experiment import ConfigError, Experiment
+from softlab.trainers.base import REGISTRY, build_models, loss_options, options
 from softlab.trainers.kinds import choose_loss, feeds
 
 feeds("metric", ("margin",), stateful=True, inputs=tuple(losses.MARGIN_INPUTS))

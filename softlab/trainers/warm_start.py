@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from softlab.trainers.base import ConfigError
+from softlab.experiment import ConfigError
 from softlab.trainers.checkpoints import Checkpoints
 
 

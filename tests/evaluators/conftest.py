@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from softlab.trainers.base import Experiment
-from softlab.trainers.sharding import make_mesh
+from softlab.experiment import Experiment
+from softlab.sharding import make_mesh
 
 
 def fake_experiment(predict):

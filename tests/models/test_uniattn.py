@@ -10,7 +10,7 @@ from softlab.config import load_config, override
 from softlab.models import transformer
 from softlab.trainers.checkpoints import Checkpoints
 from softlab.trainers import loop, warm_start
-from softlab.trainers.base import ConfigError
+from softlab.experiment import ConfigError
 
 TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, 11, (1, 5)))
 

@@ -7,7 +7,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from softlab.trainers.base import ConfigError
+from softlab.experiment import ConfigError
 
 
 def make_mesh(num_devices: int | None):
