@@ -124,7 +124,8 @@ def _create_beside(folder: str, name: str) -> str:
 
 
 def _sync_file(path: str) -> None:
-  """Flushes a written file to disk; a disk that is full or failing raises here."""
+  """Flushes a written file (or a folder's entries) to disk; a disk that is full or failing
+  raises here."""
   handle = os.open(path, os.O_RDONLY)
   try:
     os.fsync(handle)
@@ -135,8 +136,4 @@ def _sync_file(path: str) -> None:
 def _sync_folder(folder: str) -> None:
   """Flushes a folder's entries (the rename) to disk where the OS allows it."""
   with contextlib.suppress(OSError):
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-      os.fsync(handle)
-    finally:
-      os.close(handle)
+    _sync_file(folder)
